@@ -1,7 +1,7 @@
 """Audio input and output, in one place.
 
-Every stage that touches a waveform goes through :func:`load_audio`: it decodes wav, flac and
-ogg with soundfile and anything else (mp3, m4a, ...) with librosa, mixes down to mono and
+Every stage that touches a waveform goes through :func:`load_audio`: it decodes with soundfile
+(wav, flac, ogg, mp3) and falls back to librosa for what libsndfile cannot read (m4a, ...), mixes down to mono and
 resamples to :data:`SAMPLE_RATE`. Errors are :class:`AudioError` with a one-line message
 that names the file.
 """
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 SUBTYPE = "PCM_16"
 
-# Suffixes soundfile (libsndfile) decodes directly; the rest go through librosa.
+# Suffixes only libsndfile should read: a failure there is final, no librosa fallback.
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au"})
 AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | frozenset({".mp3", ".m4a", ".opus", ".webm", ".wma"})
 
@@ -54,14 +54,13 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
-    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
-        try:
-            info = soundfile.info(str(path))
-        except Exception as error:  # libsndfile raises RuntimeError/LibsndfileError
-            raise AudioError(f"{path}: cannot read audio ({_short(error)})") from None
+    try:
+        info = soundfile.info(str(path))
         result = AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames))
-    else:
-        samples, sample_rate = _decode_with_librosa(path)
+    except Exception as error:  # libsndfile raises RuntimeError/LibsndfileError
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+            raise AudioError(f"{path}: cannot read audio ({_short(error)})") from None
+        samples, sample_rate = _decode_with_librosa(path)  # formats libsndfile lacks (m4a, ...)
         channels = 1 if samples.ndim == 1 else samples.shape[0]
         result = AudioInfo(path, sample_rate, channels, samples.shape[-1])
     if result.frames <= 0:
@@ -90,14 +89,13 @@ def load_audio(
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
-    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
-        try:
-            samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        except Exception as error:
-            raise AudioError(f"{path}: cannot read audio ({_short(error)})") from None
+    try:
+        samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
         samples = samples.T  # [channels, samples]
-    else:
-        samples, file_rate = _decode_with_librosa(path)
+    except Exception as error:
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+            raise AudioError(f"{path}: cannot read audio ({_short(error)})") from None
+        samples, file_rate = _decode_with_librosa(path)  # formats libsndfile lacks (m4a, ...)
         if samples.ndim == 1:
             samples = samples[None, :]
     if samples.shape[-1] == 0:

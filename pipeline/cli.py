@@ -1,0 +1,136 @@
+"""The ``slukd`` command: a thin layer over importable functions of the same names.
+
+    slukd prepare CORPUS [options]   corpus preparation (same as python -m data_prep.CORPUS)
+    slukd validate MANIFEST...       check manifests against their labels.json and audio
+
+Every error is one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline import __version__
+from pipeline.logging_utils import setup_logging
+
+logger = logging.getLogger("slukd")
+
+# corpus name -> module with main(argv) (python -m data_prep.<module>)
+CORPORA = {
+    "synthetic": "data_prep.synthetic.__main__",
+    "fsc": "data_prep.fsc",
+    "slurp": "data_prep.slurp",
+    "csv": "data_prep.csv_manifest",
+}
+
+
+def prepare(corpus: str, argv: list[str]) -> int:
+    """Run a corpus preparer's command line."""
+    try:
+        module = importlib.import_module(CORPORA[corpus])
+    except KeyError:
+        raise SystemExit(f"slukd prepare: unknown corpus {corpus!r}; choose from {', '.join(CORPORA)}") from None
+    return int(module.main(argv) or 0)
+
+
+def validate(manifests: list[Path], labels_path: Path | None = None, check_audio: bool = False) -> int:
+    """Validate manifests (and optionally every audio file); returns the number of problems."""
+    from tqdm import tqdm
+
+    from pipeline.audio import AudioError, audio_info
+    from pipeline.labels import LABELS_FILENAME, LabelError, LabelSet
+    from pipeline.manifest import ManifestError, read_manifest
+
+    problems = 0
+    for path in manifests:
+        try:
+            candidate = labels_path or path.parent / LABELS_FILENAME
+            labels = LabelSet.load(candidate) if candidate.exists() or labels_path else None
+            manifest = read_manifest(path, labels)
+        except (ManifestError, LabelError) as error:
+            logger.error("%s", error)
+            problems += 1
+            continue
+        bad_audio = 0
+        if check_audio:
+            for utterance in tqdm(manifest, desc=f"audio of {path.name}", unit="file"):
+                try:
+                    info = audio_info(manifest.audio_path(utterance))
+                except AudioError as error:
+                    logger.error("%s: utterance %s: %s", path, utterance.id, error)
+                    bad_audio += 1
+                    continue
+                if abs(info.duration - utterance.duration) > 0.05:
+                    logger.error(
+                        "%s: utterance %s: duration %.3f s in the manifest, %.3f s in the file",
+                        path, utterance.id, utterance.duration, info.duration,
+                    )  # fmt: skip
+                    bad_audio += 1
+        problems += bad_audio
+        logger.info(
+            "%s: %d utterances, %.2f h, %d intents%s%s",
+            path, len(manifest), manifest.total_duration / 3600, len({u.intent for u in manifest}),
+            "" if labels else " (no labels.json beside it)",
+            f", {bad_audio} bad audio file(s)" if check_audio else "",
+        )  # fmt: skip
+    return problems
+
+
+def _prepare_command(args: argparse.Namespace) -> int:
+    return prepare(args.corpus, args.corpus_args)
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    return 1 if validate(args.manifests, args.labels, args.check_audio) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slukd",
+        description="Spoken intent classification with BERT-to-speech knowledge distillation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"slukd {__version__}")
+    parser.add_argument("--log-level", default="INFO", help="logging level")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    prepare_parser = commands.add_parser(
+        "prepare",
+        help="prepare a corpus into manifests (python -m data_prep.CORPUS)",
+        description="Prepare a corpus; the options after CORPUS go to its preparer (see --help there).",
+        add_help=True,
+    )
+    prepare_parser.add_argument("corpus", choices=sorted(CORPORA), help="which corpus")
+    prepare_parser.add_argument("corpus_args", nargs=argparse.REMAINDER, help="the preparer's own options")
+    prepare_parser.set_defaults(handler=_prepare_command)
+
+    validate_parser = commands.add_parser(
+        "validate",
+        help="check manifests against labels.json (and audio)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    validate_parser.add_argument("manifests", nargs="+", type=Path, help="JSON Lines manifests")
+    validate_parser.add_argument("--labels", type=Path, default=None, help="labels.json (default: beside each manifest)")
+    validate_parser.add_argument("--check-audio", action="store_true", help="also open every audio file")
+    validate_parser.set_defaults(handler=_validate_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
