@@ -315,20 +315,62 @@ class FestivalEngine(Engine):
     @classmethod
     def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
         voices = cls.installed_voices()
-        chosen = [Speaker("festival", voice, rate=stretch) for stretch in (1.0, 1.15) for voice in voices]
+        # Duration_Stretch moves diphone voices only; an HTS voice is one speaker.
+        chosen = [
+            Speaker("festival", voice, rate=stretch)
+            for stretch in (1.0, 1.15)
+            for voice in voices
+            if stretch == 1.0 or "hts" not in voice
+        ]
         return _distinct(chosen, count)
 
+    def __init__(self) -> None:
+        self.check()
+        # One long-lived interpreter per worker: starting festival costs ~0.6 s, a sentence ~20 ms.
+        self.process = subprocess.Popen(
+            ["festival", "--pipe"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.folder = Path(tempfile.mkdtemp(prefix="slukd-festival-"))
+
+    def __del__(self) -> None:
+        process = getattr(self, "process", None)
+        if process is not None and process.poll() is None:
+            process.kill()
+        shutil.rmtree(getattr(self, "folder", ""), ignore_errors=True)
+
     def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
-        with tempfile.TemporaryDirectory(prefix="slukd-festival-") as folder:
-            source = Path(folder) / "text.txt"
-            source.write_text(text + "\n", encoding="utf-8")
-            output = Path(folder) / "out.wav"
-            command = [
-                "text2wave", "-eval", f"(voice_{speaker.voice})",
-                "-eval", f"(Parameter.set 'Duration_Stretch {speaker.rate})",
-                str(source), "-o", str(output),
-            ]  # fmt: skip
-            return _run_to_wav(command, output, "festival")
+        output = self.folder / "out.wav"
+        output.unlink(missing_ok=True)
+        quoted = text.replace("\\", " ").replace('"', " ")
+        commands = (
+            f"(voice_{speaker.voice})\n"
+            f"(Parameter.set (quote Duration_Stretch) {speaker.rate})\n"
+            f'(utt.save.wave (SynthText "{quoted}") "{output}" (quote riff))\n'
+            f'(format stderr "{_FESTIVAL_DONE}\\n")\n'  # stderr is unbuffered: our sync point
+        )
+        self.process.stdin.write(commands)
+        self.process.stdin.flush()
+        errors = []
+        for line in self.process.stderr:
+            if _FESTIVAL_DONE in line:
+                break
+            errors.append(line.strip())
+        else:
+            raise RuntimeError(f"festival: the interpreter exited ({'; '.join(errors)[-200:]})")
+        if not output.is_file():
+            raise RuntimeError(f"festival: no audio for {text!r} ({'; '.join(errors)[-200:]})")
+        samples = load_audio(output, sample_rate=None)
+        import soundfile
+
+        return samples, int(soundfile.info(str(output)).samplerate)
+
+
+_FESTIVAL_DONE = "SLUKD_FESTIVAL_DONE"
 
 
 ENGINES: dict[str, type[Engine]] = {

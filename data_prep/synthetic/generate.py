@@ -288,7 +288,7 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
     """Generate (or reuse) the built-in corpus under ``output_dir``.
 
     Writes ``audio/<speaker>/<id>.wav``, ``manifests/<split>.jsonl``, ``manifests/labels.json``,
-    ``manifests/stats.json``, ``speakers.json`` and ``config.json``. A finished corpus with the
+    ``manifests/stats.json``, ``speakers.json``, ``config.json`` and ``plan.json``. A finished corpus with the
     same plan is reused as is.
 
     Returns:
@@ -304,13 +304,14 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
         logger.info("%s: corpus already generated with this plan, skipping", output_dir)
         return {split: read_manifest(manifest_dir / f"{split}.jsonl") for split in SPLITS}
 
-    progress_marker = output_dir / ".in_progress.json"
-    if output_dir.exists() and not _same_plan(progress_marker, fingerprint):
-        logger.info("%s: holds another plan's audio; removing it before generating", output_dir)
+    # plan.json says which plan the audio on disk belongs to: same plan, resume; else start over.
+    plan_marker = output_dir / "plan.json"
+    if output_dir.exists() and not _same_plan(plan_marker, fingerprint):
+        logger.info("%s: holds no audio of this plan; clearing it before generating", output_dir)
         shutil.rmtree(output_dir / "audio", ignore_errors=True)
         (output_dir / ".done").unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(progress_marker, fingerprint)
+    write_json(plan_marker, fingerprint)
 
     workers = config.num_workers or worker_count()
     logger.info(
@@ -352,7 +353,6 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
     )
     write_json(output_dir / "config.json", {**asdict(config), "engines_used": engines})
     mark_done(output_dir, fingerprint)
-    progress_marker.unlink(missing_ok=True)
     return manifests
 
 
