@@ -2,6 +2,7 @@
 
     slukd prepare CORPUS [options]   corpus preparation (same as python -m data_prep.CORPUS)
     slukd validate MANIFEST...       check manifests against their labels.json and audio
+    slukd features --manifest M --out DIR   log-mel feature store (+ CMVN), batched on any device
 
 Every error is one line on stderr and a non-zero exit status.
 """
@@ -81,6 +82,56 @@ def validate(manifests: list[Path], labels_path: Path | None = None, check_audio
     return problems
 
 
+def features(
+    manifest: Path,
+    out: Path,
+    config_path: Path | None = None,
+    overrides: list[str] | None = None,
+    options: dict | None = None,
+) -> int:
+    """Build (or reuse) the feature store of one manifest; under torchrun every rank takes part."""
+    from pipeline import distributed
+    from pipeline.config import ConfigError, load_config, to_dict
+    from pipeline.feature_store import ExtractionOptions, FeatureStoreError, compute_feature_store
+    from pipeline.features import FbankConfig, resolve_device
+    from pipeline.manifest import ManifestError
+
+    try:
+        config = load_config(FbankConfig, config_path, overrides, section="features")
+        extraction = ExtractionOptions(**(options or {}))
+        device = resolve_device(extraction.device)
+    except (ConfigError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    logger.info("feature config: %s", to_dict(config))
+    rank, world_size = distributed.init_distributed(device)
+    try:
+        store = compute_feature_store(manifest, out, config, extraction)
+    except (FeatureStoreError, ManifestError) as error:
+        logger.error("%s", error)
+        return 1
+    finally:
+        distributed.shutdown()
+    if rank == 0:
+        logger.info("%s: %d utterances, %d frames", out, len(store), store.meta["total_frames"])
+    return 0
+
+
+def _features_command(args: argparse.Namespace) -> int:
+    return features(
+        args.manifest,
+        args.out,
+        args.config,
+        args.set,
+        {
+            "device": args.device,
+            "batch_seconds": args.batch_seconds,
+            "num_workers": args.num_workers,
+            "strict": args.strict,
+        },
+    )
+
+
 def _prepare_command(args: argparse.Namespace) -> int:
     return prepare(args.corpus, args.corpus_args)
 
@@ -118,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     validate_parser.add_argument("--labels", type=Path, default=None, help="labels.json (default: beside each manifest)")
     validate_parser.add_argument("--check-audio", action="store_true", help="also open every audio file")
     validate_parser.set_defaults(handler=_validate_command)
+
+    features_parser = commands.add_parser(
+        "features",
+        help="extract log-mel features into a memory-mapped store (runs under torchrun too)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    features_parser.add_argument("--manifest", type=Path, required=True, help="JSON Lines manifest")
+    features_parser.add_argument("--out", type=Path, required=True, help="store folder to write")
+    features_parser.add_argument("--config", type=Path, default=None, help="YAML with a 'features' section")
+    features_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                                 help="override a feature setting, e.g. num_mel_bins=40")  # fmt: skip
+    features_parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    features_parser.add_argument("--batch-seconds", type=float, default=300.0, help="padded audio seconds per batch")
+    features_parser.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
+    features_parser.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
+    features_parser.set_defaults(handler=_features_command)
     return parser
 
 

@@ -18,6 +18,12 @@ from typing import Any, TextIO
 DONE_MARKER = ".done"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-8") -> Iterator[TextIO]:
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -25,6 +31,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-8
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         with open(temporary, mode, encoding=None if "b" in mode else encoding) as stream:
             yield stream
@@ -60,6 +67,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(temporary, 0o777 & ~_umask())
     try:
         yield temporary
         if path.exists():

@@ -1,0 +1,321 @@
+"""The feature store: every utterance's log-mel frames in one float16 memory-mapped array.
+
+Layout of a store folder (one per split)::
+
+    meta.json    feature config, sha256 of the manifest, frame count, CMVN statistics, skipped files
+    frames.f16   float16 [total_frames, num_mel_bins], utterances back to back
+    index.json   {"ids": [...], "offsets": [...], "frames": [...]} in store order
+    .done        the fingerprint (config + manifest hash) the store was built for
+
+The store is built under a temporary name and renamed when complete; rerunning with the same
+config and manifest does nothing, a changed one rebuilds. Audio is decoded in DataLoader workers
+while the device computes; global CMVN statistics are accumulated in the same pass.
+
+Under ``torchrun`` each rank extracts a contiguous range of the (length-sorted) batches and
+rank 0 concatenates the shards: the result is byte-identical to a single-process run, because
+the batches, their order and the order of the CMVN sums are the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline import distributed
+from pipeline.config import from_dict, to_dict
+from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
+from pipeline.features import FbankConfig, FbankExtractor, resolve_device
+from pipeline.io import atomic_directory, is_done, mark_done, read_json, write_json
+from pipeline.manifest import read_manifest
+
+logger = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+META_FILE, INDEX_FILE, FRAMES_FILE = "meta.json", "index.json", "frames.f16"
+VARIANCE_FLOOR = 1e-8
+
+
+class FeatureStoreError(ValueError):
+    """A store that is missing, incomplete, or built for another config or manifest."""
+
+
+@dataclass
+class ExtractionOptions:
+    """How to run extraction; none of these change the store's content."""
+
+    device: str = "auto"
+    batch_seconds: float = 300.0  # padded audio seconds per batch
+    num_workers: int = 2  # DataLoader processes decoding audio
+    strict: bool = False  # a bad file is fatal instead of skipped
+
+
+def manifest_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def store_fingerprint(config: FbankConfig, manifest_path: str | os.PathLike) -> dict:
+    """What a store's content depends on: the store version, the feature config, the manifest."""
+    return {
+        "version": STORE_VERSION,
+        "feature_config": to_dict(config),
+        "manifest_sha256": manifest_sha256(manifest_path),
+    }
+
+
+class FeatureStore:
+    """Read access to a finished store (memory-mapped; cheap to open in every worker)."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        if not is_done(self.folder):
+            raise FeatureStoreError(f"{self.folder}: no finished feature store here (run `slukd features`)")
+        self.meta = read_json(self.folder / META_FILE)
+        index = read_json(self.folder / INDEX_FILE)
+        self.ids: list[str] = index["ids"]
+        self.offsets = np.asarray(index["offsets"], dtype=np.int64)
+        self.num_frames = np.asarray(index["frames"], dtype=np.int64)
+        self._position = {utterance_id: i for i, utterance_id in enumerate(self.ids)}
+        self.config = from_dict(FbankConfig, self.meta["feature_config"])
+        shape = (int(self.meta["total_frames"]), self.config.num_mel_bins)
+        self.frames = (
+            np.memmap(self.folder / FRAMES_FILE, dtype=np.float16, mode="r", shape=shape)
+            if shape[0]
+            else np.zeros(shape, np.float16)
+        )
+        self.cmvn_mean = np.asarray(self.meta["cmvn"]["mean"], dtype=np.float32)
+        self.cmvn_std = np.asarray(self.meta["cmvn"]["std"], dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, utterance_id: object) -> bool:
+        return utterance_id in self._position
+
+    def frames_of(self, utterance_id: str) -> np.ndarray:
+        """The stored float16 frames ``[frames, num_mel_bins]`` of one utterance (a view)."""
+        try:
+            position = self._position[utterance_id]
+        except KeyError:
+            raise FeatureStoreError(f"{self.folder}: no features for utterance {utterance_id!r}") from None
+        start = self.offsets[position]
+        return self.frames[start : start + self.num_frames[position]]
+
+    def features(self, utterance_id: str, normalize: bool = True) -> torch.Tensor:
+        """float32 features of one utterance, CMVN-normalised unless ``normalize`` is False."""
+        values = self.frames_of(utterance_id).astype(np.float32)
+        if normalize:
+            values = (values - self.cmvn_mean) / self.cmvn_std
+        return torch.from_numpy(values)
+
+    def check_compatible(self, config: FbankConfig, manifest_path: str | os.PathLike | None = None) -> None:
+        """Raise :class:`FeatureStoreError` naming what differs from the requested config/manifest."""
+        ours, wanted = self.meta["feature_config"], to_dict(config)
+        differences = [f"{key} {ours.get(key)!r} != {wanted[key]!r}" for key in wanted if ours.get(key) != wanted[key]]
+        if differences:
+            raise FeatureStoreError(
+                f"{self.folder}: built with another feature config ({', '.join(differences)}); rebuild it with `slukd features`"
+            )
+        if manifest_path is not None and manifest_sha256(manifest_path) != self.meta["manifest_sha256"]:
+            raise FeatureStoreError(f"{self.folder}: built from another version of {manifest_path}; rebuild it")
+
+
+def compute_feature_store(
+    manifest_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: FbankConfig | None = None,
+    options: ExtractionOptions | None = None,
+) -> FeatureStore:
+    """Extract features for every utterance of a manifest into a store (or reuse a finished one).
+
+    Under torchrun every rank calls this; each extracts its share and rank 0 merges.
+
+    Raises:
+        FeatureStoreError: with ``strict``, the first bad file; or every file was unusable.
+    """
+    config = config or FbankConfig()
+    options = options or ExtractionOptions()
+    manifest_path, output_dir = Path(manifest_path), Path(output_dir)
+    fingerprint = store_fingerprint(config, manifest_path)
+    if is_done(output_dir, fingerprint):
+        logger.info("%s: feature store is up to date, skipping", output_dir)
+        return FeatureStore(output_dir)
+    rank, world_size = distributed.rank_and_world()
+    device = distributed.local_device(resolve_device(options.device))
+    manifest = read_manifest(manifest_path)
+    batches = batches_by_duration([u.duration for u in manifest], options.batch_seconds)
+    work_dir = output_dir.with_name(f".{output_dir.name}.shards")
+    if rank == 0:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+    distributed.barrier()
+
+    shard_dir = work_dir / f"rank{rank:04d}"
+    shard_dir.mkdir()
+    start = time.monotonic()
+    mine = batches[rank * len(batches) // world_size : (rank + 1) * len(batches) // world_size]
+    try:
+        _extract_shard(manifest, mine, shard_dir, config, device, options, show_progress=rank == 0)
+        write_json(shard_dir / "status.json", {"ok": True})
+    except Exception as error:
+        write_json(shard_dir / "status.json", {"ok": False, "error": str(error)})
+        if world_size == 1:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
+    distributed.barrier()
+    failures = [read_json(work_dir / f"rank{r:04d}" / "status.json") for r in range(world_size)]
+    failures = [status["error"] for status in failures if not status["ok"]]
+    if failures:
+        distributed.barrier()
+        if rank == 0:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise FeatureStoreError(failures[0])
+    if rank == 0:
+        _merge_shards(work_dir, world_size, output_dir, config, fingerprint, manifest_path)
+        seconds = time.monotonic() - start
+        hours = manifest.total_duration / 3600
+        logger.info(
+            "%s: %d utterances, %.2f h of audio in %.1f s (%.0fx real time) on %s x %d",
+            output_dir, len(manifest), hours, seconds, hours * 3600 / max(seconds, 1e-9), device, world_size,
+        )  # fmt: skip
+    distributed.barrier()
+    return FeatureStore(output_dir)
+
+
+def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, device: torch.device,
+                   options: ExtractionOptions, show_progress: bool) -> None:  # fmt: skip
+    """Extract some batches into ``shard_dir``: frames, index, per-batch CMVN partial sums, skips."""
+    extractor = FbankExtractor(config)
+    dim = config.num_mel_bins
+    loader = DataLoader(
+        WaveformDataset(manifest, config.sample_rate),
+        batch_sampler=batches,
+        num_workers=options.num_workers,
+        collate_fn=collate_waveforms,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    ids, offsets, frame_counts, skipped = [], [], [], []
+    partial_sums = np.zeros((len(batches), 1 + 2 * dim), dtype=np.float64)
+    notes: Counter = Counter()
+    position = 0
+    audio_seconds = sum(manifest[i].duration for batch in batches for i in batch)
+    progress = tqdm(total=round(audio_seconds), unit="s", desc="fbank (audio seconds)", disable=not show_progress)
+    with open(shard_dir / FRAMES_FILE, "wb") as frames_file:
+        for batch_number, batch in enumerate(loader):
+            features, counts = extractor.extract_batch(batch.waveforms, batch.lengths, device)
+            counts = counts.cpu()
+            usable = torch.zeros(len(batch.indices), dtype=torch.bool)
+            for row, index in enumerate(batch.indices):
+                utterance = manifest[index]
+                problem = batch.errors[row] or (
+                    "" if counts[row] > 0 else f"{manifest.audio_path(utterance)}: shorter than one analysis window"
+                )
+                if problem:
+                    if options.strict:
+                        raise FeatureStoreError(f"{problem} (utterance {utterance.id}; --strict)")
+                    skipped.append({"id": utterance.id, "error": problem})
+                    continue
+                usable[row] = True
+                if batch.notes[row]:
+                    for note in batch.notes[row].split("; "):
+                        if notes[note.split(" ")[0]] < 3:
+                            logger.info("%s: %s", manifest.audio_path(utterance), note)
+                        notes[note.split(" ")[0]] += 1
+            valid = (torch.arange(features.shape[1])[None, :] < counts[:, None]) & usable[:, None]
+            valid = valid.to(features.device)
+            selected = features.double()[valid]  # [valid frames, dim]
+            partial_sums[batch_number, 0] = selected.shape[0]
+            partial_sums[batch_number, 1 : 1 + dim] = selected.sum(0).cpu().numpy()
+            partial_sums[batch_number, 1 + dim :] = selected.pow(2).sum(0).cpu().numpy()
+            host = features.to(torch.float16).cpu().numpy()
+            for row, index in enumerate(batch.indices):
+                if usable[row]:
+                    count = int(counts[row])
+                    frames_file.write(host[row, :count].tobytes())
+                    ids.append(manifest[index].id)
+                    offsets.append(position)
+                    frame_counts.append(count)
+                    position += count
+            progress.update(round(sum(manifest[i].duration for i in batch.indices)))
+    progress.close()
+    np.save(shard_dir / "cmvn_partial_sums.npy", partial_sums)
+    write_json(shard_dir / INDEX_FILE, {"ids": ids, "offsets": offsets, "frames": frame_counts})
+    write_json(shard_dir / "skipped.json", {"skipped": skipped, "notes": dict(notes)})
+
+
+def _merge_shards(work_dir: Path, world_size: int, output_dir: Path, config: FbankConfig,
+                  fingerprint: dict, manifest_path: Path) -> None:  # fmt: skip
+    """Concatenate the shards in rank order into the final store, atomically."""
+    dim = config.num_mel_bins
+    ids, offsets, frame_counts, skipped, notes = [], [], [], [], Counter()
+    partial_sums = []
+    with atomic_directory(output_dir) as folder:
+        with open(folder / FRAMES_FILE, "wb") as merged:
+            position = 0
+            for rank in range(world_size):
+                shard = work_dir / f"rank{rank:04d}"
+                index = read_json(shard / INDEX_FILE)
+                ids += index["ids"]
+                offsets += [offset + position for offset in index["offsets"]]
+                frame_counts += index["frames"]
+                position += sum(index["frames"])
+                with open(shard / FRAMES_FILE, "rb") as part:
+                    shutil.copyfileobj(part, merged, length=16 << 20)
+                extra = read_json(shard / "skipped.json")
+                skipped += extra["skipped"]
+                notes.update(extra["notes"])
+                partial_sums.append(np.load(shard / "cmvn_partial_sums.npy"))
+        if not ids:
+            raise FeatureStoreError(f"{manifest_path}: no usable audio at all ({len(skipped)} file(s) skipped)")
+        # Fold the per-batch sums in batch order: the same additions whatever the world size.
+        total = np.zeros(1 + 2 * dim, dtype=np.float64)
+        for row in np.concatenate(partial_sums):
+            total += row
+        count = total[0]
+        mean = total[1 : 1 + dim] / count
+        variance = np.maximum(total[1 + dim :] / count - mean**2, VARIANCE_FLOOR)
+        meta = {
+            **fingerprint,
+            "manifest": str(manifest_path),
+            "num_utterances": len(ids),
+            "total_frames": int(sum(frame_counts)),
+            "feature_dim": dim,
+            "dtype": "float16",
+            "cmvn": {
+                "frames": int(count),
+                "mean": mean.tolist(),
+                "std": np.sqrt(variance).tolist(),
+                "sum": total[1 : 1 + dim].tolist(),
+                "sum_squares": total[1 + dim :].tolist(),
+            },
+            "skipped": skipped,
+            "notes": dict(sorted(notes.items())),
+        }
+        write_json(folder / META_FILE, meta)
+        write_json(folder / INDEX_FILE, {"ids": ids, "offsets": offsets, "frames": frame_counts})
+        mark_done(folder, fingerprint)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    if skipped:
+        logger.warning("%s: skipped %d unusable file(s):", output_dir, len(skipped))
+        for entry in skipped[:20]:
+            logger.warning("  %s: %s", entry["id"], entry["error"])
+        if len(skipped) > 20:
+            logger.warning("  ... and %d more (listed in %s)", len(skipped) - 20, output_dir / META_FILE)
+    for note, number in sorted(notes.items()):
+        logger.info("%s: %d file(s) %s on the way in", output_dir, number, note)
+

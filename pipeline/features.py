@@ -1,0 +1,201 @@
+"""Log-mel filterbank features in padded batches on any device.
+
+:class:`FbankExtractor` computes Kaldi-compatible log-mel filterbanks (the same numbers as
+``torchaudio.compliance.kaldi.fbank`` with ``dither=0``) for a whole padded batch at once, on
+CPU or GPU. Every frame is computed from samples inside its own utterance only, so batched and
+one-at-a-time extraction agree, and padding never leaks into an utterance's frames.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pipeline.audio import SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+WINDOWS = ("povey", "hamming", "hanning", "rectangular")
+FLOAT_EPSILON = torch.finfo(torch.float32).eps  # Kaldi's log floor
+
+
+@dataclass
+class FbankConfig:
+    """Filterbank settings; the defaults are Kaldi's (80 bins, 25 ms window, 10 ms shift)."""
+
+    sample_rate: int = SAMPLE_RATE
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    window: str = "povey"
+    preemphasis: float = 0.97
+    remove_dc_offset: bool = True
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0: offset from the Nyquist frequency
+    # Scale applied to float waveforms in [-1, 1] before analysis; 32768 gives Kaldi's int16
+    # range, where the log floor sits far below any recorded noise.
+    waveform_scale: float = 32768.0
+    dither: float = 0.0  # > 0 adds Gaussian noise of this std (in scaled units) to every sample
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {self.window!r}")
+        if self.num_mel_bins < 4:
+            raise ValueError(f"num_mel_bins must be at least 4, got {self.num_mel_bins}")
+        if not 0 < self.frame_shift_ms <= self.frame_length_ms:
+            raise ValueError("need 0 < frame_shift_ms <= frame_length_ms")
+        nyquist = self.sample_rate / 2
+        high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+        if not 0 <= self.low_freq < high <= nyquist:
+            raise ValueError(f"need 0 <= low_freq < high_freq <= {nyquist:g} Hz")
+
+    @property
+    def window_size(self) -> int:
+        return int(self.sample_rate * self.frame_length_ms / 1000)
+
+    @property
+    def window_shift(self) -> int:
+        return int(self.sample_rate * self.frame_shift_ms / 1000)
+
+    @property
+    def fft_size(self) -> int:
+        return 1 << math.ceil(math.log2(self.window_size))
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.window_shift
+
+
+def frame_counts(num_samples: Tensor, config: FbankConfig) -> Tensor:
+    """Frames a waveform of each length yields (Kaldi's ``snip_edges``: only whole windows)."""
+    size, shift = config.window_size, config.window_shift
+    counts = torch.div(num_samples - size, shift, rounding_mode="floor") + 1
+    return torch.where(num_samples >= size, counts, torch.zeros_like(counts))
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto`` (or ``None``) picks CUDA when present, otherwise the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device here")
+    return device
+
+
+class FbankExtractor:
+    """Batched log-mel filterbanks; window and mel matrix are built once per device."""
+
+    def __init__(self, config: FbankConfig | None = None) -> None:
+        self.config = config or FbankConfig()
+        self._cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.num_mel_bins
+
+    def _window_and_banks(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._cache:
+            from torchaudio.compliance.kaldi import get_mel_banks
+
+            config = self.config
+            size = config.window_size
+            if config.window == "povey":
+                window = torch.hann_window(size, periodic=False, dtype=torch.float64).pow(0.85)
+            elif config.window == "hamming":
+                window = torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64)
+            elif config.window == "hanning":
+                window = torch.hann_window(size, periodic=False, dtype=torch.float64)
+            else:
+                window = torch.ones(size, dtype=torch.float64)
+            banks, _ = get_mel_banks(
+                config.num_mel_bins, config.fft_size, float(config.sample_rate),
+                config.low_freq, config.high_freq, 100.0, -500.0, 1.0,
+            )  # fmt: skip
+            banks = torch.nn.functional.pad(banks, (0, 1))  # [bins, fft/2 + 1]
+            self._cache[device] = (
+                window.to(device=device, dtype=torch.float32),
+                banks.T.contiguous().to(device=device, dtype=torch.float32),
+            )
+        return self._cache[device]
+
+    @torch.no_grad()
+    def extract_batch(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor,
+        device: str | torch.device | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Log-mel features of a padded batch.
+
+        Args:
+            waveforms: ``[batch, samples]`` float waveforms in [-1, 1], zero-padded.
+            lengths: ``[batch]`` valid samples per utterance.
+            device: where to compute (``auto``/``None``: the waveforms' own device).
+            generator: random source for dither (only used when ``config.dither > 0``).
+
+        Returns:
+            ``features [batch, frames, num_mel_bins]`` (float32, zeros past each utterance's
+            end) and ``frame_counts [batch]`` (int64).
+        """
+        config = self.config
+        device = waveforms.device if device is None else resolve_device(device)
+        waveforms = waveforms.to(device=device, dtype=torch.float32)
+        lengths = lengths.to(device=device, dtype=torch.int64)
+        if waveforms.dim() != 2 or lengths.shape != waveforms.shape[:1]:
+            raise ValueError(f"expected waveforms [batch, samples] and lengths [batch], got "
+                             f"{tuple(waveforms.shape)} and {tuple(lengths.shape)}")  # fmt: skip
+        counts = frame_counts(lengths, config)
+        batch = waveforms.shape[0]
+        max_frames = int(counts.max()) if batch else 0
+        if max_frames == 0:
+            return waveforms.new_zeros(batch, 0, config.num_mel_bins), counts
+        size, shift = config.window_size, config.window_shift
+        needed = (max_frames - 1) * shift + size
+        frames = waveforms[:, :needed].unfold(1, size, shift)  # [batch, frames, window]
+        frames = frames * config.waveform_scale
+        if config.dither > 0:
+            noise = torch.randn(frames.shape, generator=generator, device="cpu" if generator is None else generator.device)
+            frames = frames + config.dither * noise.to(device)
+        if config.remove_dc_offset:
+            frames = frames - frames.mean(dim=-1, keepdim=True)
+        if config.preemphasis:
+            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+            frames = frames - config.preemphasis * previous
+        window, banks = self._window_and_banks(device)
+        frames = frames * window
+        spectrum = torch.fft.rfft(frames, n=config.fft_size).abs().pow(2)  # [batch, frames, fft/2+1]
+        features = torch.matmul(spectrum, banks).clamp_min(FLOAT_EPSILON).log()
+        valid = torch.arange(max_frames, device=device)[None, :] < counts[:, None]
+        return features.masked_fill(~valid[..., None], 0.0), counts
+
+    def extract(self, waveform: Tensor, device: str | torch.device | None = None) -> Tensor:
+        """Features ``[frames, num_mel_bins]`` of one 1-D waveform."""
+        waveform = torch.as_tensor(waveform, dtype=torch.float32)
+        features, counts = self.extract_batch(waveform[None], torch.tensor([waveform.numel()]), device)
+        return features[0, : int(counts[0])]
+
+
+def extract_batch(
+    waveforms: Tensor,
+    lengths: Tensor,
+    device: str | torch.device | None = None,
+    config: FbankConfig | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Functional form of :meth:`FbankExtractor.extract_batch` (builds the extractor once per config)."""
+    return _extractor_for(config or FbankConfig()).extract_batch(waveforms, lengths, device)
+
+
+_EXTRACTORS: dict[str, FbankExtractor] = {}
+
+
+def _extractor_for(config: FbankConfig) -> FbankExtractor:
+    key = repr(config)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = FbankExtractor(config)
+    return _EXTRACTORS[key]
