@@ -126,7 +126,9 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     if samples.ndim == 1:
         return soxr.resample(samples, orig_rate, target_rate, quality="HQ").astype(np.float32)
     # soxr wants [frames, channels]
-    return np.ascontiguousarray(soxr.resample(samples.T, orig_rate, target_rate, quality="HQ").T, dtype=np.float32)
+    return np.ascontiguousarray(
+        soxr.resample(samples.T, orig_rate, target_rate, quality="HQ").T, dtype=np.float32
+    )
 
 
 def write_audio(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -35,7 +35,9 @@ def prepare(corpus: str, argv: list[str]) -> int:
     try:
         module = importlib.import_module(CORPORA[corpus])
     except KeyError:
-        raise SystemExit(f"slukd prepare: unknown corpus {corpus!r}; choose from {', '.join(CORPORA)}") from None
+        raise SystemExit(
+            f"slukd prepare: unknown corpus {corpus!r}; choose from {', '.join(CORPORA)}"
+        ) from None
     return int(module.main(argv) or 0)
 
 
@@ -166,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     validate_parser.add_argument("manifests", nargs="+", type=Path, help="JSON Lines manifests")
-    validate_parser.add_argument("--labels", type=Path, default=None, help="labels.json (default: beside each manifest)")
+    validate_parser.add_argument(
+        "--labels", type=Path, default=None, help="labels.json (default: beside each manifest)"
+    )
     validate_parser.add_argument("--check-audio", action="store_true", help="also open every audio file")
     validate_parser.set_defaults(handler=_validate_command)
 
@@ -181,9 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     features_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                                  help="override a feature setting, e.g. num_mel_bins=40")  # fmt: skip
     features_parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    features_parser.add_argument("--batch-seconds", type=float, default=300.0, help="padded audio seconds per batch")
+    features_parser.add_argument(
+        "--batch-seconds", type=float, default=300.0, help="padded audio seconds per batch"
+    )
     features_parser.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
-    features_parser.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
+    features_parser.add_argument(
+        "--strict", action="store_true", help="stop at the first bad file instead of skipping it"
+    )
     features_parser.set_defaults(handler=_features_command)
     return parser
 

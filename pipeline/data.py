@@ -72,11 +72,17 @@ def collate_waveforms(items: list[WaveformItem]) -> WaveformBatch:
     for row, item in enumerate(items):
         waveforms[row, : item.waveform.numel()] = item.waveform
     return WaveformBatch(
-        [item.index for item in items], waveforms, lengths, [item.error for item in items], [item.note for item in items]
+        [item.index for item in items],
+        waveforms,
+        lengths,
+        [item.error for item in items],
+        [item.note for item in items],
     )
 
 
-def batches_by_duration(durations: list[float], max_padded_seconds: float, max_batch_size: int = 0) -> list[list[int]]:
+def batches_by_duration(
+    durations: list[float], max_padded_seconds: float, max_batch_size: int = 0
+) -> list[list[int]]:
     """Sort utterances by duration and cut batches whose padded size stays under a budget.
 
     The padded size of a batch is ``len(batch) * longest``; sorting keeps padding low. The

@@ -125,13 +125,17 @@ class FeatureStore:
     def check_compatible(self, config: FbankConfig, manifest_path: str | os.PathLike | None = None) -> None:
         """Raise :class:`FeatureStoreError` naming what differs from the requested config/manifest."""
         ours, wanted = self.meta["feature_config"], to_dict(config)
-        differences = [f"{key} {ours.get(key)!r} != {wanted[key]!r}" for key in wanted if ours.get(key) != wanted[key]]
+        differences = [
+            f"{key} {ours.get(key)!r} != {wanted[key]!r}" for key in wanted if ours.get(key) != wanted[key]
+        ]
         if differences:
             raise FeatureStoreError(
                 f"{self.folder}: built with another feature config ({', '.join(differences)}); rebuild it with `slukd features`"
             )
         if manifest_path is not None and manifest_sha256(manifest_path) != self.meta["manifest_sha256"]:
-            raise FeatureStoreError(f"{self.folder}: built from another version of {manifest_path}; rebuild it")
+            raise FeatureStoreError(
+                f"{self.folder}: built from another version of {manifest_path}; rebuild it"
+            )
 
 
 def compute_feature_store(
@@ -214,8 +218,10 @@ def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, devi
     notes: Counter = Counter()
     position = 0
     audio_seconds = sum(manifest[i].duration for batch in batches for i in batch)
-    progress = tqdm(total=round(audio_seconds), unit="s", desc="fbank (audio seconds)", disable=not show_progress)
-    with open(shard_dir / FRAMES_FILE, "wb") as frames_file:
+    progress = tqdm(
+        total=round(audio_seconds), unit="s", desc="fbank (audio seconds)", disable=not show_progress
+    )
+    with progress, open(shard_dir / FRAMES_FILE, "wb") as frames_file:
         for batch_number, batch in enumerate(loader):
             features, counts = extractor.extract_batch(batch.waveforms, batch.lengths, device)
             counts = counts.cpu()
@@ -223,7 +229,9 @@ def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, devi
             for row, index in enumerate(batch.indices):
                 utterance = manifest[index]
                 problem = batch.errors[row] or (
-                    "" if counts[row] > 0 else f"{manifest.audio_path(utterance)}: shorter than one analysis window"
+                    ""
+                    if counts[row] > 0
+                    else f"{manifest.audio_path(utterance)}: shorter than one analysis window"
                 )
                 if problem:
                     if options.strict:
@@ -252,7 +260,6 @@ def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, devi
                     frame_counts.append(count)
                     position += count
             progress.update(round(sum(manifest[i].duration for i in batch.indices)))
-    progress.close()
     np.save(shard_dir / "cmvn_partial_sums.npy", partial_sums)
     write_json(shard_dir / INDEX_FILE, {"ids": ids, "offsets": offsets, "frames": frame_counts})
     write_json(shard_dir / "skipped.json", {"skipped": skipped, "notes": dict(notes)})
@@ -281,7 +288,9 @@ def _merge_shards(work_dir: Path, world_size: int, output_dir: Path, config: Fba
                 notes.update(extra["notes"])
                 partial_sums.append(np.load(shard / "cmvn_partial_sums.npy"))
         if not ids:
-            raise FeatureStoreError(f"{manifest_path}: no usable audio at all ({len(skipped)} file(s) skipped)")
+            raise FeatureStoreError(
+                f"{manifest_path}: no usable audio at all ({len(skipped)} file(s) skipped)"
+            )
         # Fold the per-batch sums in batch order: the same additions whatever the world size.
         total = np.zeros(1 + 2 * dim, dtype=np.float64)
         for row in np.concatenate(partial_sums):
@@ -318,4 +327,3 @@ def _merge_shards(work_dir: Path, world_size: int, output_dir: Path, config: Fba
             logger.warning("  ... and %d more (listed in %s)", len(skipped) - 20, output_dir / META_FILE)
     for note, number in sorted(notes.items()):
         logger.info("%s: %d file(s) %s on the way in", output_dir, number, note)
-

@@ -107,7 +107,9 @@ class FbankExtractor:
             if config.window == "povey":
                 window = torch.hann_window(size, periodic=False, dtype=torch.float64).pow(0.85)
             elif config.window == "hamming":
-                window = torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64)
+                window = torch.hamming_window(
+                    size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64
+                )
             elif config.window == "hanning":
                 window = torch.hann_window(size, periodic=False, dtype=torch.float64)
             else:
@@ -160,7 +162,9 @@ class FbankExtractor:
         frames = waveforms[:, :needed].unfold(1, size, shift)  # [batch, frames, window]
         frames = frames * config.waveform_scale
         if config.dither > 0:
-            noise = torch.randn(frames.shape, generator=generator, device="cpu" if generator is None else generator.device)
+            noise = torch.randn(
+                frames.shape, generator=generator, device="cpu" if generator is None else generator.device
+            )
             frames = frames + config.dither * noise.to(device)
         if config.remove_dc_offset:
             frames = frames - frames.mean(dim=-1, keepdim=True)

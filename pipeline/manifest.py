@@ -59,7 +59,11 @@ class Utterance:
             or self.duration <= 0
         ):
             raise ManifestError(f"utterance {self.id!r}: duration must be > 0 s, got {self.duration!r}")
-        if isinstance(self.sample_rate, bool) or not isinstance(self.sample_rate, int) or self.sample_rate <= 0:
+        if (
+            isinstance(self.sample_rate, bool)
+            or not isinstance(self.sample_rate, int)
+            or self.sample_rate <= 0
+        ):
             raise ManifestError(
                 f"utterance {self.id!r}: sample_rate must be a positive integer, got {self.sample_rate!r}"
             )

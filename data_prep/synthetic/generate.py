@@ -104,7 +104,9 @@ class PlannedUtterance:
 # Planning: a pure function of (preset, seed, available engines)
 
 
-def choose_speakers(engines: list[str], preset: SizePreset, rng: np.random.Generator) -> dict[str, list[Speaker]]:
+def choose_speakers(
+    engines: list[str], preset: SizePreset, rng: np.random.Generator
+) -> dict[str, list[Speaker]]:
     """Split each engine's speakers into training and test pools (stratified by engine)."""
     pools: dict[str, list[Speaker]] = {"train": [], "test": []}
     for name in engines:
@@ -135,7 +137,7 @@ def choose_phrasings(preset: SizePreset, rng: np.random.Generator) -> tuple[dict
                 families_of_group[intent.group].append(phrasing.family)
 
     held_out: set[str] = set()
-    for group, families in families_of_group.items():
+    for families in families_of_group.values():
         eligible = []
         for family in families:
             others = {
@@ -226,7 +228,9 @@ def plan_corpus(config: SyntheticConfig, engines: list[str]) -> tuple[list[Plann
                 used_texts[intent].append(phrasing)
                 train_vocabulary.update(grammar.words(phrasing.text))
             plan.append(
-                PlannedUtterance(f"{split}-{number:06d}", split, intent, phrasing.family, phrasing.text, speaker)
+                PlannedUtterance(
+                    f"{split}-{number:06d}", split, intent, phrasing.family, phrasing.text, speaker
+                )
             )
             number += 1
     return plan, speakers

@@ -52,7 +52,10 @@ class Intent:
 
 
 def _fsc_intents() -> tuple[Intent, ...]:
-    intents = [Intent("change language", language, "none") for language in ("none", "Chinese", "Korean", "English", "German")]
+    intents = [
+        Intent("change language", language, "none")
+        for language in ("none", "Chinese", "Korean", "English", "German")
+    ]
     for action in ("activate", "deactivate"):
         intents += [Intent(action, "music", "none"), Intent(action, "lamp", "none")]
         intents += [Intent(action, "lights", location) for location in LOCATIONS]
@@ -69,10 +72,21 @@ assert len(INTENTS) == 31
 # ---------------------------------------------------------------------------------------------
 # Lexicon: per-intent fillers for the template slots.
 
-_THING = {"lights": "(lights|light)", "lamp": "lamp", "music": "music", "volume": "(volume|sound)", "heat": "(heat|heating|temperature)"}
+_THING = {
+    "lights": "(lights|light)",
+    "lamp": "lamp",
+    "music": "music",
+    "volume": "(volume|sound)",
+    "heat": "(heat|heating|temperature)",
+}
 _LOCATION = {"kitchen": "kitchen", "bedroom": "bedroom", "washroom": "(washroom|bathroom)"}
 _ITEM = {"newspaper": "(newspaper|paper)", "juice": "juice", "socks": "socks", "shoes": "shoes"}
-_ITEM_DETERMINER = {"newspaper": "(the|my|today's)", "juice": "(some|the|a glass of)", "socks": "(my|some|a pair of)", "shoes": "(my|the)"}
+_ITEM_DETERMINER = {
+    "newspaper": "(the|my|today's)",
+    "juice": "(some|the|a glass of)",
+    "socks": "(my|some|a pair of)",
+    "shoes": "(my|the)",
+}
 _LANGUAGE = {"Chinese": "chinese", "Korean": "korean", "English": "english", "German": "german"}
 
 
@@ -99,11 +113,13 @@ def lexicon(intent: Intent) -> dict[str, str]:
         entries["direct"] = "(activate|enable|start)" if on else "(deactivate|disable|stop)"
         entries["want"] = "on" if on else "off"
         if intent.object == "lights":
-            entries["indirect"] = (
-                "(it is|it's) too dark{where}" if on else "(it is|it's) too bright{where}"
-            )
+            entries["indirect"] = "(it is|it's) too dark{where}" if on else "(it is|it's) too bright{where}"
         elif intent.object == "music":
-            entries["indirect"] = "(play some music|i want to hear some music)" if on else "(stop the music|pause the music|no more music)"
+            entries["indirect"] = (
+                "(play some music|i want to hear some music)"
+                if on
+                else "(stop the music|pause the music|no more music)"
+            )
         else:
             entries["indirect"] = "i need the lamp (on|now)" if on else "i do not need the lamp (on|now)"
     elif intent.group == "level":
@@ -113,7 +129,11 @@ def lexicon(intent: Intent) -> dict[str, str]:
         entries["amount"] = "more" if up else "less"
         entries["level"] = "higher" if up else "lower"
         if intent.object == "volume":
-            entries["indirect"] = "(louder|make it louder|i can't hear that)" if up else "(quieter|make it quieter|that's too loud)"
+            entries["indirect"] = (
+                "(louder|make it louder|i can't hear that)"
+                if up
+                else "(quieter|make it quieter|that's too loud)"
+            )
         else:
             entries["indirect"] = (
                 "((it is|it's) too cold{where}|make it warmer{where})"
