@@ -1,0 +1,575 @@
+"""Batched, on-device data augmentation for training.
+
+Everything here works on padded batches (``[B, S]`` waveforms or ``[B, T, F]`` features, with
+a ``[B]`` tensor of valid lengths) on whatever device the tensors live on:
+
+- :func:`speed_perturb`: speed perturbation by resampling (Ko et al. 2015, as in Kaldi);
+- :func:`add_noise`: mixing at an exact per-utterance SNR, with noise from :func:`white_noise`,
+  :func:`pink_noise`, :func:`babble_noise` (other utterances of the batch) or a
+  :class:`NoiseBank` (a folder of the user's noise recordings);
+- :func:`spec_augment`: frequency and time masks on features (Park et al. 2019).
+
+:class:`Augmenter` applies what an :class:`AugmentConfig` switches on. All randomness comes
+from an optional ``torch.Generator``: numbers are drawn on the generator's device and moved to
+the data, so a given seed reproduces exactly, and a CPU generator gives the same draws for CPU
+and CUDA data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from math import gcd
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchaudio.functional
+from torch import Tensor
+
+from pipeline.audio import AUDIO_SUFFIXES, SAMPLE_RATE, AudioError, load_audio
+
+logger = logging.getLogger(__name__)
+
+NOISE_TYPES = ("white", "pink", "babble", "file")
+MASK_VALUES = ("zero", "mean")
+
+
+@dataclass
+class AugmentConfig:
+    """What to augment, and how much. Every augmentation is off by default.
+
+    Attributes:
+        speed_perturb: resample each utterance by a factor drawn from ``speed_factors``.
+        speed_factors: speed factors, drawn uniformly; 1.1 is 10% faster (and higher pitched).
+        noise_prob: probability that an utterance gets noise; 0 switches noise off.
+        noise_types: kinds of noise, drawn uniformly per utterance, among ``NOISE_TYPES``:
+            ``white``, ``pink`` (1/f), ``babble`` (other utterances of the batch), ``file``
+            (crops of recordings in ``noise_dir``).
+        snr_db: (low, high) signal-to-noise ratio in dB, drawn uniformly per utterance.
+        noise_dir: folder of noise recordings for the ``file`` type.
+        babble_speakers: how many other utterances are summed into one babble.
+        spec_augment: apply frequency and time masks to features.
+        num_freq_masks: frequency masks per utterance.
+        freq_mask_width: largest frequency mask, in bins (Park et al.'s F=27 for 80 bins).
+        num_time_masks: time masks per utterance.
+        time_mask_width: largest time mask, in frames.
+        time_mask_ratio: largest time mask as a fraction of the utterance's length (Park et
+            al.'s p); ``None`` leaves only ``time_mask_width``.
+        mask_value: ``zero``, or ``mean`` (the utterance's mean over its valid frames).
+    """
+
+    speed_perturb: bool = False
+    speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
+    noise_prob: float = 0.0
+    noise_types: tuple[str, ...] = ("white", "pink", "babble")
+    snr_db: tuple[float, float] = (0.0, 20.0)
+    noise_dir: Path | None = None
+    babble_speakers: int = 3
+    spec_augment: bool = False
+    num_freq_masks: int = 2
+    freq_mask_width: int = 27
+    num_time_masks: int = 2
+    time_mask_width: int = 40
+    time_mask_ratio: float | None = 0.2
+    mask_value: str = "zero"
+
+    def __post_init__(self) -> None:
+        self.speed_factors = tuple(float(factor) for factor in self.speed_factors)
+        self.noise_types = tuple(self.noise_types)
+        self.snr_db = tuple(float(value) for value in self.snr_db)
+        if self.noise_dir is not None:
+            self.noise_dir = Path(self.noise_dir)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first setting that is out of range."""
+        if not self.speed_factors or min(self.speed_factors) <= 0:
+            raise ValueError(f"speed_factors must be positive numbers, got {list(self.speed_factors)}")
+        if not 0.0 <= self.noise_prob <= 1.0:
+            raise ValueError(f"noise_prob must be in [0, 1], got {self.noise_prob}")
+        unknown = [kind for kind in self.noise_types if kind not in NOISE_TYPES]
+        if not self.noise_types or unknown:
+            raise ValueError(
+                f"noise_types must be among {', '.join(NOISE_TYPES)}, got {list(self.noise_types)}"
+            )
+        if "file" in self.noise_types and self.noise_dir is None:
+            raise ValueError("noise type 'file' needs noise_dir (a folder of noise recordings)")
+        if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
+            raise ValueError(f"snr_db must be [low, high] with low <= high, got {list(self.snr_db)}")
+        if self.babble_speakers < 1:
+            raise ValueError(f"babble_speakers must be at least 1, got {self.babble_speakers}")
+        for name in ("num_freq_masks", "freq_mask_width", "num_time_masks", "time_mask_width"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_mask_ratio is not None and not 0.0 < self.time_mask_ratio <= 1.0:
+            raise ValueError(f"time_mask_ratio must be in (0, 1] or null, got {self.time_mask_ratio}")
+        if self.mask_value not in MASK_VALUES:
+            raise ValueError(f"mask_value must be one of {', '.join(MASK_VALUES)}, got {self.mask_value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists, str), ready for YAML or JSON."""
+        data = asdict(self)
+        for name in ("speed_factors", "noise_types", "snr_db"):
+            data[name] = list(data[name])
+        data["noise_dir"] = None if self.noise_dir is None else str(self.noise_dir)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugmentConfig:
+        """Build from a mapping such as a YAML section; unknown keys are an error."""
+        known = [field.name for field in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown augment setting(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- random draws
+
+
+def _draw_device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
+    """Where to draw: the generator's own device, so that a seed means the same numbers anywhere."""
+    if generator is not None:
+        return generator.device
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def _rand(
+    shape: Sequence[int], generator: torch.Generator | None, device: torch.device | str | None
+) -> Tensor:
+    draws = torch.rand(tuple(shape), generator=generator, device=_draw_device(generator, device))
+    return draws.to(device)
+
+
+def _valid_mask(lengths: Tensor, size: int, device: torch.device) -> Tensor:
+    """``[B, size]`` boolean: True on the first ``lengths[b]`` positions of each row."""
+    lengths = torch.as_tensor(lengths, device=device).long()
+    return torch.arange(size, device=device)[None, :] < lengths[:, None]
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+def white_noise(
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Gaussian white noise with unit variance.
+
+    Args:
+        shape: output shape, samples last (``[B, S]``).
+        generator: source of randomness; ``None`` uses torch's global one.
+        device: where the result lives (default CPU).
+
+    Returns:
+        float32 noise of ``shape``.
+    """
+    draws = torch.randn(tuple(shape), generator=generator, device=_draw_device(generator, device))
+    return draws.to(device)
+
+
+def pink_noise(
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Pink (1/f) noise: white noise shaped in the frequency domain, -10 dB per decade.
+
+    Args:
+        shape: output shape, samples last (``[B, S]``).
+        generator: source of randomness; ``None`` uses torch's global one.
+        device: where the result lives (default CPU).
+
+    Returns:
+        float32 noise of ``shape`` with zero mean and unit RMS along the last axis.
+    """
+    white = white_noise(shape, generator, device)
+    num_samples = white.shape[-1]
+    spectrum = torch.fft.rfft(white, dim=-1)
+    frequency = torch.arange(spectrum.shape[-1], device=white.device, dtype=white.dtype)
+    amplitude = frequency.clamp_min(1.0).rsqrt()  # power ~ 1/f
+    amplitude[0] = 0.0  # no DC
+    pink = torch.fft.irfft(spectrum * amplitude, n=num_samples, dim=-1)
+    rms = pink.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    return pink / rms.clamp_min(torch.finfo(pink.dtype).tiny)
+
+
+def babble_noise(
+    waveforms: Tensor,
+    lengths: Tensor,
+    generator: torch.Generator | None = None,
+    num_speakers: int = 3,
+) -> Tensor:
+    """Babble for each utterance from other utterances of the same batch, never itself.
+
+    Each utterance gets ``min(num_speakers, B - 1)`` distinct other utterances, each scaled to
+    unit RMS over its valid samples, circularly shifted by a random offset and tiled to the
+    full width, then summed. A batch of one has no other utterance: it gets pink noise instead
+    (logged at debug level).
+
+    Args:
+        waveforms: ``[B, S]`` padded batch.
+        lengths: ``[B]`` valid samples per utterance.
+        generator: source of randomness; ``None`` uses torch's global one.
+        num_speakers: other utterances summed into each babble.
+
+    Returns:
+        ``[B, S]`` babble, zero beyond each utterance's length.
+    """
+    batch_size, width = waveforms.shape
+    device = waveforms.device
+    valid = _valid_mask(lengths, width, device)
+    if batch_size < 2:
+        logger.debug("babble needs 2 or more utterances in a batch, got %d: using pink noise", batch_size)
+        return pink_noise((batch_size, width), generator, device).to(waveforms.dtype) * valid
+    num_speakers = min(num_speakers, batch_size - 1)
+
+    # Random distinct sources per row; the diagonal (the utterance itself) can never win.
+    scores = _rand((batch_size, batch_size), generator, device)
+    scores.fill_diagonal_(-1.0)
+    sources = scores.topk(num_speakers, dim=1).indices  # [B, K]
+
+    source_lengths = torch.as_tensor(lengths, device=device).long().clamp(1, width)
+    signal = waveforms * valid
+    rms = (signal.pow(2).sum(1) / source_lengths).sqrt().clamp_min(torch.finfo(signal.dtype).tiny)
+    flat = (signal / rms[:, None]).reshape(-1)
+
+    lengths_of_sources = source_lengths[sources]  # [B, K]
+    offsets = (_rand(sources.shape, generator, device) * lengths_of_sources).long()
+    time = torch.arange(width, device=device)
+    babble = torch.zeros_like(signal)
+    for speaker in range(num_speakers):
+        period = lengths_of_sources[:, speaker, None]
+        positions = (time[None, :] + offsets[:, speaker, None]) % period
+        babble += flat[sources[:, speaker, None] * width + positions]
+    return babble * valid
+
+
+class NoiseBank:
+    """A folder of noise recordings held in memory, served as random crops.
+
+    Files (any suffix :func:`pipeline.audio.load_audio` reads, searched recursively) are loaded
+    once, mixed down to mono and resampled. :meth:`sample` picks a file uniformly per row and a
+    random start, tiling the file when it is shorter than the request.
+
+    Args:
+        folder: the noise folder.
+        sample_rate: rate to resample to.
+
+    Raises:
+        AudioError: the folder is missing or holds no audio, or a file cannot be decoded
+            (the message names the folder or the file).
+    """
+
+    def __init__(self, folder: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> None:
+        self.folder = Path(folder)
+        self.sample_rate = sample_rate
+        if not self.folder.is_dir():
+            raise AudioError(f"{self.folder}: noise folder not found")
+        self.files = sorted(
+            path
+            for path in self.folder.rglob("*")
+            if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
+        )
+        if not self.files:
+            suffixes = ", ".join(sorted(AUDIO_SUFFIXES))
+            raise AudioError(f"{self.folder}: noise folder holds no audio files ({suffixes})")
+        clips = [torch.from_numpy(load_audio(path, sample_rate)) for path in self.files]
+        self.lengths = torch.tensor([len(clip) for clip in clips])
+        self.offsets = torch.cumsum(self.lengths, 0) - self.lengths
+        self.samples = torch.cat(clips)
+        self._on_device: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+        logger.info(
+            "noise bank: %d file(s), %.1f s from %s",
+            len(self.files),
+            len(self.samples) / sample_rate,
+            self.folder,
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def sample(
+        self,
+        batch_size: int,
+        num_samples: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Tensor:
+        """Random crops of noise.
+
+        Args:
+            batch_size: rows to return.
+            num_samples: samples per row.
+            generator: source of randomness; ``None`` uses torch's global one.
+            device: where the result lives (default CPU); the bank keeps a copy there.
+
+        Returns:
+            ``[batch_size, num_samples]`` float32 noise.
+        """
+        device = torch.device("cpu") if device is None else torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = (
+                self.samples.to(device),
+                self.lengths.to(device),
+                self.offsets.to(device),
+            )
+        samples, lengths, offsets = self._on_device[device]
+        choice = (
+            (_rand((batch_size,), generator, device) * len(self.files)).long().clamp_max(len(self.files) - 1)
+        )
+        period = lengths[choice][:, None]
+        start = (_rand((batch_size, 1), generator, device) * period).long()
+        positions = (start + torch.arange(num_samples, device=device)[None, :]) % period
+        return samples[offsets[choice][:, None] + positions]
+
+
+def add_noise(waveforms: Tensor, lengths: Tensor, snr_db: Tensor | float, noise: Tensor) -> Tensor:
+    """Mix noise into each utterance at exactly the requested SNR.
+
+    Signal and noise power are both measured over the first ``lengths[b]`` samples. A row
+    whose noise is silent there is returned clean. No clipping: the sum may exceed [-1, 1].
+
+    Args:
+        waveforms: ``[B, S]`` padded batch.
+        lengths: ``[B]`` valid samples per utterance.
+        snr_db: ``[B]`` (or one number) target signal-to-noise ratio in dB.
+        noise: ``[B, S]`` noise; only its first ``lengths[b]`` samples are used.
+
+    Returns:
+        ``[B, S]`` new tensor, zero beyond each utterance's length.
+    """
+    if noise.shape != waveforms.shape:
+        raise ValueError(
+            f"noise shape {tuple(noise.shape)} does not match waveforms {tuple(waveforms.shape)}"
+        )
+    device = waveforms.device
+    dtype = torch.promote_types(waveforms.dtype, torch.float32)
+    valid = _valid_mask(lengths, waveforms.shape[1], device)
+    clean = waveforms.to(dtype) * valid
+    noise = noise.to(device=device, dtype=dtype) * valid
+    signal_power = clean.pow(2).sum(1)  # sums over the same samples: their ratio is the power ratio
+    noise_power = noise.pow(2).sum(1)
+    snr = torch.as_tensor(snr_db, device=device, dtype=dtype)
+    scale = torch.sqrt(signal_power / (noise_power.clamp_min(torch.finfo(dtype).tiny) * 10.0 ** (snr / 10.0)))
+    scale = torch.where(noise_power > 0, scale, torch.zeros_like(scale))
+    return (clean + scale[:, None] * noise).to(waveforms.dtype)
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def speed_perturb(
+    waveforms: Tensor,
+    lengths: Tensor,
+    factors: Tensor | Sequence[float],
+    sample_rate: int = SAMPLE_RATE,
+) -> tuple[Tensor, Tensor]:
+    """Speed perturbation: tempo and pitch change together, as Kaldi's ``sox speed``.
+
+    An utterance with factor ``f`` is treated as if recorded at ``round(sample_rate * f)`` Hz
+    and resampled to ``sample_rate``: 1.1 plays 1.1x faster, with about ``length / 1.1``
+    samples. One :func:`torchaudio.functional.resample` call per distinct factor.
+
+    Args:
+        waveforms: ``[B, S]`` padded batch.
+        lengths: ``[B]`` valid samples per utterance.
+        factors: ``[B]`` speed factor per utterance.
+        sample_rate: the batch's sample rate.
+
+    Returns:
+        ``([B, S'], [B])``: the perturbed batch, ``S'`` the longest new length, zero-padded;
+        and the new lengths, ``ceil(length * sample_rate / round(sample_rate * f))``, exactly
+        the length resampling that utterance alone gives.
+    """
+    batch_size = waveforms.shape[0]
+    factor_list = [float(factor) for factor in torch.as_tensor(factors, dtype=torch.float64).tolist()]
+    if len(factor_list) != batch_size or min(factor_list, default=1.0) <= 0:
+        raise ValueError(f"need {batch_size} positive speed factors, got {factor_list}")
+    device = waveforms.device
+    lengths = torch.as_tensor(lengths, device=device).long().clamp(0, waveforms.shape[1])
+    factor_of_row = torch.tensor(factor_list, dtype=torch.float64)
+    new_lengths = lengths.clone()
+    groups: list[tuple[Tensor, Tensor]] = []
+    for factor in sorted(set(factor_list)):
+        rows = (factor_of_row == factor).nonzero().squeeze(1).to(device)
+        orig_rate = round(sample_rate * factor)
+        divisor = gcd(orig_rate, sample_rate)
+        orig_rate, new_rate = orig_rate // divisor, sample_rate // divisor
+        longest = int(lengths[rows].max())
+        group = waveforms[rows, :longest]
+        if orig_rate != new_rate and longest > 0:
+            group = torchaudio.functional.resample(group, orig_rate, new_rate)
+        new_lengths[rows] = (lengths[rows] * new_rate + orig_rate - 1) // orig_rate  # ceil, as resample
+        groups.append((rows, group))
+    width = int(new_lengths.max()) if batch_size else 0
+    output = waveforms.new_zeros((batch_size, width))
+    for rows, group in groups:
+        output[rows, : group.shape[1]] = group
+    return output * _valid_mask(new_lengths, width, device), new_lengths
+
+
+# ----------------------------------------------------------------------------- SpecAugment
+
+
+def _random_bands(
+    extent: Tensor, max_width: Tensor, count: int, size: int, generator: torch.Generator | None
+) -> Tensor:
+    """``[B, size]`` boolean union of ``count`` bands per row, each of width 0..max_width[b]
+    placed uniformly inside the first ``extent[b]`` positions."""
+    device = extent.device
+    shape = (extent.shape[0], count)
+    width = (_rand(shape, generator, device) * (max_width[:, None] + 1)).long()
+    width = torch.minimum(width, torch.minimum(max_width, extent)[:, None])
+    room = extent[:, None] - width + 1
+    start = torch.minimum((_rand(shape, generator, device) * room).long(), room - 1)
+    axis = torch.arange(size, device=device)
+    inside = (axis >= start[..., None]) & (axis < (start + width)[..., None])  # [B, count, size]
+    return inside.any(dim=1)
+
+
+def spec_augment(
+    features: Tensor,
+    lengths: Tensor,
+    config: AugmentConfig,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """SpecAugment frequency and time masks (Park et al. 2019), without time warping.
+
+    Frequency masks span an utterance's valid frames; time masks fall inside its valid
+    length, each at most ``time_mask_width`` frames and ``time_mask_ratio`` of the length.
+    Padding frames are left as they are.
+
+    Args:
+        features: ``[B, T, F]`` padded features.
+        lengths: ``[B]`` valid frames per utterance.
+        config: mask counts, widths and value (``spec_augment`` itself is not checked here).
+        generator: source of randomness; ``None`` uses torch's global one.
+
+    Returns:
+        ``[B, T, F]`` new tensor; the input is not modified.
+    """
+    if features.dim() != 3:
+        raise ValueError(f"features must be [batch, frames, bins], got shape {tuple(features.shape)}")
+    batch_size, num_frames, num_bins = features.shape
+    device = features.device
+    lengths = torch.as_tensor(lengths, device=device).long().clamp(0, num_frames)
+    valid = _valid_mask(lengths, num_frames, device)
+
+    all_bins = torch.full((batch_size,), num_bins, device=device)
+    freq_width = torch.full((batch_size,), config.freq_mask_width, device=device)
+    freq_mask = _random_bands(all_bins, freq_width, config.num_freq_masks, num_bins, generator)
+
+    time_width = torch.full((batch_size,), config.time_mask_width, device=device)
+    if config.time_mask_ratio is not None:
+        time_width = torch.minimum(time_width, (lengths * config.time_mask_ratio).long())
+    time_mask = _random_bands(lengths, time_width, config.num_time_masks, num_frames, generator)
+
+    mask = (freq_mask[:, None, :] | time_mask[:, :, None]) & valid[:, :, None]
+    if config.mask_value == "mean":
+        total = (features * valid[:, :, None]).sum(dim=(1, 2))
+        value = (total / (lengths * num_bins).clamp_min(1)).to(features.dtype)[:, None, None]
+    else:
+        value = features.new_zeros(())
+    return torch.where(mask, value, features)
+
+
+# ----------------------------------------------------------------------------- the augmenter
+
+
+class Augmenter:
+    """Applies the augmentations an :class:`AugmentConfig` switches on.
+
+    Call it on waveforms (speed, then noise); call :meth:`spec_augment` on the features
+    computed from them.
+
+    Args:
+        config: what to augment.
+        sample_rate: the waveforms' sample rate.
+        noise_bank: noise recordings for the ``file`` type; loaded from ``config.noise_dir``
+            when not given and needed.
+    """
+
+    def __init__(
+        self,
+        config: AugmentConfig,
+        sample_rate: int = SAMPLE_RATE,
+        noise_bank: NoiseBank | None = None,
+    ) -> None:
+        self.config = config
+        self.sample_rate = sample_rate
+        if noise_bank is None and config.noise_prob > 0 and "file" in config.noise_types:
+            noise_bank = NoiseBank(config.noise_dir, sample_rate)
+        self.noise_bank = noise_bank
+
+    def __call__(
+        self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Speed perturbation, then noise, as configured.
+
+        Args:
+            waveforms: ``[B, S]`` padded batch.
+            lengths: ``[B]`` valid samples per utterance.
+            generator: source of randomness; ``None`` uses torch's global one.
+
+        Returns:
+            ``([B, S'], [B])`` augmented batch and lengths (the inputs when nothing is on).
+        """
+        config = self.config
+        if config.speed_perturb:
+            choices = torch.tensor(config.speed_factors, dtype=torch.float64)
+            pick = (_rand((waveforms.shape[0],), generator, "cpu") * len(choices)).long()
+            factors = choices[pick.clamp_max(len(choices) - 1)]
+            waveforms, lengths = speed_perturb(waveforms, lengths, factors, self.sample_rate)
+        if config.noise_prob > 0:
+            waveforms = self._add_noise(waveforms, lengths, generator)
+        return waveforms, lengths
+
+    def spec_augment(
+        self, features: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """:func:`spec_augment` with this config; the input itself when it is switched off."""
+        if not self.config.spec_augment:
+            return features
+        return spec_augment(features, lengths, self.config, generator)
+
+    def _add_noise(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        config = self.config
+        batch_size = waveforms.shape[0]
+        device = waveforms.device
+        lengths = torch.as_tensor(lengths, device=device).long()
+        chosen = _rand((batch_size,), generator, device) < config.noise_prob
+        low, high = config.snr_db
+        snr_db = low + (high - low) * _rand((batch_size,), generator, device)
+        kind_index = (_rand((batch_size,), generator, device) * len(config.noise_types)).long()
+        noisy_rows = chosen.nonzero().squeeze(1)
+        if noisy_rows.numel() == 0:
+            return waveforms
+        noise = torch.zeros_like(waveforms)
+        for index, kind in enumerate(config.noise_types):
+            rows = (chosen & (kind_index == index)).nonzero().squeeze(1)
+            if rows.numel():
+                noise[rows] = self._noise(kind, waveforms, lengths, rows, generator).to(noise.dtype)
+        output = waveforms.clone()
+        output[noisy_rows] = add_noise(
+            waveforms[noisy_rows], lengths[noisy_rows], snr_db[noisy_rows], noise[noisy_rows]
+        )
+        return output
+
+    def _noise(
+        self, kind: str, waveforms: Tensor, lengths: Tensor, rows: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        shape = (rows.numel(), waveforms.shape[1])
+        if kind == "white":
+            return white_noise(shape, generator, waveforms.device)
+        if kind == "pink":
+            return pink_noise(shape, generator, waveforms.device)
+        if kind == "babble":
+            return babble_noise(waveforms, lengths, generator, self.config.babble_speakers)[rows]
+        if self.noise_bank is None:
+            raise ValueError("noise type 'file' needs a noise bank (set noise_dir)")
+        return self.noise_bank.sample(shape[0], shape[1], generator, waveforms.device)
