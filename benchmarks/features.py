@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -57,8 +58,10 @@ def run_method(method: str, manifest_path: Path, num_workers: int, batch_seconds
     import torch
 
     from pipeline.audio import load_audio
+    from pipeline.feature_store import default_num_workers
     from pipeline.manifest import read_manifest
 
+    num_workers = num_workers if num_workers >= 0 else default_num_workers()
     manifest = read_manifest(manifest_path)
     start = time.perf_counter()
     if method == "a":
@@ -68,7 +71,10 @@ def run_method(method: str, manifest_path: Path, num_workers: int, batch_seconds
 
         batches = batches_by_duration([u.duration for u in manifest], batch_seconds)
         loader = DataLoader(
-            WaveformDataset(manifest), batch_sampler=batches, num_workers=num_workers, collate_fn=collate_waveforms
+            WaveformDataset(manifest),
+            batch_sampler=batches,
+            num_workers=num_workers,
+            collate_fn=collate_waveforms,
         )
         samples = sum(int(batch.lengths.sum()) for batch in loader)
         assert samples > 0
@@ -108,10 +114,17 @@ def child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--manifest", type=Path, default=ROOT / "data/synthetic_small/manifests/train.jsonl")
     parser.add_argument("--max-hours", type=float, default=0.5, help="audio to process per method")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader decoding processes for (a), (d), (e)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=-1,
+        help="DataLoader decoding processes for (a), (d), (e); -1: slukd's default",
+    )
     parser.add_argument("--batch-seconds", type=float, default=300.0)
     parser.add_argument("--methods", default="abcde", help="which methods to run")
     parser.add_argument("--method", help=argparse.SUPPRESS)  # internal: run one method in this process
@@ -138,23 +151,35 @@ def main() -> None:
             result = subprocess.run(command, capture_output=True, text=True, check=True)
             rows[method] = json.loads(result.stdout.strip().splitlines()[-1])
 
-    cpu = "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name()
-    print(f"\n{hours:.3f} h of audio ({args.manifest}); {args.num_workers} decoding workers; torch {torch.__version__}")
-    print(f"| method | seconds | x real time | h audio / min | peak RSS (MB) |\n|---|---|---|---|---|")
+    cpu = f"{os.cpu_count()} cpu cores" + (
+        f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    )
+    from pipeline.feature_store import default_num_workers
+
+    workers = args.num_workers if args.num_workers >= 0 else default_num_workers()
+    print(
+        f"\n{hours:.3f} h of audio ({args.manifest}); {workers} decoding worker(s); torch {torch.__version__}; {cpu}"
+    )
+    print("| method | seconds | x real time | h audio / min | peak RSS (MB) |\n|---|---|---|---|---|")
     for method, row in rows.items():
         speed = hours * 3600 / row["seconds"]
-        print(f"| ({method}) {METHODS[method]} | {row['seconds']:.2f} | {speed:.0f} | {speed / 60:.2f} | {row['peak_rss_mb']:.0f} |")
+        print(
+            f"| ({method}) {METHODS[method]} | {row['seconds']:.2f} | {speed:.0f} | {speed / 60:.2f} | {row['peak_rss_mb']:.0f} |"
+        )
     if "d" in rows:
         print()
         if "b" in rows:
-            print(f"(d) vs (b) librosa loop: {rows['b']['seconds'] / rows['d']['seconds']:.2f}x faster (target >= 5x)")
+            print(
+                f"(d) vs (b) librosa loop: {rows['b']['seconds'] / rows['d']['seconds']:.2f}x faster (target >= 5x)"
+            )
         if "c" in rows:
             print(f"(d) vs (c) kaldi loop:   {rows['c']['seconds'] / rows['d']['seconds']:.2f}x faster")
         if "a" in rows:
-            print(f"(d) vs (a) decode floor: {rows['d']['seconds'] / rows['a']['seconds']:.2f}x the floor's time (target <= 1.5x)")
+            print(
+                f"(d) vs (a) decode floor: {rows['d']['seconds'] / rows['a']['seconds']:.2f}x the floor's time (target <= 1.5x)"
+            )
     if "e" in rows:
         print(f"(e) cuda: {hours * 3600 / rows['e']['seconds']:.0f}x real time (target > 2000x)")
-    del cpu
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def load_audio(
     """Decode an audio file to float32 samples in [-1, 1].
 
     Args:
-        path: wav/flac/ogg (soundfile) or mp3 and other formats (librosa).
+        path: wav/flac/ogg/mp3 (soundfile), other formats through librosa.
         sample_rate: resample to this rate; ``None`` keeps the file's own rate.
         mono: average the channels into one.
 
@@ -86,6 +86,15 @@ def load_audio(
     Raises:
         AudioError: missing, undecodable, empty, or non-finite audio.
     """
+    return read_audio(path, sample_rate, mono)[0]
+
+
+def read_audio(
+    path: str | os.PathLike,
+    sample_rate: int | None = SAMPLE_RATE,
+    mono: bool = True,
+) -> tuple[np.ndarray, AudioInfo]:
+    """:func:`load_audio`, plus what the file held before conversion (rate, channels, length)."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
@@ -98,6 +107,7 @@ def load_audio(
         samples, file_rate = _decode_with_librosa(path)  # formats libsndfile lacks (m4a, ...)
         if samples.ndim == 1:
             samples = samples[None, :]
+    info = AudioInfo(path, int(file_rate), samples.shape[0], samples.shape[-1])
     if samples.shape[-1] == 0:
         raise AudioError(f"{path}: audio file is empty (0 samples)")
     if not np.isfinite(samples).all():
@@ -106,13 +116,15 @@ def load_audio(
         samples = to_mono(samples)
     if sample_rate is not None and file_rate != sample_rate:
         samples = resample(samples, file_rate, sample_rate)
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return np.ascontiguousarray(samples, dtype=np.float32), info
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """Average ``[channels, samples]`` into ``[samples]``; 1-D input is returned as is."""
     if samples.ndim == 1:
         return samples
+    if samples.shape[0] == 1:
+        return samples[0]
     return samples.mean(axis=0)
 
 

@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     features_parser.add_argument(
         "--batch-seconds", type=float, default=300.0, help="padded audio seconds per batch"
     )
-    features_parser.add_argument("--num-workers", type=int, default=2, help="audio decoding processes")
+    features_parser.add_argument(
+        "--num-workers", type=int, default=-1, help="audio decoding processes (-1: one per spare core, at most 8)"
+    )
     features_parser.add_argument(
         "--strict", action="store_true", help="stop at the first bad file instead of skipping it"
     )

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pipeline.audio import SAMPLE_RATE, AudioError, audio_info, load_audio
+from pipeline.audio import SAMPLE_RATE, AudioError, read_audio
 from pipeline.manifest import Manifest
 
 logger = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ class WaveformDataset(Dataset):
         path = self.manifest.audio_path(utterance)
         empty = torch.zeros(0)
         try:
-            info = audio_info(path)
-            samples = load_audio(path, sample_rate=self.sample_rate)
+            samples, info = read_audio(path, sample_rate=self.sample_rate)
         except AudioError as error:
             return WaveformItem(index, empty, str(error), "")
         if not np.any(samples):

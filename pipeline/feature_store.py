@@ -56,8 +56,14 @@ class ExtractionOptions:
 
     device: str = "auto"
     batch_seconds: float = 300.0  # padded audio seconds per batch
-    num_workers: int = 2  # DataLoader processes decoding audio
+    num_workers: int = -1  # DataLoader processes decoding audio; -1: one per spare core (max 8)
     strict: bool = False  # a bad file is fatal instead of skipped
+
+
+def default_num_workers() -> int:
+    """Decoding processes that leave one core to the process computing features."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
 
 
 def manifest_sha256(path: str | os.PathLike) -> str:
@@ -205,10 +211,11 @@ def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, devi
     """Extract some batches into ``shard_dir``: frames, index, per-batch CMVN partial sums, skips."""
     extractor = FbankExtractor(config)
     dim = config.num_mel_bins
+    workers = options.num_workers if options.num_workers >= 0 else default_num_workers()
     loader = DataLoader(
         WaveformDataset(manifest, config.sample_rate),
         batch_sampler=batches,
-        num_workers=options.num_workers,
+        num_workers=workers,
         collate_fn=collate_waveforms,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
@@ -244,12 +251,15 @@ def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, devi
                         if notes[note.split(" ")[0]] < 3:
                             logger.info("%s: %s", manifest.audio_path(utterance), note)
                         notes[note.split(" ")[0]] += 1
-            valid = (torch.arange(features.shape[1])[None, :] < counts[:, None]) & usable[:, None]
-            valid = valid.to(features.device)
-            selected = features.double()[valid]  # [valid frames, dim]
-            partial_sums[batch_number, 0] = selected.shape[0]
-            partial_sums[batch_number, 1 : 1 + dim] = selected.sum(0).cpu().numpy()
-            partial_sums[batch_number, 1 + dim :] = selected.pow(2).sum(0).cpu().numpy()
+            # Frames past each utterance's end, and unusable rows (length 0), are exact zeros,
+            # so whole-batch sums are sums over the valid frames.
+            partial_sums[batch_number, 0] = int(counts[usable].sum())
+            partial_sums[batch_number, 1 : 1 + dim] = (
+                features.sum(dim=(0, 1), dtype=torch.float64).cpu().numpy()
+            )
+            partial_sums[batch_number, 1 + dim :] = (
+                features.square().sum(dim=(0, 1), dtype=torch.float64).cpu().numpy()
+            )
             host = features.to(torch.float16).cpu().numpy()
             for row, index in enumerate(batch.indices):
                 if usable[row]:
