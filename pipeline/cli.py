@@ -3,6 +3,7 @@
     slukd prepare CORPUS [options]   corpus preparation (same as python -m data_prep.CORPUS)
     slukd validate MANIFEST...       check manifests against their labels.json and audio
     slukd features --manifest M --out DIR   log-mel feature store (+ CMVN), batched on any device
+    slukd train --data D --features F --out DIR   train a student (CE-only or distilled)
 
 Every error is one line on stderr and a non-zero exit status.
 """
@@ -134,6 +135,56 @@ def _features_command(args: argparse.Namespace) -> int:
     )
 
 
+def train(
+    data: Path,
+    features_root: Path,
+    out: Path,
+    teacher_targets: Path | None = None,
+    config_path: Path | None = None,
+    overrides: list[str] | None = None,
+    epoch_budget: int | None = None,
+) -> int:
+    """Train one student from ``DATA/{train,valid}.jsonl`` and ``FEATURES/{train,valid}/`` stores."""
+    from pipeline import distributed
+    from pipeline.config import ConfigError
+    from pipeline.feature_store import FeatureStoreError
+    from pipeline.features import resolve_device
+    from pipeline.labels import LabelError
+    from pipeline.manifest import ManifestError
+    from pipeline.train import TrainingError, TrainInputs, load_experiment_config, train_student
+
+    try:
+        config = load_experiment_config(config_path, overrides)
+        device = resolve_device(config.train.device)
+    except (ConfigError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    inputs = TrainInputs(
+        train_manifest=data / "train.jsonl",
+        valid_manifest=data / "valid.jsonl",
+        train_features=features_root / "train",
+        valid_features=features_root / "valid",
+        teacher_targets=teacher_targets,
+    )
+    logger.info("experiment config: %s", config.to_dict())
+    distributed.init_distributed(device)
+    try:
+        metrics = train_student(inputs, out, config, epoch_budget)
+    except (TrainingError, FeatureStoreError, ManifestError, LabelError) as error:
+        logger.error("%s", error)
+        return 1
+    finally:
+        distributed.shutdown()
+    logger.info("%s: %s", out, metrics)
+    return 0
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    return train(
+        args.data, args.features, args.out, args.teacher_targets, args.config, args.set, args.epoch_budget
+    )
+
+
 def _prepare_command(args: argparse.Namespace) -> int:
     return prepare(args.corpus, args.corpus_args)
 
@@ -189,12 +240,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-seconds", type=float, default=300.0, help="padded audio seconds per batch"
     )
     features_parser.add_argument(
-        "--num-workers", type=int, default=-1, help="audio decoding processes (-1: one per spare core, at most 8)"
+        "--num-workers",
+        type=int,
+        default=-1,
+        help="audio decoding processes (-1: one per spare core, at most 8)",
     )
     features_parser.add_argument(
         "--strict", action="store_true", help="stop at the first bad file instead of skipping it"
     )
     features_parser.set_defaults(handler=_features_command)
+
+    train_parser = commands.add_parser(
+        "train",
+        help="train a student, CE-only or distilled from teacher targets (runs under torchrun too)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train_parser.add_argument(
+        "--data", type=Path, required=True, help="folder with train.jsonl, valid.jsonl, labels.json"
+    )
+    train_parser.add_argument(
+        "--features", type=Path, required=True, help="folder with train/ and valid/ feature stores"
+    )
+    train_parser.add_argument(
+        "--out", type=Path, required=True, help="run folder (checkpoints, then the model dir)"
+    )
+    train_parser.add_argument(
+        "--teacher-targets", type=Path, default=None, help="teacher targets (slukd teacher export)"
+    )
+    train_parser.add_argument(
+        "--config", type=Path, default=None, help="YAML with train/student/distill/augment sections"
+    )
+    train_parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                              help="override a setting, e.g. distill.logits=1.0")  # fmt: skip
+    train_parser.add_argument("--epoch-budget", type=int, default=None,
+                              help="stop (resumably) after this many epochs in this call")  # fmt: skip
+    train_parser.set_defaults(handler=_train_command)
     return parser
 
 

@@ -41,30 +41,41 @@ def load_config(
     Raises:
         ConfigError: unknown keys, values of the wrong type, unreadable files.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys to values")
-        if section is not None and isinstance(loaded.get(section), dict):
-            loaded = loaded[section]
-        values.update(loaded)
-    for override in overrides or []:
-        key, separator, text = override.partition("=")
-        if not separator or not key.strip():
-            raise ConfigError(f"override {override!r} is not key=value")
-        values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+    values = {**read_section(path, section), **parse_overrides(overrides)}
     where = f"{path}: " if path is not None else ""
     try:
         return from_dict(cls, values)
     except ConfigError as error:
         raise ConfigError(f"{where}{error}") from None
+
+
+def read_section(path: str | os.PathLike | None, section: str | None = None) -> dict[str, Any]:
+    """The mapping in a YAML file (its ``section`` when the file has one); ``{}`` without a file."""
+    if path is None:
+        return {}
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values")
+    if section is not None and isinstance(loaded.get(section), dict):
+        return dict(loaded[section])
+    return loaded
+
+
+def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
+    """``["key=value", ...]`` with YAML-parsed values (``3``, ``0.5``, ``true``, ``[1, 2]``)."""
+    values: dict[str, Any] = {}
+    for override in overrides or []:
+        key, separator, text = override.partition("=")
+        if not separator or not key.strip():
+            raise ConfigError(f"override {override!r} is not key=value")
+        values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+    return values
 
 
 def from_dict(cls: type[T], values: dict[str, Any]) -> T:
@@ -132,6 +143,11 @@ def _convert(name: str, value: Any, hint: Any) -> Any:
             raise ConfigError(f"{name} must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {value!r}")
         return float(value)

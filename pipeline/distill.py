@@ -103,9 +103,13 @@ def segment_matrix(frame_lengths: Tensor, token_lengths: Tensor, frames: int, to
     """``[batch, tokens, frames]`` one-hot assignment of each valid frame to its token segment."""
     device = frame_lengths.device
     position = torch.arange(frames, device=device)[None, :]
-    segment = torch.div(position * token_lengths[:, None], frame_lengths.clamp_min(1)[:, None], rounding_mode="floor")
+    segment = torch.div(
+        position * token_lengths[:, None], frame_lengths.clamp_min(1)[:, None], rounding_mode="floor"
+    )
     valid = position < frame_lengths[:, None]
-    assignment = (segment[:, None, :] == torch.arange(tokens, device=device)[None, :, None]) & valid[:, None, :]
+    assignment = (segment[:, None, :] == torch.arange(tokens, device=device)[None, :, None]) & valid[
+        :, None, :
+    ]
     return assignment.float()
 
 
@@ -130,7 +134,9 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def hidden_loss(student: Tensor, teacher: Tensor, frame_lengths: Tensor, token_lengths: Tensor, alignment: str) -> Tensor:
+def hidden_loss(
+    student: Tensor, teacher: Tensor, frame_lengths: Tensor, token_lengths: Tensor, alignment: str
+) -> Tensor:
     """MSE between (projected) student states ``[B, F, H]`` and teacher states ``[B, T, H]``."""
     batch, frames, _ = student.shape
     tokens = teacher.shape[1]
@@ -139,7 +145,9 @@ def hidden_loss(student: Tensor, teacher: Tensor, frame_lengths: Tensor, token_l
         assignment = segment_matrix(frame_lengths, token_lengths, frames, tokens)
         counts = assignment.sum(-1, keepdim=True)
         pooled = (assignment @ student) / counts.clamp_min(1.0)
-        mask = (counts.squeeze(-1) > 0) & (torch.arange(tokens, device=student.device)[None] < token_lengths[:, None])
+        mask = (counts.squeeze(-1) > 0) & (
+            torch.arange(tokens, device=student.device)[None] < token_lengths[:, None]
+        )
         return _masked_mean((pooled - teacher).pow(2).mean(-1), mask)
     if alignment == "interpolate":
         target = interpolation_matrix(frame_lengths, token_lengths, frames, tokens) @ teacher
@@ -157,7 +165,9 @@ def _row_kl(teacher: Tensor, student: Tensor) -> Tensor:
     return (teacher * (teacher.clamp_min(EPSILON).log() - student.clamp_min(EPSILON).log())).sum(-1)
 
 
-def attention_loss(student: Tensor, teacher: Tensor, frame_lengths: Tensor, token_lengths: Tensor, alignment: str) -> Tensor:
+def attention_loss(
+    student: Tensor, teacher: Tensor, frame_lengths: Tensor, token_lengths: Tensor, alignment: str
+) -> Tensor:
     """KL per query row between attention distributions, student ``[B, F, F]``, teacher ``[B, T, T]``."""
     batch, frames, _ = student.shape
     tokens = teacher.shape[1]
@@ -198,11 +208,19 @@ class LossBreakdown(NamedTuple):
 class DistillationLoss(nn.Module):
     """Weighted sum of the active losses; owns the hidden-state projection W^H."""
 
-    def __init__(self, config: DistillConfig, student_dim: int, teacher_dim: int = 0, layer_map: list[int] | None = None):
+    def __init__(
+        self,
+        config: DistillConfig,
+        student_dim: int,
+        teacher_dim: int = 0,
+        layer_map: list[int] | None = None,
+    ):
         super().__init__()
         self.config = config
         self.layer_map = layer_map or []
-        self.hidden_projection = nn.Linear(student_dim, teacher_dim) if config.hidden > 0 and teacher_dim else None
+        self.hidden_projection = (
+            nn.Linear(student_dim, teacher_dim) if config.hidden > 0 and teacher_dim else None
+        )
         if config.hidden > 0 and self.hidden_projection is None:
             raise ValueError("the hidden loss needs the teacher's width (teacher_dim)")
 
@@ -219,12 +237,16 @@ class DistillationLoss(nn.Module):
         config = self.config
         terms: dict[str, Tensor] = {}
         if config.ce > 0:
-            terms["ce"] = functional.cross_entropy(student.logits.float(), targets, label_smoothing=config.label_smoothing)
+            terms["ce"] = functional.cross_entropy(
+                student.logits.float(), targets, label_smoothing=config.label_smoothing
+            )
         if config.needs_teacher and teacher is None:
             raise ValueError(f"losses {', '.join(config.active())} need teacher targets")
         if config.logits > 0:
             if teacher.logits is None:
-                raise ValueError("the logits loss needs teacher logits (export targets from a fine-tuned teacher)")
+                raise ValueError(
+                    "the logits loss needs teacher logits (export targets from a fine-tuned teacher)"
+                )
             temperature = config.temperature
             teacher_probabilities = (teacher.logits.float() / temperature).softmax(-1)
             student_log_probabilities = (student.logits.float() / temperature).log_softmax(-1)
@@ -245,14 +267,16 @@ class DistillationLoss(nn.Module):
                 )
             if config.hidden > 0:
                 values = [
-                    hidden_loss(self.hidden_projection(s), t, student.lengths, teacher.token_lengths, config.alignment)
-                    for s, t in zip(student.hidden_states, teacher.hidden_states)
+                    hidden_loss(
+                        self.hidden_projection(s), t, student.lengths, teacher.token_lengths, config.alignment
+                    )
+                    for s, t in zip(student.hidden_states, teacher.hidden_states, strict=True)
                 ]
                 terms["hidden"] = torch.stack(values).mean()
             if config.attention > 0:
                 values = [
                     attention_loss(s, t, student.lengths, teacher.token_lengths, config.alignment)
-                    for s, t in zip(student.attentions, teacher.attentions)
+                    for s, t in zip(student.attentions, teacher.attentions, strict=True)
                 ]
                 terms["attention"] = torch.stack(values).mean()
         if config.ctc > 0:

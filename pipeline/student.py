@@ -97,7 +97,9 @@ class ConvSubsampling(nn.Module):
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
-    frequencies = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    frequencies = torch.exp(
+        torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim)
+    )
     table = torch.zeros(length, dim, device=device)
     table[:, 0::2] = torch.sin(position * frequencies)
     table[:, 1::2] = torch.cos(position * frequencies)
@@ -159,7 +161,9 @@ class SpeechStudent(nn.Module):
         if config.pooling == "cls":
             self.cls_token = nn.Parameter(torch.randn(config.d_model) * 0.02)
         if config.pooling == "attention":
-            self.pooling_scorer = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.Tanh(), nn.Linear(config.d_model, 1))
+            self.pooling_scorer = nn.Sequential(
+                nn.Linear(config.d_model, config.d_model), nn.Tanh(), nn.Linear(config.d_model, 1)
+            )
         self.classifier = nn.Linear(config.d_model, config.num_intents)
         self.projection = nn.Linear(config.d_model, config.teacher_dim) if config.teacher_dim else None
         self.ctc_head = nn.Linear(config.d_model, config.ctc_vocab_size) if config.ctc_vocab_size else None
@@ -206,7 +210,9 @@ class SpeechStudent(nn.Module):
         if self.config.pooling == "cls":  # report frame lengths without the CLS position
             lengths = lengths - 1
             hidden_states = [h[:, 1:] for h in hidden_states]
-            attentions = [a[:, 1:, 1:] / a[:, 1:, 1:].sum(-1, keepdim=True).clamp_min(1e-9) for a in attentions]
+            attentions = [
+                a[:, 1:, 1:] / a[:, 1:, 1:].sum(-1, keepdim=True).clamp_min(1e-9) for a in attentions
+            ]
         return StudentOutput(
             logits=self.classifier(utterance),
             utterance=utterance,

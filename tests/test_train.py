@@ -1,0 +1,141 @@
+"""pipeline.train: a tiny real training run, exact resume, DDP on two gloo processes, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data_prep.synthetic.generate import SyntheticConfig, prepare_synthetic
+from pipeline.feature_store import ExtractionOptions, compute_feature_store
+from pipeline.features import FbankConfig
+from pipeline.train import (
+    TrainingError,
+    TrainInputs,
+    load_experiment_config,
+    load_student,
+    train_student,
+)
+
+SMALL = [
+    "student.d_model=32", "student.num_layers=2", "student.num_heads=2", "student.feedforward=64",
+    "student.conv_channels=8", "train.max_frames=4000", "train.warmup_steps=3", "train.learning_rate=0.003",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data = root / "tiny"
+    prepare_synthetic(data, SyntheticConfig(size="tiny", seed=0, engines=["espeak"]))
+    options = ExtractionOptions(device="cpu", num_workers=0)
+    for split in ("train", "valid"):
+        compute_feature_store(data / "manifests" / f"{split}.jsonl", data / "fbank" / split, options=options)
+    return data
+
+
+def inputs_for(data, **overrides) -> TrainInputs:
+    fields = dict(
+        train_manifest=data / "manifests/train.jsonl", valid_manifest=data / "manifests/valid.jsonl",
+        train_features=data / "fbank/train", valid_features=data / "fbank/valid",
+    )  # fmt: skip
+    fields.update(overrides)
+    return TrainInputs(**fields)
+
+
+def test_loss_falls_and_the_model_dir_stands_alone(corpus, tmp_path):
+    config = load_experiment_config(None, SMALL + ["train.epochs=6", "train.patience=0"])
+    metrics = train_student(inputs_for(corpus), tmp_path / "run", config)
+    with open(tmp_path / "run" / "train_log.csv") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 6 and metrics["epochs"] == 6
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.05
+    student, config_json = load_student(tmp_path / "run")
+    assert config_json["labels"]["intents"][0] == "change language_none_none"
+    assert len(config_json["cmvn"]["mean"]) == 80
+    features = torch.randn(2, 150, 80)
+    assert student(features, torch.tensor([150, 90])).logits.shape == (2, 31)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] >= 1
+
+
+def test_resume_reproduces_the_uninterrupted_run(corpus, tmp_path):
+    config = load_experiment_config(None, SMALL + ["train.epochs=3", "train.patience=0"])
+    train_student(inputs_for(corpus), tmp_path / "straight", config)
+    interrupted = train_student(inputs_for(corpus), tmp_path / "resumed", config, epoch_budget=1)
+    assert interrupted == {"interrupted_at_epoch": 1}
+    assert sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir()) == ["epoch-0001.pt"]
+    train_student(inputs_for(corpus), tmp_path / "resumed", config)
+    straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    for name, tensor in straight.items():
+        assert torch.equal(tensor, resumed[name]), name
+
+
+def test_finished_run_is_skipped(corpus, tmp_path, caplog):
+    config = load_experiment_config(None, SMALL + ["train.epochs=1"])
+    train_student(inputs_for(corpus), tmp_path / "run", config)
+    stamp = (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        train_student(inputs_for(corpus), tmp_path / "run", config)
+    assert "already trained" in caplog.text
+    assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_on_the_fly_features_with_augmentation(corpus, tmp_path):
+    config = load_experiment_config(
+        None,
+        SMALL
+        + [
+            "train.epochs=1",
+            "augment.speed_perturb=true",
+            "augment.noise_prob=0.5",
+            "augment.spec_augment=true",
+        ],
+    )
+    metrics = train_student(inputs_for(corpus), tmp_path / "run", config)
+    assert metrics["epochs"] == 1 and 0 <= metrics["valid_accuracy"] <= 1
+
+
+def test_bad_inputs(corpus, tmp_path):
+    base = load_experiment_config(None, SMALL + ["train.epochs=1"])
+    with pytest.raises(TrainingError, match="losses logits need teacher targets"):
+        train_student(
+            inputs_for(corpus), tmp_path / "a", load_experiment_config(None, SMALL + ["distill.logits=1"])
+        )
+    wrong = load_experiment_config(None, SMALL + ["student.num_intents=12"])
+    with pytest.raises(TrainingError, match="12 intents but .*labels.json has 31"):
+        train_student(inputs_for(corpus), tmp_path / "b", wrong)
+    other = tmp_path / "fbank40"
+    compute_feature_store(corpus / "manifests/train.jsonl", other, FbankConfig(num_mel_bins=40),
+                          ExtractionOptions(device="cpu", num_workers=0))  # fmt: skip
+    from pipeline.feature_store import FeatureStoreError
+
+    with pytest.raises(FeatureStoreError, match="another feature config"):
+        train_student(inputs_for(corpus, train_features=other), tmp_path / "c", base)
+    exploding = load_experiment_config(
+        None, SMALL + ["train.learning_rate=1e30", "train.epochs=3", "train.grad_clip=0"]
+    )
+    with pytest.raises(TrainingError, match=r"step \d+: loss is not finite \(term"):
+        train_student(inputs_for(corpus), tmp_path / "d", exploding)
+
+
+def test_ddp_two_gloo_processes(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        "-m", "pipeline.cli", "train", "--data", str(corpus / "manifests"), "--features", str(corpus / "fbank"),
+        "--out", str(out), "--set", "train.epochs=2", "--set", "train.device=cpu",
+        *[arg for setting in SMALL for arg in ("--set", setting)],
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on cpu x 2" in result.stderr
+    assert (out / "model.safetensors").is_file() and (out / ".done").is_file()
