@@ -173,8 +173,10 @@ def attention_loss(
     tokens = teacher.shape[1]
     device = student.device
     student = student.float()
-    teacher = teacher.float()
     token_valid = torch.arange(tokens, device=device)[None] < token_lengths[:, None]
+    # Keys past the transcript are padding: no mass there, rows renormalised.
+    teacher = teacher.float() * token_valid[:, None, :]
+    teacher = teacher / teacher.sum(-1, keepdim=True).clamp_min(EPSILON)
     if alignment == "segment":
         assignment = segment_matrix(frame_lengths, token_lengths, frames, tokens)
         counts = assignment.sum(-1, keepdim=True)
@@ -187,10 +189,12 @@ def attention_loss(
         target = weights @ teacher @ weights.transpose(1, 2)
         target = target / target.sum(-1, keepdim=True).clamp_min(EPSILON)
         return _masked_mean(_row_kl(target, student), frame_valid)
-    # pad: the teacher map sits in the top-left corner; rows past the transcript have no target
+    # pad: the teacher map sits in the top-left corner, cut to each utterance's own speech
+    # length; rows past the transcript have no target.
     keep = min(frames, tokens)
     target = torch.zeros_like(student)
     target[:, :keep, :keep] = teacher[:, :keep, :keep]
+    target = target * frame_valid[:, None, :]
     target = target / target.sum(-1, keepdim=True).clamp_min(EPSILON)
     rows = frame_valid & (torch.arange(frames, device=device)[None] < token_lengths[:, None])
     return _masked_mean(_row_kl(target, student), rows)
@@ -241,7 +245,8 @@ class DistillationLoss(nn.Module):
                 student.logits.float(), targets, label_smoothing=config.label_smoothing
             )
         if config.needs_teacher and teacher is None:
-            raise ValueError(f"losses {', '.join(config.active())} need teacher targets")
+            needing = [name for name in config.active() if name not in ("ce", "ctc")]
+            raise ValueError(f"losses {', '.join(needing)} need teacher targets")
         if config.logits > 0:
             if teacher.logits is None:
                 raise ValueError(
@@ -286,5 +291,7 @@ class DistillationLoss(nn.Module):
                 student.ctc_log_probs.transpose(0, 1), ctc_targets, student.lengths, ctc_target_lengths,
                 zero_infinity=True,
             )  # fmt: skip
-        total = sum(getattr(config, name) * value for name, value in terms.items())
+        total = student.logits.new_zeros((), dtype=torch.float32)
+        for name, value in terms.items():
+            total = total + getattr(config, name) * value
         return LossBreakdown(total, terms)
