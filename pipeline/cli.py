@@ -4,6 +4,8 @@
     slukd validate MANIFEST...       check manifests against their labels.json and audio
     slukd features --manifest M --out DIR   log-mel feature store (+ CMVN), batched on any device
     slukd train --data D --features F --out DIR   train a student (CE-only or distilled)
+    slukd teacher train --data D --out DIR  fine-tune the BERT teacher on the transcripts of D
+    slukd teacher export --model DIR --data D --out DIR   teacher targets, one row per transcript
 
 Every error is one line on stderr and a non-zero exit status.
 """
@@ -185,6 +187,180 @@ def _train_command(args: argparse.Namespace) -> int:
     )
 
 
+TEACHER_DATA_HELP = (
+    "a folder with manifests/<split>.jsonl and labels.json (as data_prep writes), or that manifests folder"
+)
+
+
+def _teacher_config(config_path: Path | None, overrides: list[str] | None, device: str | None):
+    """The ``teacher`` section of a config file, with overrides and ``--device`` applied."""
+    import dataclasses
+
+    from pipeline.config import load_config
+    from pipeline.teacher import TeacherConfig
+
+    config = load_config(TeacherConfig, config_path, overrides, section="teacher")
+    return dataclasses.replace(config, device=device) if device else config
+
+
+def teacher_train(
+    data: Path,
+    out: Path,
+    config_path: Path | None = None,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+) -> int:
+    """Fine-tune the teacher on the splits of a data folder (train and valid required) into ``out``."""
+    from pipeline.config import ConfigError
+    from pipeline.labels import LabelError
+    from pipeline.manifest import ManifestError
+    from pipeline.teacher import TeacherError, find_manifests, train_teacher
+
+    try:
+        config = _teacher_config(config_path, overrides, device)
+    except (ConfigError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    try:
+        train_teacher(find_manifests(data), out, config)
+    except (TeacherError, ManifestError, LabelError, ValueError, OSError) as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+def _parse_layers(text: str) -> list[int] | None:
+    """``all`` -> None (every layer), ``none`` -> [], ``2,4,6`` -> [2, 4, 6]."""
+    if text.strip().lower() == "all":
+        return None
+    if text.strip().lower() == "none":
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--layers must be 'all', 'none' or numbers like 2,4,6, got {text!r}") from None
+
+
+def teacher_export(
+    data: Path,
+    out: Path,
+    model: str | None = None,
+    pretrained: bool = False,
+    layers: str = "all",
+    pooling: str | None = None,
+    splits: str | None = None,
+    config_path: Path | None = None,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+) -> int:
+    """Export teacher targets for the transcripts of a data folder's splits into ``out``."""
+    from pipeline.config import ConfigError
+    from pipeline.labels import LabelError
+    from pipeline.manifest import ManifestError
+    from pipeline.teacher import TeacherError, export_targets, find_manifests
+
+    try:
+        config = _teacher_config(config_path, overrides, device)
+        wanted_layers = _parse_layers(layers)
+    except (ConfigError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    if not pretrained and not model:
+        logger.error(
+            "slukd teacher export: --model (a fine-tuned teacher dir) is required unless --pretrained"
+        )
+        return 2
+    try:
+        manifests = find_manifests(data)
+        if splits:
+            names = [name.strip() for name in splits.split(",") if name.strip()]
+            unknown = [name for name in names if name not in manifests]
+            if unknown:
+                raise TeacherError(
+                    f"{data}: no split(s) {', '.join(unknown)}; available: {', '.join(manifests)}"
+                )
+            manifests = {name: manifests[name] for name in names}
+        export_targets(
+            model if model is not None else config.model,
+            manifests,
+            out,
+            layers=wanted_layers,
+            pooling=pooling,
+            device=config.device,
+            pretrained=pretrained,
+            batch_size=config.eval_batch_size,
+            max_length=config.max_length if pretrained else None,
+        )
+    except (TeacherError, ManifestError, LabelError, ValueError, OSError) as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+def _teacher_train_command(args: argparse.Namespace) -> int:
+    return teacher_train(args.data, args.out, args.config, args.set, args.device)
+
+
+def _teacher_export_command(args: argparse.Namespace) -> int:
+    return teacher_export(
+        args.data, args.out, args.model, args.pretrained, args.layers, args.pooling, args.splits,
+        args.config, args.set, args.device,
+    )  # fmt: skip
+
+
+def _add_teacher_parser(commands: argparse._SubParsersAction) -> None:
+    """``slukd teacher train`` and ``slukd teacher export``."""
+    teacher_parser = commands.add_parser(
+        "teacher",
+        help="fine-tune the BERT text teacher (train) and export its targets (export)",
+        description="The BERT text teacher: `slukd teacher train`, then `slukd teacher export`.",
+    )
+    actions = teacher_parser.add_subparsers(dest="teacher_command", metavar="ACTION", required=True)
+
+    def add_action(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = actions.add_parser(
+            name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        parser.add_argument("--data", type=Path, required=True, help=TEACHER_DATA_HELP)
+        parser.add_argument("--out", type=Path, required=True, help="folder to write")
+        parser.add_argument("--config", type=Path, default=None, help="YAML with a 'teacher' section")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a teacher setting, e.g. epochs=5 or model=bert-base-uncased")  # fmt: skip
+        parser.add_argument(
+            "--device", default=None, help="auto, cpu, cuda or cuda:N (None: the config's device)"
+        )
+        return parser
+
+    train_parser = add_action(
+        "train", "fine-tune on the train transcripts, select on valid; writes a model dir + metrics.json"
+    )
+    train_parser.set_defaults(handler=_teacher_train_command)
+
+    export_parser = add_action(
+        "export", "teacher targets (logits, sentence vector, layers) for every unique transcript"
+    )
+    export_parser.add_argument(
+        "--model",
+        default=None,
+        help="the fine-tuned teacher dir; with --pretrained, an encoder hub name or folder "
+        "(None: the config's model, where empty means the packaged all-MiniLM-L6-v2)",
+    )
+    export_parser.add_argument(
+        "--pretrained", action="store_true", help="export the plain pretrained encoder (no intent logits)"
+    )
+    export_parser.add_argument(
+        "--layers", default="all", help="teacher layers (1..L) to keep: all, none, or e.g. 2,4,6"
+    )
+    export_parser.add_argument(
+        "--pooling", default=None, choices=["mean", "cls", "pooler"],
+        help="sentence vector (None: the teacher's own; mean for --pretrained)",
+    )  # fmt: skip
+    export_parser.add_argument(
+        "--splits", default=None, help="comma-separated splits to export (None: every split)"
+    )
+    export_parser.set_defaults(handler=_teacher_export_command)
+
+
 def _prepare_command(args: argparse.Namespace) -> int:
     return prepare(args.corpus, args.corpus_args)
 
@@ -275,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--epoch-budget", type=int, default=None,
                               help="stop (resumably) after this many epochs in this call")  # fmt: skip
     train_parser.set_defaults(handler=_train_command)
+    _add_teacher_parser(commands)
     return parser
 
 
