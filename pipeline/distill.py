@@ -26,6 +26,7 @@ Padding never contributes to any loss: every comparison is masked to valid frame
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -87,12 +88,15 @@ class TeacherBatch(NamedTuple):
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
-    """Teacher layer (1-based, as in ``hidden_states[i]``) matched to student layers 1..L."""
-    if teacher_layers < student_layers:
-        step = 1
-    else:
-        step = teacher_layers // student_layers
-    return [min(teacher_layers, (i + 1) * step) for i in range(student_layers)]
+    """Teacher layer (1-based, as in ``hidden_states[i]``) matched to student layers 1..L.
+
+    Student layer i meets teacher layer i * k with k = teacher_layers / student_layers, rounded
+    half up when k is not an integer, so the top layers meet and the rest spread evenly:
+    (3, 12) -> [4, 8, 12], (4, 6) -> [2, 3, 5, 6], (4, 2) -> [1, 1, 2, 2].
+    """
+    return [
+        max(1, math.floor((i + 1) * teacher_layers / student_layers + 0.5)) for i in range(student_layers)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -860,3 +860,28 @@ def _write_log(path: Path, rows: list[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(temporary, path)
+
+
+def evaluate_on_store(model_dir: str | os.PathLike, manifest_path: str | os.PathLike, store_dir: str | os.PathLike,
+                      device: str = "auto", max_frames: int = 40000) -> dict:  # fmt: skip
+    """Accuracy of a student model dir on a split's feature store (its CMVN comes from the model)."""
+    student, saved = load_student(model_dir)
+    labels = LabelSet.from_dict(saved["labels"])
+    manifest = read_manifest(manifest_path, labels)
+    store = FeatureStore(store_dir)
+    store.check_compatible(from_dict(FbankConfig, saved["features"]), manifest_path)
+    dataset = UtteranceDataset(manifest, labels, store)
+    sampler = BucketBatchSampler(
+        [dataset.frames(i) for i in range(len(dataset))], max_frames, 0, shuffle=False
+    )
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+    device = resolve_device(device)
+    pipeline = FeaturePipeline(store.config, store.cmvn_mean, store.cmvn_std, AugmentConfig(), device)
+    # Features in the store are normalised with the store's own CMVN on read; renormalise with
+    # the statistics the model was trained with.
+    model_mean = np.asarray(saved["cmvn"]["mean"], np.float32)
+    model_std = np.asarray(saved["cmvn"]["std"], np.float32)
+    store.cmvn_mean, store.cmvn_std = model_mean, model_std
+    logits, targets, _ = predict(student.to(device), loader, pipeline, device)
+    accuracy, loss = accuracy_and_loss(logits, targets)
+    return {"accuracy": accuracy, "loss": loss, "utterances": len(targets)}

@@ -100,7 +100,9 @@ def close(actual: torch.Tensor, expected: torch.Tensor | float) -> None:
         (6, 6, [1, 2, 3, 4, 5, 6]),
         (3, 12, [4, 8, 12]),
         (6, 12, [2, 4, 6, 8, 10, 12]),
-        (4, 2, [1, 2, 2, 2]),  # more student than teacher layers: one to one, then the top layer repeats
+        (4, 2, [1, 1, 2, 2]),  # more student than teacher layers: spread evenly, top meets top
+        (4, 6, [2, 3, 5, 6]),  # k = 1.5: rounded half up, the top layers meet
+        (5, 12, [2, 5, 7, 10, 12]),
         (1, 12, [12]),
     ],
 )
