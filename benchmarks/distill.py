@@ -84,10 +84,11 @@ def main() -> None:
     chosen = [int(r) for r in args.rows.split(",")] if args.rows else list(range(len(ROWS)))
     results: dict[str, dict[str, list[float]]] = {}
     timing: dict[str, list[float]] = {}
-    for number, (name, overrides) in enumerate(ROWS.items()):
-        if number not in chosen:
-            continue
-        for seed in seeds:
+    teacher = json.loads((exp / "teacher" / "metrics.json").read_text())["splits"]
+    for seed in seeds:  # every row once per seed, so a cut-short run still has whole rows
+        for number, (name, overrides) in enumerate(ROWS.items()):
+            if number not in chosen:
+                continue
             settings = [f"train.epochs={args.epochs}", f"train.seed={seed}", *overrides, *args.set]
             config = load_experiment_config(args.config, settings)
             run_dir = exp / "bench_distill" / f"row{number}_seed{seed}"
@@ -103,15 +104,19 @@ def main() -> None:
                 scores[split].append(100 * evaluation["accuracy"])
             print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in scores.items())
                   + f" [{time.monotonic() - start:.0f} s]", flush=True)  # fmt: skip
+        print_table(args, results, timing, teacher, seeds[: seeds.index(seed) + 1])
 
-    teacher = json.loads((exp / "teacher" / "metrics.json").read_text())["splits"]
-    print(f"\n{args.size} corpus, seeds {args.seeds}, {args.epochs} epochs, config {args.config.name}")
+
+def print_table(args, results, timing, teacher, seeds_done) -> None:  # noqa: ANN001
+    print(
+        f"\n{args.size} corpus, seeds {','.join(map(str, seeds_done))}, {args.epochs} epochs, config {args.config.name}"
+    )
     print("| model | valid | test | test_unseen_phrasing | train utt/s |\n|---|---|---|---|---|")
     for name, scores in results.items():
         cells = [_mean_spread(scores[split]) for split in ("valid", *TEST_SPLITS)]
         print(f"| {name} | {' | '.join(cells)} | {statistics.mean(timing[name]):.0f} |")
     cells = [f"{100 * teacher[s]['accuracy']:.2f}" if s in teacher else "-" for s in ("valid", *TEST_SPLITS)]
-    print(f"| teacher on gold transcripts | {' | '.join(cells)} | - |")
+    print(f"| teacher on gold transcripts | {' | '.join(cells)} | - |", flush=True)
 
 
 def _mean_spread(values: list[float]) -> str:

@@ -61,7 +61,7 @@ def run_method(method: str, manifest_path: Path, num_workers: int, batch_seconds
     from pipeline.feature_store import default_num_workers
     from pipeline.manifest import read_manifest
 
-    num_workers = num_workers if num_workers >= 0 else default_num_workers()
+    num_workers = num_workers if num_workers >= 0 else default_num_workers("cuda" if method == "e" else "cpu")
     manifest = read_manifest(manifest_path)
     start = time.perf_counter()
     if method == "a":
