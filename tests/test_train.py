@@ -139,3 +139,40 @@ def test_ddp_two_gloo_processes(corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on cpu x 2" in result.stderr
     assert (out / "model.safetensors").is_file() and (out / ".done").is_file()
+
+
+@pytest.fixture(scope="module")
+def plain_targets(corpus, tmp_path_factory):
+    """Targets of the plain pretrained MiniLM (no fine-tuning: seconds), train and valid only."""
+    from pipeline.teacher import export_targets
+
+    folder = tmp_path_factory.mktemp("targets")
+    manifests = {split: corpus / f"manifests/{split}.jsonl" for split in ("train", "valid")}
+    export_targets("", manifests, folder / "all", pretrained=True, device="cpu")
+    export_targets("", {"valid": manifests["valid"]}, folder / "valid_only", pretrained=True, device="cpu")
+    return folder
+
+
+def test_distillation_through_the_training_loop(corpus, plain_targets, tmp_path):
+    settings = SMALL + ["train.epochs=2", "distill.hidden=1", "distill.attention=1", "distill.sentence=1",
+                        "distill.ctc=0.5"]  # fmt: skip
+    inputs = inputs_for(corpus, teacher_targets=plain_targets / "all")
+    metrics = train_student(inputs, tmp_path / "run", load_experiment_config(None, settings))
+    assert metrics["losses"] == ["ce", "sentence", "hidden", "attention", "ctc"]
+    with open(tmp_path / "run" / "train_log.csv") as stream:
+        row = next(csv.DictReader(stream))
+    for term in ("train_sentence", "train_hidden", "train_attention", "train_ctc"):
+        assert float(row[term]) > 0, term
+    student, saved = load_student(tmp_path / "run")  # loads with no teacher present
+    assert saved["student"]["teacher_dim"] == 384 and saved["ctc_characters"]
+
+
+def test_teacher_bad_inputs(corpus, plain_targets, tmp_path):
+    layers = load_experiment_config(None, SMALL + ["train.epochs=1", "distill.hidden=1"])
+    with pytest.raises(TrainingError, match=r"no teacher targets for \d+ transcript\(s\) of .*train.jsonl"):
+        train_student(
+            inputs_for(corpus, teacher_targets=plain_targets / "valid_only"), tmp_path / "a", layers
+        )
+    logits = load_experiment_config(None, SMALL + ["train.epochs=1", "distill.logits=1"])
+    with pytest.raises(TrainingError, match="no intent logits"):
+        train_student(inputs_for(corpus, teacher_targets=plain_targets / "all"), tmp_path / "b", logits)
