@@ -18,7 +18,6 @@ the batches, their order and the order of the CMVN sums are the same.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -36,7 +35,7 @@ from pipeline import distributed
 from pipeline.config import from_dict, to_dict
 from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.features import FbankConfig, FbankExtractor, resolve_device
-from pipeline.io import atomic_directory, is_done, mark_done, read_json, write_json
+from pipeline.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -71,11 +70,7 @@ def default_num_workers(device: torch.device | str = "cpu") -> int:
 
 
 def manifest_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def store_fingerprint(config: FbankConfig, manifest_path: str | os.PathLike) -> dict:

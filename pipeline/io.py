@@ -7,6 +7,7 @@ name in the same folder and are renamed into place when complete.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -98,3 +99,12 @@ def is_done(folder: str | os.PathLike, fingerprint: Any | None = None) -> bool:
 def mark_done(folder: str | os.PathLike, fingerprint: Any | None = None) -> None:
     """Write the ``.done`` marker last, once everything else in ``folder`` is complete."""
     write_json(Path(folder) / DONE_MARKER, fingerprint if fingerprint is not None else {})
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

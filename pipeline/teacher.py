@@ -72,7 +72,7 @@ from tqdm import tqdm
 
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.features import resolve_device
-from pipeline.io import atomic_directory, is_done, mark_done, read_json, write_json
+from pipeline.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.labels import LABELS_FILENAME, LabelError, LabelSet
 from pipeline.manifest import MANIFEST_SUFFIX, Manifest, read_manifest
 from pipeline.text import normalize_transcript
@@ -585,14 +585,6 @@ def _manifest_paths(
     return {path.name.removesuffix(MANIFEST_SUFFIX): path for path in paths}
 
 
-def _sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning
 
@@ -639,7 +631,7 @@ def train_teacher(
         "config": {key: value for key, value in to_dict(config).items() if key not in RUN_ONLY_KEYS},
         "model": source.identity,
         "labels": labels.to_dict(),
-        "manifests": {split: _sha256(path) for split, path in paths.items()},
+        "manifests": {split: file_sha256(path) for split, path in paths.items()},
     }
     if is_done(output_dir, fingerprint):
         logger.info("%s: teacher is up to date, skipping", output_dir)
@@ -913,7 +905,7 @@ def export_targets(
             raise TeacherError(
                 f"{model}: not a teacher model dir (no {WEIGHTS_FILE}); run `slukd teacher train` first"
             )
-        identity = _sha256(weights)
+        identity = file_sha256(weights)
     fingerprint = {
         "version": TEACHER_VERSION,
         "teacher": identity,
@@ -921,7 +913,7 @@ def export_targets(
         "layers": None if layers is None else [int(layer) for layer in layers],
         "pooling": pooling,
         "max_length": max_length,
-        "manifests": {split: _sha256(path) for split, path in paths.items()},
+        "manifests": {split: file_sha256(path) for split, path in paths.items()},
     }
     if is_done(output_dir, fingerprint):
         logger.info("%s: teacher targets are up to date, skipping", output_dir)

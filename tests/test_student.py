@@ -18,15 +18,6 @@ NUM_INTENTS = 5
 SUBSAMPLINGS = (4, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On a small shared CPU one thread beats two that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_config(**overrides) -> StudentConfig:
     """A tiny student: 2 layers of width 32, 16 mel bins."""
     settings = dict(

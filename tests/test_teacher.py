@@ -48,15 +48,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = TeacherConfig(epochs=6, learning_rate=2e-4, device="cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On a small shared CPU one thread beats two that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """``<dir>/manifests/<split>.jsonl`` + ``labels.json`` of the tiny built-in corpus."""
