@@ -1,6 +1,6 @@
 """Distillation ablation: the same student and budget for every row, mean and spread over seeds.
 
-    python benchmarks/distill.py --size small --seeds 0,1,2 [--epochs 12] [--config recipes/synthetic/conf/student.yaml]
+    python benchmarks/distill.py --size small --seeds 0,1,2 [--epochs 20] [--config recipes/synthetic/conf/student.yaml]
 
 Needs the recipe's stages 0-3 for that size (corpus, features, teacher, teacher targets):
 `bash recipes/synthetic/run.sh --size small`. Rows: CE only (Jiang et al.'s Baseline-2),
@@ -53,7 +53,7 @@ def main() -> None:
     )
     parser.add_argument("--size", default="small")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--config", type=Path, default=ROOT / "recipes/synthetic/conf/student.yaml")
     parser.add_argument("--data-root", type=Path, default=ROOT / "data")
     parser.add_argument("--exp-root", type=Path, default=ROOT / "exp")
