@@ -392,7 +392,7 @@ def _check_finite(breakdown, step: int) -> None:
     if torch.isfinite(breakdown.total):
         return
     bad = [name for name, value in breakdown.terms.items() if not torch.isfinite(value)]
-    values = ", ".join(f"{name}={float(value)}" for name, value in breakdown.terms.items())
+    values = ", ".join(f"{name}={float(value.detach())}" for name, value in breakdown.terms.items())
     raise TrainingError(
         f"step {step}: loss is not finite (term{'s' if len(bad) != 1 else ''} {', '.join(bad) or 'total'}; {values}); "
         "the last good checkpoint is kept"
