@@ -111,6 +111,13 @@ class FeatureStore:
     def __contains__(self, utterance_id: object) -> bool:
         return utterance_id in self._position
 
+    def frame_count(self, utterance_id: str) -> int:
+        """Stored frames of one utterance."""
+        try:
+            return int(self.num_frames[self._position[utterance_id]])
+        except KeyError:
+            raise FeatureStoreError(f"{self.folder}: no features for utterance {utterance_id!r}") from None
+
     def frames_of(self, utterance_id: str) -> np.ndarray:
         """The stored float16 frames ``[frames, num_mel_bins]`` of one utterance (a view)."""
         try:

@@ -177,7 +177,7 @@ class UtteranceDataset(Dataset):
 
     def frames(self, index: int) -> int:
         if self.store is not None:
-            return int(self.store.num_frames[self.store._position[self.manifest[index].id]])
+            return self.store.frame_count(self.manifest[index].id)
         return int(self.manifest[index].duration * 100)
 
     def __getitem__(self, index: int) -> Example:
