@@ -257,7 +257,8 @@ def teacher_export(
     from pipeline.config import ConfigError
     from pipeline.labels import LabelError
     from pipeline.manifest import ManifestError
-    from pipeline.teacher import TeacherError, export_targets, find_manifests
+    from pipeline.teacher import TeacherError, find_manifests
+    from pipeline.teacher_targets import export_targets
 
     try:
         config = _teacher_config(config_path, overrides, device)

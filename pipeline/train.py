@@ -275,7 +275,9 @@ class BucketBatchSampler:
 class TeacherLookup:
     """Collates the teacher's targets of a batch's transcripts (padded over tokens)."""
 
-    def __init__(self, targets, layers: list[int]) -> None:  # targets: pipeline.teacher.TeacherTargets
+    def __init__(
+        self, targets, layers: list[int]
+    ) -> None:  # targets: pipeline.teacher_targets.TeacherTargets
         self.targets = targets
         self.rows = [targets.layers.index(layer) for layer in layers]
 
@@ -603,7 +605,8 @@ def _load_teacher(inputs: TrainInputs, config: ExperimentConfig, labels: LabelSe
     if inputs.teacher_targets is None:
         needing = [name for name in config.distill.active() if name not in ("ce", "ctc")]
         raise TrainingError(f"losses {', '.join(needing)} need teacher targets (--teacher-targets)")
-    from pipeline.teacher import TeacherError, TeacherTargets
+    from pipeline.teacher import TeacherError
+    from pipeline.teacher_targets import TeacherTargets
 
     try:
         targets = TeacherTargets(inputs.teacher_targets)

@@ -30,13 +30,12 @@ from pipeline.manifest import Utterance, write_manifest
 from pipeline.teacher import (
     TeacherConfig,
     TeacherError,
-    TeacherTargets,
-    export_targets,
     find_manifests,
     load_teacher,
     resolve_model_source,
     train_teacher,
 )
+from pipeline.teacher_targets import TeacherTargets, export_targets
 from pipeline.text import normalize_transcript
 
 pytest.importorskip(

@@ -144,7 +144,7 @@ def test_ddp_two_gloo_processes(corpus, tmp_path):
 @pytest.fixture(scope="module")
 def plain_targets(corpus, tmp_path_factory):
     """Targets of the plain pretrained MiniLM (no fine-tuning: seconds), train and valid only."""
-    from pipeline.teacher import export_targets
+    from pipeline.teacher_targets import export_targets
 
     folder = tmp_path_factory.mktemp("targets")
     manifests = {split: corpus / f"manifests/{split}.jsonl" for split in ("train", "valid")}
