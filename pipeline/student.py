@@ -35,7 +35,7 @@ class StudentConfig:
     feedforward: int = 1024
     dropout: float = 0.1
     pooling: str = "mean"  # mean | attention | cls
-    num_intents: int = 31
+    num_intents: int = 31  # 0 in a training config: as many as the corpus's labels.json has
     teacher_dim: int = 0  # width of the teacher's vectors; 0: no projection head
     ctc_vocab_size: int = 0  # characters + blank; 0: no CTC head
 
@@ -46,8 +46,8 @@ class StudentConfig:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
-        if self.num_intents < 2:
-            raise ValueError("num_intents must be at least 2")
+        if self.num_intents < 2 and self.num_intents != 0:
+            raise ValueError("num_intents must be at least 2 (or 0: from the corpus's labels.json)")
 
 
 class StudentOutput(NamedTuple):
@@ -153,6 +153,8 @@ class SpeechStudent(nn.Module):
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
+        if config.num_intents == 0:
+            raise ValueError("num_intents is 0 (from labels.json): resolve it before building the model")
         self.config = config
         self.subsampling = ConvSubsampling(config)
         self.input_dropout = nn.Dropout(config.dropout)

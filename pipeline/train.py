@@ -568,7 +568,7 @@ def _prepare_data(inputs: TrainInputs, config: ExperimentConfig):
     labels = LabelSet.load(labels_path)
     train_manifest = read_manifest(inputs.train_manifest, labels)
     valid_manifest = read_manifest(inputs.valid_manifest, labels)
-    if config.student.num_intents != len(labels):
+    if config.student.num_intents not in (0, len(labels)):
         raise TrainingError(
             f"the student config has {config.student.num_intents} intents but {labels_path} has {len(labels)}; "
             "set student.num_intents to match"
@@ -642,6 +642,7 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
         **to_dict(config.student),
         "teacher_dim": teacher_dim if config.distill.sentence > 0 else 0,
         "ctc_vocab_size": len(CHARACTERS) + 1 if config.distill.ctc > 0 else 0,
+        "num_intents": len(labels),  # checked against the config in _prepare_data (0: from labels)
     })  # fmt: skip
     config = ExperimentConfig(config.train, student_config, config.distill, config.augment)
     student = SpeechStudent(student_config)

@@ -29,9 +29,11 @@ parse_options() {
         echo "$usage"
         echo
         echo "Options (default in brackets):"
-        local name
+        local name comment
         for name in ${option_names}; do
-          printf '  --%-14s [%s]\n' "${name//_/-}" "${!name}"
+          # the comment on the line that declares the option's default, in the calling script
+          comment=$(sed -n "s/^${name}=[^#]*#[[:space:]]*//p" "$0" | head -n 1)
+          printf '  --%-16s %s [%s]\n' "${name//_/-}" "${comment}" "${!name}"
         done
         exit 0
         ;;
@@ -65,4 +67,41 @@ run_logged() {
   # run_logged CMD ARGS...: log the command line, then run it.
   log "running: $*"
   "$@"
+}
+
+run_slukd() {
+  # run_slukd OUTPUT_DIR SUBCOMMAND ARGS...: `slukd SUBCOMMAND ARGS`, under torchrun with
+  # ${ngpu} processes when ngpu > 1; dies unless OUTPUT_DIR/.done exists afterwards.
+  # Needs ${python} (an interpreter with slukd installed) and ${ngpu}.
+  local output="$1"; shift
+  if [ "${ngpu:-1}" -gt 1 ]; then
+    run_logged "${python}" -m torch.distributed.run --standalone --nproc_per_node "${ngpu}" \
+      -m pipeline.cli "$@"
+  else
+    run_logged "${python}" -m pipeline.cli "$@"
+  fi
+  [ -f "${output}/.done" ] || die "${output} is incomplete after: slukd $*"
+}
+
+manifest_splits() {
+  # manifest_splits DIR: the split names of DIR/<split>.jsonl, train and valid first.
+  local dir="$1" path name names="" ordered=""
+  [ -d "${dir}" ] || die "${dir}: no manifests (run stage 0 first)"
+  for path in "${dir}"/*.jsonl; do
+    [ -e "${path}" ] || continue
+    name=$(basename "${path}" .jsonl)
+    names="${names} ${name}"
+  done
+  for name in train valid; do
+    [[ " ${names} " == *" ${name} "* ]] && ordered="${ordered} ${name}"
+  done
+  for name in ${names}; do
+    [[ " train valid " == *" ${name} "* ]] || ordered="${ordered} ${name}"
+  done
+  echo "${ordered# }"
+}
+
+finish() {
+  # finish START_SECONDS: log the total elapsed time.
+  log "done in $(( $(date +%s) - $1 )) s"
 }

@@ -78,13 +78,15 @@ def test_resume_reproduces_the_uninterrupted_run(corpus, tmp_path):
 
 
 def test_finished_run_is_skipped(corpus, tmp_path, caplog):
-    config = load_experiment_config(None, SMALL + ["train.epochs=1"])
+    # num_intents 0: as many as labels.json has (the FSC/SLURP/CSV recipes' configs rely on it)
+    config = load_experiment_config(None, SMALL + ["train.epochs=1", "student.num_intents=0"])
     train_student(inputs_for(corpus), tmp_path / "run", config)
     stamp = (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns
     with caplog.at_level("INFO"):
         train_student(inputs_for(corpus), tmp_path / "run", config)
     assert "already trained" in caplog.text
     assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert load_student(tmp_path / "run")[0].config.num_intents == 31
 
 
 def test_on_the_fly_features_with_augmentation(corpus, tmp_path):

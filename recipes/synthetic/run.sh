@@ -1,55 +1,56 @@
 #!/usr/bin/env bash
-# The built-in spoken-commands corpus, end to end (see README.md).
+# The built-in spoken-commands corpus, end to end, with nothing to download (see README.md).
 #
 # Stages (each one skips when its output is complete):
-#   0  synthesise the corpus (FSC label space, offline TTS) -> $data_dir/manifests/
-#   1  log-mel features + CMVN for every split               -> $data_dir/fbank/<split>/
-#   2  fine-tune the BERT teacher on the transcripts         -> $exp_dir/teacher/
-#   3  export the teacher's targets (unique transcripts)     -> $exp_dir/teacher/targets/
+#   0  synthesise the corpus (FSC label space, offline TTS) -> ${data_dir}/manifests/
+#   1  log-mel features + CMVN for every split               -> ${data_dir}/fbank/<split>/
+#   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
+#   3  export the teacher's targets                          -> ${exp_dir}/teacher/targets/
+#   4  student, cross-entropy only                           -> ${exp_dir}/student_ce/
+#   5  student distilled from the teacher                    -> ${exp_dir}/student_kd/
+#   6  evaluate teacher (text) and students (clean + noisy)  -> <model>/eval/<split>.json
+#   7  report                                                -> ${exp_dir}/report/report.{md,html}
 #
-# Later stages (students, evaluation, report) are added as the toolkit grows.
+#   bash recipes/synthetic/run.sh                          # everything, size small
+#   bash recipes/synthetic/run.sh --stage 4 --stop-stage 5 # retrain the students only
+#   bash recipes/synthetic/run.sh --size full --ngpu 4     # training and features under torchrun
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "${recipe_dir}/../common.sh"
+. "${recipe_dir}/../stages.sh"
 
 stage=0              # first stage to run
-stop_stage=3         # last stage to run
+stop_stage=7         # last stage to run
 size=small           # corpus size preset: tiny | small | full
 seed=0               # seed of the corpus plan
 engines=espeak,piper,flite,festival  # TTS engines to use when installed
 num_workers=0        # worker processes for synthesis (0: every core)
-device=auto          # feature extraction device: auto | cpu | cuda
-ngpu=1               # N > 1 runs feature extraction under torchrun with N processes
-data_root=data       # corpora are written under here
-exp_root=exp         # experiments are written under here
-conf_dir=""          # recipe configs (default: conf/ beside this script)
+device=auto          # device of features, training and evaluation: auto | cpu | cuda
+ngpu=1               # N > 1 runs the feature and training stages under torchrun with N processes
+data_root=data       # the corpus goes to ${data_root}/synthetic_${size}
+exp_dir=""           # experiment folder (default: exp/synthetic_${size})
+config=""            # student config (default: conf/student.yaml beside this script)
+teacher_config=""    # teacher config (default: conf/teacher.yaml beside this script)
+distill=hidden=1.0,attention=1.0  # stage 5 loss weights, added to the config's (ce stays on)
+eval_splits=""       # comma-separated splits to evaluate (default: every split but train and valid)
+noise=true           # stage 6 noise sweep (white and babble, SNR 20..0 dB)
 python=python        # Python interpreter with slukd installed
 
-option_names="stage stop_stage size seed engines num_workers device ngpu data_root exp_root conf_dir python"
+option_names="stage stop_stage size seed engines num_workers device ngpu data_root exp_dir config teacher_config distill eval_splits noise python"
 usage="Usage: $0 [options]
-Builds the built-in synthetic corpus (and, as stages are added, the whole pipeline)."
+The built-in synthetic corpus end to end: corpus, features, teacher, two students, evaluation, report."
 parse_options "$@"
 
 case "${size}" in tiny|small|full) ;; *) die "--size must be tiny, small or full, got '${size}'" ;; esac
-
-launch() {
-  # launch OUTPUT_DIR SUBCOMMAND ARGS...: run `slukd SUBCOMMAND`, under torchrun when ngpu > 1.
-  local output="$1"; shift
-  if [ "${ngpu}" -gt 1 ]; then
-    run_logged "${python}" -m torch.distributed.run --standalone --nproc_per_node "${ngpu}" \
-      -m pipeline.cli "$@"
-  else
-    run_logged "${python}" -m pipeline.cli "$@"
-  fi
-  [ -f "${output}/.done" ] || die "${output} is incomplete after: slukd $*"
-}
+case "${noise}" in true|false) ;; *) die "--noise must be true or false, got '${noise}'" ;; esac
 
 start_time=$(date +%s)
 log "$0 $*"
 data_dir="${data_root}/synthetic_${size}"
-exp_dir="${exp_root}/synthetic_${size}"
-conf_dir="${conf_dir:-${recipe_dir}/conf}"
+exp_dir="${exp_dir:-exp/synthetic_${size}}"
+config="${config:-${recipe_dir}/conf/student.yaml}"
+teacher_config="${teacher_config:-${recipe_dir}/conf/teacher.yaml}"
 
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: synthesise the ${size} corpus into ${data_dir}"
@@ -58,30 +59,6 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     --engines "${engines}" --num-workers "${num_workers}"
 fi
 
-if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
-  log "Stage 1: log-mel features and CMVN for every split into ${data_dir}/fbank"
-  for split in train valid test test_unseen_phrasing; do
-    launch "${data_dir}/fbank/${split}" features \
-      --manifest "${data_dir}/manifests/${split}.jsonl" --out "${data_dir}/fbank/${split}" --device "${device}"
-  done
-fi
+run_shared_stages
 
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-  log "Stage 2: fine-tune the teacher on the transcripts into ${exp_dir}/teacher"
-  run_logged "${python}" -m pipeline.cli teacher train --data "${data_dir}" --out "${exp_dir}/teacher" \
-    --config "${conf_dir}/teacher.yaml" --device "${device}"
-  [ -f "${exp_dir}/teacher/.done" ] || die "${exp_dir}/teacher is incomplete"
-fi
-
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
-  log "Stage 3: export the teacher's targets into ${exp_dir}/teacher/targets"
-  run_logged "${python}" -m pipeline.cli teacher export --data "${data_dir}" --model "${exp_dir}/teacher" \
-    --out "${exp_dir}/teacher/targets" --splits train,valid --device "${device}"
-  [ -f "${exp_dir}/teacher/targets/.done" ] || die "${exp_dir}/teacher/targets is incomplete"
-fi
-
-log "manifests: ${data_dir}/manifests (stats: ${data_dir}/manifests/stats.json)"
-if [ -f "${exp_dir}/teacher/metrics.json" ]; then
-  log "teacher metrics: ${exp_dir}/teacher/metrics.json"
-fi
-log "done in $(( $(date +%s) - start_time )) s"
+finish "${start_time}"
