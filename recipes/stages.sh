@@ -12,7 +12,7 @@
 #   7  report: tables and figures of every model             -> ${exp_dir}/report/
 #
 # Reads these variables (each recipe declares them as options): stage stop_stage data_dir
-# exp_dir config teacher_config distill eval_splits noise device ngpu python.
+# exp_dir config student_set teacher_config distill eval_splits noise device ngpu python.
 # Every stage skips what is already complete (the commands check their own .done markers).
 
 student_dirs() {
@@ -26,11 +26,11 @@ student_dirs() {
   student_kd="${exp_dir}/student_kd${tag}"
 }
 
-distill_overrides() {
-  # "hidden=1.0,attention=1.0" -> --set distill.hidden=1.0 --set distill.attention=1.0
+set_flags() {
+  # set_flags PREFIX "a=1,b=2" -> one word a line: --set PREFIXa=1 --set PREFIXb=2
   local item
-  for item in ${distill//,/ }; do
-    printf -- '--set\ndistill.%s\n' "${item}"
+  for item in ${2//,/ }; do
+    printf -- '--set\n%s%s\n' "$1" "${item}"
   done
 }
 
@@ -63,14 +63,16 @@ run_shared_stages() {
 
   if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     log "Stage 4: student with cross-entropy only into ${student_ce}"
+    local overrides=()
+    mapfile -t overrides < <(set_flags "" "${student_set}")
     run_slukd "${student_ce}" train --data "${data_dir}/manifests" --features "${data_dir}/fbank" \
-      --out "${student_ce}" --config "${config}" --set "train.device=${device}"
+      --out "${student_ce}" --config "${config}" --set "train.device=${device}" "${overrides[@]}"
   fi
 
   if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     log "Stage 5: student distilled from the teacher (${distill}) into ${student_kd}"
     local overrides=()
-    mapfile -t overrides < <(distill_overrides)
+    mapfile -t overrides < <(set_flags "" "${student_set}"; set_flags distill. "${distill}")
     run_slukd "${student_kd}" train --data "${data_dir}/manifests" --features "${data_dir}/fbank" \
       --out "${student_kd}" --config "${config}" --teacher-targets "${exp_dir}/teacher/targets" \
       --set "train.device=${device}" "${overrides[@]}"

@@ -26,13 +26,14 @@ ngpu=1               # N > 1 runs the feature and training stages under torchrun
 data_dir=""          # prepared data (default: data/<name>)
 exp_dir=""           # experiment folder (default: exp/<name>)
 config=""            # student config (default: conf/student.yaml beside this script)
+student_set=""       # SECTION.KEY=VALUE[,...] overrides of the student config (e.g. train.epochs=5)
 teacher_config=""    # teacher config (default: conf/teacher.yaml beside this script)
 distill=hidden=1.0,attention=1.0  # stage 5 loss weights, added to the config's (ce stays on)
 eval_splits=""       # comma-separated splits to evaluate (default: every split but train and valid)
 noise=true           # stage 6 noise sweep (white and babble, SNR 20..0 dB)
 python=python        # Python interpreter with slukd installed
 
-option_names="stage stop_stage csv corpus_dir skip_invalid name device ngpu data_dir exp_dir config teacher_config distill eval_splits noise python"
+option_names="stage stop_stage csv corpus_dir skip_invalid name device ngpu data_dir exp_dir config student_set teacher_config distill eval_splits noise python"
 usage="Usage: $0 --csv train=train.csv,valid=dev.csv[,test=test.csv] [options]
 Your own corpus end to end: manifests, features, teacher, two students, evaluation, report."
 parse_options "$@"

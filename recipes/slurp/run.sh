@@ -26,13 +26,14 @@ ngpu=1               # N > 1 runs the feature and training stages under torchrun
 data_dir=data/slurp  # prepared data
 exp_dir=exp/slurp    # experiment folder
 config=""            # student config (default: conf/student.yaml beside this script)
+student_set=""       # SECTION.KEY=VALUE[,...] overrides of the student config (e.g. train.epochs=5)
 teacher_config=""    # teacher config (default: conf/teacher.yaml beside this script)
 distill=hidden=1.0,attention=1.0  # stage 5 loss weights, added to the config's (ce stays on)
 eval_splits=test     # comma-separated splits to evaluate
 noise=true           # stage 6 noise sweep (white and babble, SNR 20..0 dB)
 python=python        # Python interpreter with slukd installed
 
-option_names="stage stop_stage corpus_dir audio_dir with_synthetic recordings device ngpu data_dir exp_dir config teacher_config distill eval_splits noise python"
+option_names="stage stop_stage corpus_dir audio_dir with_synthetic recordings device ngpu data_dir exp_dir config student_set teacher_config distill eval_splits noise python"
 usage="Usage: $0 --corpus-dir DIR [options]
 SLURP end to end: manifests, features, teacher, two students, evaluation, report."
 parse_options "$@"

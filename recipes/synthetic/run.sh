@@ -31,13 +31,14 @@ ngpu=1               # N > 1 runs the feature and training stages under torchrun
 data_root=data       # the corpus goes to ${data_root}/synthetic_${size}
 exp_dir=""           # experiment folder (default: exp/synthetic_${size})
 config=""            # student config (default: conf/student.yaml beside this script)
+student_set=""       # SECTION.KEY=VALUE[,...] overrides of the student config (e.g. train.epochs=5)
 teacher_config=""    # teacher config (default: conf/teacher.yaml beside this script)
 distill=hidden=1.0,attention=1.0  # stage 5 loss weights, added to the config's (ce stays on)
 eval_splits=""       # comma-separated splits to evaluate (default: every split but train and valid)
 noise=true           # stage 6 noise sweep (white and babble, SNR 20..0 dB)
 python=python        # Python interpreter with slukd installed
 
-option_names="stage stop_stage size seed engines num_workers device ngpu data_root exp_dir config teacher_config distill eval_splits noise python"
+option_names="stage stop_stage size seed engines num_workers device ngpu data_root exp_dir config student_set teacher_config distill eval_splits noise python"
 usage="Usage: $0 [options]
 The built-in synthetic corpus end to end: corpus, features, teacher, two students, evaluation, report."
 parse_options "$@"

@@ -1,0 +1,100 @@
+"""The corpus recipes (FSC, SLURP, CSV): options, stage 0 on tiny fixture corpora, the shared
+shell helpers. The whole pipeline through a recipe is tested in test_recipe_synthetic.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from corpus_fixtures import write_tone
+from test_fsc import make_fsc, write_split_csv
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def run_recipe(name: str, *args: str | os.PathLike, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    command = ["bash", str(RECIPES / name / "run.sh"), "--python", sys.executable, *map(str, args)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, cwd=cwd)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "fsc", "slurp", "csv"])
+def test_help_lists_every_option_with_its_comment(name):
+    result = subprocess.run(["bash", str(RECIPES / name / "run.sh"), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for option in ("--stage", "--stop-stage", "--ngpu", "--exp-dir", "--config", "--student-set", "--distill"):
+        assert option in result.stdout
+    assert "last stage to run [7]" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["synthetic", "fsc", "slurp", "csv"])
+def test_unknown_option_and_missing_value_are_fatal(name):
+    result = subprocess.run(["bash", str(RECIPES / name / "run.sh"), "--no-such-option", "1"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2 and "unknown option --no-such-option" in result.stderr
+    result = subprocess.run(["bash", str(RECIPES / name / "run.sh"), "--stage"], capture_output=True, text=True)
+    assert result.returncode == 2 and "needs a value" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["fsc", "slurp"])
+def test_stage_0_needs_the_corpus(name, tmp_path):
+    result = run_recipe(name, "--stop-stage", "0", cwd=tmp_path)
+    assert result.returncode == 1 and "stage 0 needs --corpus-dir" in result.stderr
+    result = run_recipe(name, "--stop-stage", "0", "--corpus-dir", tmp_path / "nowhere", cwd=tmp_path)
+    assert result.returncode == 1 and "no such folder" in result.stderr
+
+
+def test_fsc_stage_0_original_and_challenge_split(tmp_path):
+    root = tmp_path / "fluent_speech_commands_dataset"
+    splits = make_fsc(root)
+    result = run_recipe("fsc", "--corpus-dir", root, "--stop-stage", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    manifests = tmp_path / "data" / "fsc" / "manifests"
+    assert sorted(p.name for p in manifests.glob("*.jsonl")) == ["test.jsonl", "train.jsonl", "valid.jsonl"]
+    assert "done in" in result.stderr
+    # the speaker challenge split: CSVs named speaker_{train,valid,test}_data.csv
+    challenge = root / "data" / "challenge_splits"
+    write_split_csv(challenge / "speaker_train_data.csv", splits["train"])
+    write_split_csv(challenge / "speaker_valid_data.csv", splits["test"])
+    write_split_csv(challenge / "speaker_test_data.csv", splits["valid"])
+    result = run_recipe("fsc", "--corpus-dir", root, "--split", "speaker", "--stop-stage", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    test = tmp_path / "data" / "fsc_speaker" / "manifests" / "test.jsonl"
+    assert len(test.read_text().splitlines()) == len(splits["valid"])
+    result = run_recipe("fsc", "--corpus-dir", root, "--split", "gender", cwd=tmp_path)
+    assert result.returncode == 1 and "--split must be original, speaker or utterance" in result.stderr
+
+
+def test_csv_stage_0_and_the_split_list(tmp_path):
+    rows = {
+        "train": [("a1", "turn on the lights", "activate_lights"), ("a2", "lights off", "deactivate_lights")],
+        "valid": [("b1", "switch the lights on", "activate_lights")],
+        "test": [("c1", "kill the lights", "deactivate_lights")],
+    }
+    for split, items in rows.items():
+        with open(tmp_path / f"{split}.csv", "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["audio", "transcript", "intent", "speaker"])
+            for name, text, intent in items:
+                write_tone(tmp_path / "audio" / f"{name}.wav", 0.5)
+                writer.writerow([f"audio/{name}.wav", text, intent, name[0]])
+    result = run_recipe(
+        "csv", "--csv", "train=train.csv,valid=valid.csv,test=test.csv", "--name", "lights",
+        "--stop-stage", "0", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifests = tmp_path / "data" / "lights" / "manifests"
+    labels = json.loads((manifests / "labels.json").read_text())
+    assert labels["intents"] == ["activate_lights", "deactivate_lights"]
+    assert len((manifests / "train.jsonl").read_text().splitlines()) == 2
+    # the shared helper that lists a data folder's splits, train and valid first
+    helper = f". {RECIPES / 'common.sh'}; manifest_splits {manifests}"
+    listed = subprocess.run(["bash", "-c", helper], capture_output=True, text=True)
+    assert listed.stdout.split() == ["train", "valid", "test"]
+    result = run_recipe("csv", "--stop-stage", "0", cwd=tmp_path)
+    assert result.returncode == 1 and "stage 0 needs --csv" in result.stderr
