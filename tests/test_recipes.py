@@ -25,9 +25,19 @@ def run_recipe(name: str, *args: str | os.PathLike, cwd: Path | None = None) -> 
 
 @pytest.mark.parametrize("name", ["synthetic", "fsc", "slurp", "csv"])
 def test_help_lists_every_option_with_its_comment(name):
-    result = subprocess.run(["bash", str(RECIPES / name / "run.sh"), "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(RECIPES / name / "run.sh"), "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
-    for option in ("--stage", "--stop-stage", "--ngpu", "--exp-dir", "--config", "--student-set", "--distill"):
+    for option in (
+        "--stage",
+        "--stop-stage",
+        "--ngpu",
+        "--exp-dir",
+        "--config",
+        "--student-set",
+        "--distill",
+    ):
         assert option in result.stdout
     assert "last stage to run [7]" in result.stdout
 
@@ -37,7 +47,9 @@ def test_unknown_option_and_missing_value_are_fatal(name):
     result = subprocess.run(["bash", str(RECIPES / name / "run.sh"), "--no-such-option", "1"],
                             capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 2 and "unknown option --no-such-option" in result.stderr
-    result = subprocess.run(["bash", str(RECIPES / name / "run.sh"), "--stage"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["bash", str(RECIPES / name / "run.sh"), "--stage"], capture_output=True, text=True
+    )
     assert result.returncode == 2 and "needs a value" in result.stderr
 
 
