@@ -1,4 +1,4 @@
-"""The default recipe at size tiny, end to end, as the README's main command runs it."""
+"""The default recipe at size tiny, end to end (stages 0-7), as the README's main command runs it."""
 
 from __future__ import annotations
 
@@ -12,13 +12,25 @@ import pytest
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "run.sh"
 SPLITS = ("train", "valid", "test", "test_unseen_phrasing")
+# Two epochs per student keep the test in minutes; everything else is the default recipe.
+QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak")
 
 
 def run_recipe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = ["bash", str(RECIPE), "--size", "tiny", "--data-root", str(tmp_path / "data"),
-               "--exp-root", str(tmp_path / "exp"), "--python", sys.executable, "--device", "cpu", *args]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=900, env=environment)
+               "--exp-dir", str(tmp_path / "exp"), "--python", sys.executable, "--device", "cpu",
+               *QUICK, *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200, env=environment)
+
+
+def stages_run(stderr: str) -> list[int]:
+    return [stage for stage in range(8) if f"Stage {stage}:" in stderr]
+
+
+def eval_files(exp: Path) -> list[Path]:
+    return [exp / model / "eval" / f"{split}.json" for model in ("teacher", "student_ce", "student_kd")
+            for split in ("test", "test_unseen_phrasing")]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +43,7 @@ def finished(tmp_path_factory):
 
 def test_every_stage_writes_its_files(finished):
     root, result = finished
-    data, exp = root / "data" / "synthetic_tiny", root / "exp" / "synthetic_tiny"
+    data, exp = root / "data" / "synthetic_tiny", root / "exp"
     for split in SPLITS:
         assert (data / "manifests" / f"{split}.jsonl").is_file()
         for name in (".done", "meta.json", "index.json", "frames.f16"):
@@ -41,28 +53,61 @@ def test_every_stage_writes_its_files(finished):
     for name in (".done", "model.safetensors", "config.json", "metrics.json", "labels.json", "train_log.csv"):
         assert (exp / "teacher" / name).is_file(), name
     assert (exp / "teacher" / "targets" / ".done").is_file()
-    metrics = json.loads((exp / "teacher" / "metrics.json").read_text())
-    assert metrics["splits"]["valid"]["accuracy"] >= 0.9
-    for stage in range(4):
-        assert f"Stage {stage}:" in result.stderr
+    assert json.loads((exp / "teacher" / "metrics.json").read_text())["splits"]["valid"]["accuracy"] >= 0.9
+    for student in ("student_ce", "student_kd"):
+        for name in (
+            ".done",
+            "model.safetensors",
+            "config.json",
+            "metrics.json",
+            "labels.json",
+            "train_log.csv",
+        ):
+            assert (exp / student / name).is_file(), f"{student}/{name}"
+    losses = json.loads((exp / "student_kd" / "metrics.json").read_text())["losses"]
+    assert losses == ["ce", "hidden", "attention"]
+    assert json.loads((exp / "student_ce" / "metrics.json").read_text())["losses"] == ["ce"]
+    for path in eval_files(exp):
+        evaluation = json.loads(path.read_text())
+        assert 0 <= evaluation["accuracy"] <= 1, path
+    student_eval = json.loads((exp / "student_kd" / "eval" / "test.json").read_text())
+    assert len(student_eval["noise"]) >= 11  # clean + 5 SNRs x white and babble
+    report = exp / "report"
+    for name in ("report.md", "report.html", "metrics.json"):
+        assert (report / name).is_file(), name
+    assert list(report.glob("*.png"))
+    markdown = (report / "report.md").read_text()
+    for model in ("teacher", "student_ce", "student_kd"):
+        assert model in markdown
+    assert stages_run(result.stderr) == list(range(8))
+    assert f"report: {exp}/report/report.md" in result.stderr
     assert "done in" in result.stderr
 
 
 def test_second_run_skips_every_stage(finished):
     root, _ = finished
+    exp = root / "exp"
+    stamps = {path: path.stat().st_mtime_ns for path in eval_files(exp)}
     result = run_recipe(root)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already generated" in result.stderr
     assert result.stderr.count("feature store is up to date, skipping") == len(SPLITS)
     assert "teacher is up to date, skipping" in result.stderr
     assert "teacher targets are up to date, skipping" in result.stderr
+    assert result.stderr.count("student already trained with this config, skipping") == 2
     assert "synthesising" not in result.stderr and "fbank (audio seconds)" not in result.stderr
+    assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
 
 
-def test_help_and_unknown_options():
-    result = subprocess.run(["bash", str(RECIPE), "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "--stop-stage" in result.stdout and "[tiny" not in result.stdout
-    result = subprocess.run(["bash", str(RECIPE), "--no-such-option", "1"], capture_output=True, text=True)
-    assert result.returncode == 2 and "unknown option --no-such-option" in result.stderr
+def test_stages_4_to_5_rerun_only_those(finished):
+    root, _ = finished
+    result = run_recipe(root, "--stage", "4", "--stop-stage", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stages_run(result.stderr) == [4, 5]
+    assert result.stderr.count("running: ") == 2
+    assert "report:" not in result.stderr
+
+
+def test_size_must_be_known():
     result = subprocess.run(["bash", str(RECIPE), "--size", "huge"], capture_output=True, text=True)
     assert result.returncode == 1 and "--size must be tiny, small or full" in result.stderr
