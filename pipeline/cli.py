@@ -6,6 +6,10 @@
     slukd train --data D --features F --out DIR   train a student (CE-only or distilled)
     slukd teacher train --data D --out DIR  fine-tune the BERT teacher on the transcripts of D
     slukd teacher export --model DIR --data D --out DIR   teacher targets, one row per transcript
+    slukd predict --model DIR|model.onnx FILE|DIR|@LIST|-...   one JSON line per audio file
+    slukd export --model DIR [--int8] [--verify FILE...]   ONNX (waveform in, logits out) + sidecar JSON
+    slukd evaluate --model DIR --data D --split S   accuracy, noise sweep, WER, speed -> DIR/eval/S.json
+    slukd report EXP_DIR             report.md/.html, metrics.json and figures of every evaluated model
 
 Every error is one line on stderr and a non-zero exit status.
 """
@@ -362,6 +366,239 @@ def _add_teacher_parser(commands: argparse._SubParsersAction) -> None:
     export_parser.set_defaults(handler=_teacher_export_command)
 
 
+def evaluate(
+    model: Path,
+    data: Path,
+    split: str,
+    teacher: Path | None = None,
+    options: dict | None = None,
+    out: Path | None = None,
+    force: bool = False,
+) -> int:
+    """Evaluate a student or teacher model dir on one split (``pipeline.evaluate.evaluate``)."""
+    from pipeline.evaluate import EvaluateConfig, EvaluationError
+    from pipeline.evaluate import evaluate as evaluate_model
+    from pipeline.feature_store import FeatureStoreError
+    from pipeline.labels import LabelError
+    from pipeline.manifest import ManifestError
+
+    try:
+        config = EvaluateConfig(**(options or {}))
+    except (TypeError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    try:
+        evaluate_model(model, data, split, config, teacher, out, force)
+    except (EvaluationError, ManifestError, LabelError, FeatureStoreError, OSError) as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+def _number_list(text: str, what: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SystemExit(f"slukd evaluate: {what} must be numbers like 20,10,0, got {text!r}") from None
+
+
+def _evaluate_command(args: argparse.Namespace) -> int:
+    options = {
+        "snrs": _number_list(args.snrs, "--snrs"),
+        "noise_types": tuple(part.strip() for part in args.noise_types.split(",") if part.strip()),
+        "noise": not args.no_noise,
+        "speed": not args.no_speed,
+        "device": args.device,
+        "seed": args.seed,
+    }
+    return evaluate(args.model, args.data, args.split, args.teacher, options, args.out, args.force)
+
+
+def report(experiment: Path, out: Path | None = None) -> int:
+    """Gather every model's eval files under an experiment folder into a report (``pipeline.report``)."""
+    from pipeline.report import ReportError, write_report
+
+    try:
+        write_report(experiment, out)
+    except (ReportError, OSError) as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    return report(args.experiment, args.out)
+
+
+def _add_evaluate_parsers(commands: argparse._SubParsersAction) -> None:
+    """``slukd evaluate`` and ``slukd report``."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="evaluate a student or teacher on one split: metrics, noise sweep, WER, speed",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", type=Path, required=True, help="a student or teacher model dir")
+    parser.add_argument("--data", type=Path, required=True, help=TEACHER_DATA_HELP)
+    parser.add_argument("--split", required=True, help="which manifest, e.g. test")
+    parser.add_argument("--teacher", type=Path, default=None,
+                        help="a fine-tuned teacher dir: report agreement with its predictions")  # fmt: skip
+    parser.add_argument("--snrs", default="20,15,10,5,0", help="SNRs in dB of the noise sweep")
+    parser.add_argument("--noise-types", default="white,babble", help="noise types of the sweep")
+    parser.add_argument("--no-noise", action="store_true", help="skip the noise sweep")
+    parser.add_argument("--no-speed", action="store_true", help="skip the latency/throughput measurements")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the noise")
+    parser.add_argument("--out", type=Path, default=None, help="folder for <split>.json (None: MODEL/eval)")
+    parser.add_argument("--force", action="store_true", help="recompute even if an identical eval exists")
+    parser.set_defaults(handler=_evaluate_command)
+
+    report_parser = commands.add_parser(
+        "report",
+        help="report.md, report.html, metrics.json and figures from the eval files of an experiment",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    report_parser.add_argument("experiment", type=Path, help="experiment folder (teacher/, student_*/, ...)")
+    report_parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (None: EXPERIMENT/report)"
+    )
+    report_parser.set_defaults(handler=_report_command)
+
+
+PREDICT_INPUTS_HELP = (
+    "audio files (wav/flac/ogg/mp3/..., any sample rate, stereo is mixed down); a directory (its audio "
+    "files, recursive, sorted); @LIST (a text file, one path per line, # comments); - (paths on stdin)"
+)
+
+
+def predict(
+    model: Path,
+    inputs: list[str],
+    top_k: int = 5,
+    threshold: float | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+    max_seconds: float | None = None,
+) -> int:
+    """One JSON line per input file on stdout (``pipeline.inference.IntentRecognizer``).
+
+    A file that cannot be used gets ``{"file": ..., "error": ...}``; returns 1 if any did.
+    """
+    import json
+
+    from pipeline.inference import MAX_SECONDS, InferenceError, IntentRecognizer, expand_inputs
+
+    if not inputs:
+        logger.error("slukd predict: no inputs; give audio files, directories, @LIST or -")
+        return 2
+    try:
+        recognizer = IntentRecognizer.from_pretrained(model, device, max_seconds or MAX_SECONDS)
+    except (InferenceError, ValueError) as error:
+        logger.error("%s", error)
+        return 1
+    expanded = expand_inputs(inputs, sys.stdin)
+    failures = 0
+    usable = [path for path, problem in expanded if problem is None]
+    results = iter(recognizer.predict_files(usable, top_k, threshold, batch_size))
+    for path, problem in expanded:
+        if problem is None:
+            path, result = next(results)
+            if isinstance(result, Exception):
+                problem = str(result)
+        if problem is not None:
+            failures += 1
+            logger.error("%s", problem if problem.startswith(path) else f"{path}: {problem}")
+            line = {"file": path, "error": problem}
+        else:
+            line = {"file": path, **result.to_dict()}
+        sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+    if failures:
+        logger.error("%d of %d inputs failed", failures, len(expanded))
+    return 1 if failures else 0
+
+
+def _predict_command(args: argparse.Namespace) -> int:
+    inputs = list(args.inputs) + ([f"@{args.list}"] if args.list else [])
+    return predict(
+        args.model, inputs, args.top_k, args.threshold, args.batch_size, args.device, args.max_seconds
+    )
+
+
+def export(
+    model: Path,
+    format: str = "onnx",
+    int8: bool = False,
+    out: Path | None = None,
+    verify: list[str] | None = None,
+    max_verify_files: int = 200,
+    tolerance: float | None = None,
+) -> int:
+    """Export a student model dir for deployment (``pipeline.export.export_model``)."""
+    from pipeline.audio import AudioError
+    from pipeline.export import ExportError, export_model
+    from pipeline.inference import InferenceError
+    from pipeline.manifest import ManifestError
+
+    try:
+        result = export_model(model, out, format, int8, verify, max_verify_files, tolerance)
+    except (ExportError, InferenceError, ManifestError, AudioError, OSError) as error:
+        logger.error("%s", error)
+        return 1
+    logger.info("%s (+ %s)", result.onnx_path, result.sidecar_path.name)
+    return 0
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    return export(
+        args.model, args.format, args.int8, args.out, args.verify, args.max_verify_files, args.tolerance
+    )
+
+
+def _add_deployment_parsers(commands: argparse._SubParsersAction) -> None:
+    """``slukd predict`` and ``slukd export``."""
+    parser = commands.add_parser(
+        "predict",
+        help="intent of audio files: one JSON line per file on stdout",
+        description="One JSON line per file: file, intent, confidence, top_k, slots, duration "
+        "(and transcript with a CTC head); an unusable file gets {file, error} and the exit status is 1.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", type=Path, required=True, help="a student model dir or an exported .onnx")
+    parser.add_argument("inputs", nargs="*", help=PREDICT_INPUTS_HELP)
+    parser.add_argument("--list", type=Path, default=None, help="a text file of paths, one a line (as @LIST)")
+    parser.add_argument("--top-k", type=int, default=5, help="(intent, probability) pairs per line")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="below this probability the intent is 'unknown' (None: always the best)")  # fmt: skip
+    parser.add_argument("--batch-size", type=int, default=16, help="files per forward pass")
+    parser.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="longer files are refused (None: pipeline.inference.MAX_SECONDS, 60 s)")  # fmt: skip
+    parser.set_defaults(handler=_predict_command)
+
+    export_parser = commands.add_parser(
+        "export",
+        help="export a student to ONNX (waveform in, logits out, fbank inside), optionally int8",
+        description="Writes the .onnx (atomically) and a sidecar .onnx.json with sizes and the "
+        "verification numbers (max abs logit difference, argmax agreement against PyTorch).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    export_parser.add_argument("--model", type=Path, required=True, help="a student model dir")
+    export_parser.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    export_parser.add_argument(
+        "--int8", action="store_true", help="dynamic int8 quantization (fbank stays fp32)"
+    )
+    export_parser.add_argument("--out", type=Path, default=None,
+                               help="the .onnx path (None: MODEL/model.onnx or MODEL/model.int8.onnx)")  # fmt: skip
+    export_parser.add_argument("--verify", nargs="+", default=None, metavar="FILE",
+                               help="audio files or .jsonl manifests to compare onnxruntime with PyTorch on")  # fmt: skip
+    export_parser.add_argument(
+        "--max-verify-files", type=int, default=200, help="files taken from each manifest"
+    )
+    export_parser.add_argument("--tolerance", type=float, default=None,
+                               help="fail when the max abs logit difference exceeds this")  # fmt: skip
+    export_parser.set_defaults(handler=_export_command)
+
+
 def _prepare_command(args: argparse.Namespace) -> int:
     return prepare(args.corpus, args.corpus_args)
 
@@ -453,6 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
                               help="stop (resumably) after this many epochs in this call")  # fmt: skip
     train_parser.set_defaults(handler=_train_command)
     _add_teacher_parser(commands)
+    _add_deployment_parsers(commands)
+    _add_evaluate_parsers(commands)
     return parser
 
 
