@@ -69,9 +69,11 @@ def test_every_stage_writes_its_files(finished):
     assert json.loads((exp / "student_ce" / "metrics.json").read_text())["losses"] == ["ce"]
     for path in eval_files(exp):
         evaluation = json.loads(path.read_text())
-        assert 0 <= evaluation["accuracy"] <= 1, path
+        assert 0 <= evaluation["metrics"]["accuracy"] <= 1, path
     student_eval = json.loads((exp / "student_kd" / "eval" / "test.json").read_text())
-    assert len(student_eval["noise"]) >= 11  # clean + 5 SNRs x white and babble
+    conditions = {(row["noise"], row["snr_db"]) for row in student_eval["noise_sweep"]}
+    assert len(conditions) == 11  # clean + 5 SNRs x white and babble
+    assert json.loads((exp / "teacher" / "eval" / "test.json").read_text())["noise_sweep"] is None
     report = exp / "report"
     for name in ("report.md", "report.html", "metrics.json"):
         assert (report / name).is_file(), name
@@ -96,6 +98,7 @@ def test_second_run_skips_every_stage(finished):
     assert "teacher targets are up to date, skipping" in result.stderr
     assert result.stderr.count("student already trained with this config, skipping") == 2
     assert "synthesising" not in result.stderr and "fbank (audio seconds)" not in result.stderr
+    assert result.stderr.count("already evaluated with these settings, skipping") == len(eval_files(exp))
     assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
 
 
