@@ -47,7 +47,7 @@ from pipeline.features import FbankConfig, FbankExtractor, resolve_device
 from pipeline.io import atomic_directory, is_done, mark_done, write_json
 from pipeline.labels import LabelSet
 from pipeline.manifest import Manifest, read_manifest
-from pipeline.student import SpeechStudent, StudentConfig
+from pipeline.student import SpeechStudent, StudentConfig, subsampled_lengths
 from pipeline.text import normalize_transcript
 
 logger = logging.getLogger(__name__)
@@ -319,6 +319,19 @@ def ctc_targets(transcripts: list[str], device: torch.device) -> tuple[Tensor, T
     for row, sequence in enumerate(ids):
         padded[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
     return padded.to(device), lengths.to(device)
+
+
+def ctc_infeasible(frames: list[int], transcripts: list[str], subsampling: int) -> int:
+    """How many utterances have fewer encoder frames than CTC needs for their characters
+    (one frame per character plus one blank between each pair of repeats); their CTC loss is
+    infinite and zeroed, so they teach the CTC head nothing."""
+    encoder_frames = subsampled_lengths(torch.tensor(frames), subsampling).tolist()
+    count = 0
+    for available, text in zip(encoder_frames, transcripts, strict=True):
+        characters = [c for c in text if c in CHARACTERS]
+        needed = len(characters) + sum(a == b for a, b in zip(characters, characters[1:], strict=False))
+        count += available < needed
+    return count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,6 +667,15 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
             trainable, device_ids=[device.index] if device.type == "cuda" else None
         )
 
+    if config.distill.ctc > 0 and rank == 0:
+        frames = [train_set.frames(i) for i in range(len(train_set))]
+        short = ctc_infeasible(frames, train_set.transcripts, student_config.subsampling)
+        if short:
+            logger.warning(
+                "ctc: %d of %d training utterances have fewer encoder frames (subsampling x%d) than "
+                "their transcript's characters; their CTC loss is zero (use subsampling 4 for a CTC head)",
+                short, len(frames), student_config.subsampling,
+            )  # fmt: skip
     sampler = BucketBatchSampler(
         [train_set.frames(i) for i in range(len(train_set))], train_config.max_frames, train_config.seed,
         shuffle=True, rank=rank, world_size=world_size,

@@ -18,6 +18,7 @@ from pipeline.features import FbankConfig
 from pipeline.train import (
     TrainingError,
     TrainInputs,
+    ctc_infeasible,
     load_experiment_config,
     load_student,
     train_student,
@@ -178,3 +179,11 @@ def test_teacher_bad_inputs(corpus, plain_targets, tmp_path):
     logits = load_experiment_config(None, SMALL + ["train.epochs=1", "distill.logits=1"])
     with pytest.raises(TrainingError, match="no intent logits"):
         train_student(inputs_for(corpus, teacher_targets=plain_targets / "all"), tmp_path / "b", logits)
+
+
+def test_ctc_infeasible_counts_utterances_too_short_for_their_characters():
+    # 7 input frames leave 1 encoder frame at x4: enough for "a", not for "ab"; "aa" needs a
+    # blank between the repeats (3 frames), 11 input frames leave 2 -> infeasible
+    assert ctc_infeasible([100, 7, 7, 11, 15], ["aa", "a", "ab", "aa", "aa"], 4) == 2
+    assert ctc_infeasible([100], ["a" * 30], 8) == 1 and ctc_infeasible([100], ["a" * 30], 4) == 1
+    assert ctc_infeasible([400], ["abc"], 8) == 0
