@@ -15,15 +15,24 @@
 # exp_dir config student_set teacher_config distill eval_splits noise device ngpu python.
 # Every stage skips what is already complete (the commands check their own .done markers).
 
+DEFAULT_DISTILL=hidden=1.0,attention=1.0  # stage 5 weights, chosen on valid by benchmarks/distill.py
+
 student_dirs() {
-  # The two students' folders; a config other than conf/student.yaml gets its own pair, so
-  # runs with different configs never overwrite each other.
-  local name
-  name=$(basename "${config}" .yaml)
-  name=$(basename "${name}" .yml)
-  if [ "${name}" = "student" ]; then tag=""; else tag="_${name}"; fi
+  # The two students' folders, named after what configures them (as ESPnet names its
+  # experiments), so runs with another config, other overrides or other distillation weights
+  # never meet the checkpoints of an earlier run:
+  #   default config and settings    -> student_ce, student_kd
+  #   --config conf/big.yaml         -> student_ce_big, student_kd_big
+  #   --student-set train.epochs=30  -> student_ce_train.epochs30, student_kd_train.epochs30
+  #   --distill logits=1.0           -> student_kd_logits1.0
+  local name tag="" kd_tag=""
+  name=$(basename "${config}")
+  name="${name%.yaml}"; name="${name%.yml}"
+  [ "${name}" = "student" ] || tag="_${name}"
+  [ -z "${student_set}" ] || tag="${tag}_$(echo "${student_set}" | tr -d '=' | tr ',/' '_-')"
+  [ "${distill}" = "${DEFAULT_DISTILL}" ] || kd_tag="_$(echo "${distill}" | tr -d '=' | tr ',/' '_-')"
   student_ce="${exp_dir}/student_ce${tag}"
-  student_kd="${exp_dir}/student_kd${tag}"
+  student_kd="${exp_dir}/student_kd${tag}${kd_tag}"
 }
 
 set_flags() {

@@ -12,8 +12,10 @@ import pytest
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "synthetic" / "run.sh"
 SPLITS = ("train", "valid", "test", "test_unseen_phrasing")
-# Two epochs per student keep the test in minutes; everything else is the default recipe.
+# Two epochs per student keep the test in minutes; everything else is the default recipe. The
+# override names the students' folders (student_ce_train.epochs2), so runs never collide.
 QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak")
+STUDENTS = ("student_ce_train.epochs2", "student_kd_train.epochs2")
 
 
 def run_recipe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
@@ -29,7 +31,7 @@ def stages_run(stderr: str) -> list[int]:
 
 
 def eval_files(exp: Path) -> list[Path]:
-    return [exp / model / "eval" / f"{split}.json" for model in ("teacher", "student_ce", "student_kd")
+    return [exp / model / "eval" / f"{split}.json" for model in ("teacher", *STUDENTS)
             for split in ("test", "test_unseen_phrasing")]  # fmt: skip
 
 
@@ -54,7 +56,7 @@ def test_every_stage_writes_its_files(finished):
         assert (exp / "teacher" / name).is_file(), name
     assert (exp / "teacher" / "targets" / ".done").is_file()
     assert json.loads((exp / "teacher" / "metrics.json").read_text())["splits"]["valid"]["accuracy"] >= 0.9
-    for student in ("student_ce", "student_kd"):
+    for student in STUDENTS:
         for name in (
             ".done",
             "model.safetensors",
@@ -64,13 +66,13 @@ def test_every_stage_writes_its_files(finished):
             "train_log.csv",
         ):
             assert (exp / student / name).is_file(), f"{student}/{name}"
-    losses = json.loads((exp / "student_kd" / "metrics.json").read_text())["losses"]
+    losses = json.loads((exp / STUDENTS[1] / "metrics.json").read_text())["losses"]
     assert losses == ["ce", "hidden", "attention"]
-    assert json.loads((exp / "student_ce" / "metrics.json").read_text())["losses"] == ["ce"]
+    assert json.loads((exp / STUDENTS[0] / "metrics.json").read_text())["losses"] == ["ce"]
     for path in eval_files(exp):
         evaluation = json.loads(path.read_text())
         assert 0 <= evaluation["metrics"]["accuracy"] <= 1, path
-    student_eval = json.loads((exp / "student_kd" / "eval" / "test.json").read_text())
+    student_eval = json.loads((exp / STUDENTS[1] / "eval" / "test.json").read_text())
     conditions = {(row["noise"], row["snr_db"]) for row in student_eval["noise_sweep"]}
     assert len(conditions) == 11  # clean + 5 SNRs x white and babble
     assert json.loads((exp / "teacher" / "eval" / "test.json").read_text())["noise_sweep"] is None
@@ -79,7 +81,7 @@ def test_every_stage_writes_its_files(finished):
         assert (report / name).is_file(), name
     assert list(report.glob("*.png"))
     markdown = (report / "report.md").read_text()
-    for model in ("teacher", "student_ce", "student_kd"):
+    for model in ("teacher", *STUDENTS):
         assert model in markdown
     assert stages_run(result.stderr) == list(range(8))
     assert f"report: {exp}/report/report.md" in result.stderr
@@ -109,6 +111,15 @@ def test_stages_4_to_5_rerun_only_those(finished):
     assert stages_run(result.stderr) == [4, 5]
     assert result.stderr.count("running: ") == 2
     assert "report:" not in result.stderr
+
+
+def test_other_settings_train_into_their_own_folders(finished):
+    root, _ = finished
+    result = run_recipe(root, "--stage", "5", "--stop-stage", "5", "--distill", "logits=1.0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    kd = root / "exp" / "student_kd_train.epochs2_logits1.0"
+    assert json.loads((kd / "metrics.json").read_text())["losses"] == ["ce", "logits"]
+    assert (root / "exp" / STUDENTS[1] / ".done").is_file()  # the earlier run is untouched
 
 
 def test_size_must_be_known():

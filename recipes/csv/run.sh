@@ -28,7 +28,7 @@ exp_dir=""           # experiment folder (default: exp/<name>)
 config=""            # student config (default: conf/student.yaml beside this script)
 student_set=""       # SECTION.KEY=VALUE[,...] overrides of the student config (e.g. train.epochs=5)
 teacher_config=""    # teacher config (default: conf/teacher.yaml beside this script)
-distill=hidden=1.0,attention=1.0  # stage 5 loss weights, added to the config's (ce stays on)
+distill="${DEFAULT_DISTILL}"  # stage 5 loss weights, added to the config's (ce stays on)
 eval_splits=""       # comma-separated splits to evaluate (default: every split but train and valid)
 noise=true           # stage 6 noise sweep (white and babble, SNR 20..0 dB)
 python=python        # Python interpreter with slukd installed
