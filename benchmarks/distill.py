@@ -22,27 +22,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+ALL_LOSSES = [
+    "distill.logits=1.0",
+    "distill.sentence=1.0",
+    "distill.hidden=1.0",
+    "distill.attention=1.0",
+    "distill.ctc=0.3",
+]
 ROWS = {
     "CE only (Baseline-2)": [],
     "CE + logits": ["distill.logits=1.0"],
     "CE + sentence": ["distill.sentence=1.0"],
     "CE + hidden + attention (STD)": ["distill.hidden=1.0", "distill.attention=1.0"],
-    "all losses": [
-        "distill.logits=1.0",
-        "distill.sentence=1.0",
-        "distill.hidden=1.0",
-        "distill.attention=1.0",
-        "distill.ctc=0.3",
-    ],  # fmt: skip
+    "all losses": ALL_LOSSES,
     "CE only, 10% data": ["train.train_fraction=0.1"],
-    "all losses, 10% data": [
-        "train.train_fraction=0.1",
-        "distill.logits=1.0",
-        "distill.sentence=1.0",
-        "distill.hidden=1.0",
-        "distill.attention=1.0",
-        "distill.ctc=0.3",
-    ],  # fmt: skip
+    "all losses, 10% data": ["train.train_fraction=0.1", *ALL_LOSSES],
 }
 TEST_SPLITS = ("test", "test_unseen_phrasing")
 

@@ -61,9 +61,10 @@ from pipeline.config import from_dict, to_dict
 from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.features import FbankConfig, resolve_device
 from pipeline.io import file_sha256, read_json, write_json
-from pipeline.labels import LABELS_FILENAME, LabelSet
+from pipeline.labels import LABELS_FILENAME, LabelSet, intent_slot_table
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.text import normalize_transcript
+from pipeline.train import ctc_greedy_decode
 
 logger = logging.getLogger(__name__)
 
@@ -177,36 +178,6 @@ def agreement(first: np.ndarray, second: np.ndarray) -> float:
     return accuracy(first, second)
 
 
-def intent_slot_table(labels: LabelSet, separator: str = "_") -> list[dict[str, str]] | None:
-    """Slot values of every intent, read off its name (``action_object_location``).
-
-    The slot names are tried in the label map's order first, then in every other order; ``None``
-    when the map has no slots or some intent does not split into one value per slot.
-    """
-    names = list(labels.slots)
-    if not names:
-        return None
-
-    def split(rest: str, order: Sequence[str]) -> dict[str, str] | None:
-        if not order:
-            return {} if rest == "" else None
-        name, last = order[0], len(order) == 1
-        for value in sorted(labels.slots[name], key=len, reverse=True):
-            if last and rest == value:
-                return {name: value}
-            if not last and rest.startswith(value + separator):
-                found = split(rest[len(value) + len(separator) :], order[1:])
-                if found is not None:
-                    return {name: value, **found}
-        return None
-
-    for order in itertools.permutations(names):
-        table = [split(intent, order) for intent in labels.intents]
-        if all(entry is not None for entry in table):
-            return [{name: entry[name] for name in names} for entry in table]  # type: ignore[index]
-    return None
-
-
 def slot_accuracy(
     gold: np.ndarray, predicted: np.ndarray, slot_table: list[dict[str, str]]
 ) -> dict[str, float]:
@@ -221,24 +192,6 @@ def slot_accuracy(
         )
         for name in slot_table[0]
     }
-
-
-def ctc_greedy_decode(log_probs: np.ndarray, lengths: Sequence[int], characters: str) -> list[str]:
-    """Best path per utterance: argmax per frame, repeats merged, blanks (id 0) dropped.
-
-    Args:
-        log_probs: ``[B, T, V]`` CTC log-probabilities; id ``i > 0`` is ``characters[i - 1]``.
-        lengths: valid frames per utterance.
-        characters: the vocabulary after the blank.
-    """
-    best = np.asarray(log_probs).argmax(axis=-1)
-    texts = []
-    for row, length in zip(best, lengths, strict=True):
-        path = row[: int(length)]
-        keep = path[(path != 0) & np.concatenate([[True], path[1:] != path[:-1]])]
-        text = "".join(characters[i - 1] for i in keep if 0 < i <= len(characters))
-        texts.append(" ".join(text.split()))
-    return texts
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
@@ -435,20 +388,10 @@ def load_model(model_dir: str | os.PathLike, device: torch.device) -> LoadedMode
     return LoadedModel("teacher", teacher.labels, read_json(Path(model_dir) / "config.json"), teacher=teacher)
 
 
-def _student_batch(model: LoadedModel, ids: list[str], waveforms: Tensor, lengths: Tensor):
-    from pipeline.train import Batch
-
-    return Batch(
-        ids, torch.zeros(len(ids), dtype=torch.long), [""] * len(ids), None, None, waveforms, lengths
-    )
-
-
 @torch.no_grad()
 def student_forward(model: LoadedModel, ids: list[str], waveforms: Tensor, lengths: Tensor):
     """Waveforms in, :class:`~pipeline.student.StudentOutput` out (fbank and the model's CMVN on the way)."""
-    features, feature_lengths = model.pipeline(
-        _student_batch(model, ids, waveforms, lengths), None, train=False
-    )
+    features, feature_lengths = model.pipeline.from_waveforms(waveforms, lengths)
     return model.student(features, feature_lengths)
 
 

@@ -30,15 +30,14 @@ import numpy as np
 import torch
 
 from pipeline.audio import AUDIO_SUFFIXES, AudioError, audio_info, read_audio, resample, to_mono
-from pipeline.features import FbankConfig, FbankExtractor, resolve_device
-from pipeline.labels import LabelSet
+from pipeline.features import FbankConfig, resolve_device
+from pipeline.labels import LabelSet, intent_slot_values
 
 logger = logging.getLogger(__name__)
 
 MAX_SECONDS = 60.0  # longest input accepted; longer recordings are refused, not cropped
 MAX_BATCH_SECONDS = 480.0  # padded audio per batch (bounds fbank and attention memory)
 UNKNOWN_INTENT = "unknown"
-FSC_SLOTS = ("action", "object", "location")  # FSC-style intents are action_object_location
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
@@ -143,26 +142,29 @@ def load_model_dir(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict,
 
 
 class TorchBackend:
-    """fbank (:class:`FbankExtractor`) + CMVN + the PyTorch student."""
+    """fbank + CMVN (:class:`pipeline.train.FeaturePipeline`) + the PyTorch student."""
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "cpu") -> None:
+        from pipeline.augment import AugmentConfig
+        from pipeline.train import FeaturePipeline
+
         student, saved, fbank = load_model_dir(model_dir)
         self.device = resolve_device(device)
         self.student = student.to(self.device).eval()
-        self.extractor = FbankExtractor(fbank)
-        self.mean = torch.tensor(saved["cmvn"]["mean"], dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(saved["cmvn"]["std"], dtype=torch.float32, device=self.device)
+        cmvn = saved["cmvn"]
+        self.features = FeaturePipeline(
+            fbank, np.asarray(cmvn["mean"], np.float32), np.asarray(cmvn["std"], np.float32),
+            AugmentConfig(), self.device,
+        )  # fmt: skip
         self.labels = LabelSet.from_dict(saved["labels"])
         self.sample_rate = fbank.sample_rate
         self.ctc_characters: str | None = saved.get("ctc_characters") or None
 
     @torch.inference_mode()
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
-        features, counts = self.extractor.extract_batch(
-            torch.from_numpy(waveforms), torch.from_numpy(lengths), self.device
+        features, counts = self.features.from_waveforms(
+            torch.from_numpy(waveforms).to(self.device), torch.from_numpy(lengths).to(self.device)
         )
-        valid = (torch.arange(features.shape[1], device=self.device)[None] < counts[:, None]).unsqueeze(-1)
-        features = (features - self.mean) / self.std * valid
         output = self.student(features, counts)
         ctc = output.ctc_log_probs
         return ModelOutput(
@@ -434,33 +436,16 @@ class IntentRecognizer:
 
 
 def intent_slots(intent: str, labels: LabelSet) -> dict[str, str]:
-    """Slot values of an intent label, where the label space has slots.
-
-    FSC-style intents are ``action_object_location`` (``change language_Chinese_none``): split on
-    ``_`` into the slots ``action``, ``object``, ``location``. Other slot sets are matched in the
-    order ``labels.slots`` lists them. An intent that does not split into known values has no slots.
-    """
-    if not labels.slots or intent not in labels:
-        return {}
-    names = list(FSC_SLOTS) if set(labels.slots) == set(FSC_SLOTS) else list(labels.slots)
-    parts = intent.split("_")
-    if len(parts) != len(names):
-        return {}
-    slots = dict(zip(names, parts, strict=True))
-    if any(value not in labels.slots[name] for name, value in slots.items()):
-        return {}
-    return slots
+    """Slot values of an intent label (:func:`pipeline.labels.intent_slot_values`); ``{}`` where the
+    label space has no slots, the intent is unknown or its name does not split into known values."""
+    return intent_slot_values(labels, intent) if intent in labels else {}
 
 
 def greedy_ctc(log_probs: np.ndarray, characters: str) -> str:
-    """Best path through ``[frames, vocab]`` CTC scores: collapse repeats, drop blanks (id 0)."""
-    best = log_probs.argmax(axis=-1)
-    text, previous = [], 0
-    for token in best.tolist():
-        if token != previous and token != 0 and token - 1 < len(characters):
-            text.append(characters[token - 1])
-        previous = token
-    return " ".join("".join(text).split())
+    """Best path through one utterance's ``[frames, vocab]`` CTC scores (blank id 0)."""
+    from pipeline.train import ctc_greedy_decode
+
+    return ctc_greedy_decode(log_probs[None], [len(log_probs)], characters)[0]
 
 
 def find_audio_files(folder: str | os.PathLike) -> list[Path]:

@@ -9,9 +9,10 @@ intent id never changes meaning silently::
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,46 @@ class LabelSet:
             return cls.from_dict(data)
         except LabelError as error:
             raise LabelError(f"{path}: {error}") from None
+
+
+def _split_intent(
+    labels: LabelSet, intent: str, order: Sequence[str], separator: str
+) -> dict[str, str] | None:
+    """One value per slot, in ``order``, that joined by ``separator`` give ``intent``; else None."""
+    if not order:
+        return {} if intent == "" else None
+    name, last = order[0], len(order) == 1
+    for value in sorted(labels.slots[name], key=len, reverse=True):
+        if last and intent == value:
+            return {name: value}
+        if not last and intent.startswith(value + separator):
+            found = _split_intent(labels, intent[len(value) + len(separator) :], order[1:], separator)
+            if found is not None:
+                return {name: value, **found}
+    return None
+
+
+def intent_slot_values(labels: LabelSet, intent: str, separator: str = "_") -> dict[str, str]:
+    """The slot values one intent's name carries (``action_object_location``), in the label map's
+    slot order; the slot names are tried in that order first, then in every other order; ``{}``
+    when the map has no slots or the name does not split into one value per slot."""
+    names = list(labels.slots)
+    for order in itertools.permutations(names) if names else ():
+        found = _split_intent(labels, intent, order, separator)
+        if found is not None:
+            return {name: found[name] for name in names}
+    return {}
+
+
+def intent_slot_table(labels: LabelSet, separator: str = "_") -> list[dict[str, str]] | None:
+    """Slot values of every intent, read off the names with one slot order for all of them (as
+    :func:`intent_slot_values`); ``None`` when the map has no slots or some intent does not split."""
+    names = list(labels.slots)
+    for order in itertools.permutations(names) if names else ():
+        table = [_split_intent(labels, intent, order, separator) for intent in labels.intents]
+        if all(entry is not None for entry in table):
+            return [{name: entry[name] for name in names} for entry in table]  # type: ignore[index]
+    return None
 
 
 def _check_unique(what: str, values: list) -> None:

@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -321,6 +322,24 @@ def ctc_targets(transcripts: list[str], device: torch.device) -> tuple[Tensor, T
     return padded.to(device), lengths.to(device)
 
 
+def ctc_greedy_decode(log_probs: np.ndarray, lengths: Sequence[int], characters: str) -> list[str]:
+    """Best path per utterance: argmax per frame, repeats merged, blanks (id 0) dropped.
+
+    Args:
+        log_probs: ``[B, T, V]`` CTC log-probabilities; id ``i > 0`` is ``characters[i - 1]``.
+        lengths: valid frames per utterance.
+        characters: the vocabulary after the blank.
+    """
+    best = np.asarray(log_probs).argmax(axis=-1)
+    texts = []
+    for row, length in zip(best, lengths, strict=True):
+        path = row[: int(length)]
+        keep = path[(path != 0) & np.concatenate([[True], path[1:] != path[:-1]])]
+        text = "".join(characters[i - 1] for i in keep if 0 < i <= len(characters))
+        texts.append(" ".join(text.split()))
+    return texts
+
+
 def ctc_infeasible(frames: list[int], transcripts: list[str], subsampling: int) -> int:
     """How many utterances have fewer encoder frames than CTC needs for their characters
     (one frame per character plus one blank between each pair of repeats); their CTC loss is
@@ -349,6 +368,13 @@ class FeaturePipeline:
         self.augmenter = Augmenter(augment, fbank.sample_rate)
         self.device = device
 
+    def from_waveforms(self, waveforms: Tensor, samples: Tensor) -> tuple[Tensor, Tensor]:
+        """Padded waveforms ``[B, S]`` and their lengths -> CMVN-normalised fbank (zero beyond
+        each length) and frame counts, on the device; no augmentation."""
+        features, lengths = self.extractor.extract_batch(waveforms, samples, self.device)
+        valid = (torch.arange(features.shape[1], device=self.device)[None] < lengths[:, None]).unsqueeze(-1)
+        return ((features - self.mean) / self.std) * valid, lengths
+
     def __call__(self, batch: Batch, generator: torch.Generator | None, train: bool) -> tuple[Tensor, Tensor]:
         if batch.features is not None:
             features, lengths = batch.features.to(self.device), batch.feature_lengths.to(self.device)
@@ -356,11 +382,7 @@ class FeaturePipeline:
             waveforms, samples = batch.waveforms.to(self.device), batch.waveform_lengths.to(self.device)
             if train:
                 waveforms, samples = self.augmenter(waveforms, samples, generator)
-            features, lengths = self.extractor.extract_batch(waveforms, samples, self.device)
-            valid = (torch.arange(features.shape[1], device=self.device)[None] < lengths[:, None]).unsqueeze(
-                -1
-            )
-            features = ((features - self.mean) / self.std) * valid
+            features, lengths = self.from_waveforms(waveforms, samples)
         if train:
             features = self.augmenter.spec_augment(features, lengths, generator)
         return features, lengths

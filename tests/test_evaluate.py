@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from inference_fixtures import tiny_model
 
-from data_prep.synthetic.generate import SyntheticConfig, prepare_synthetic
 from pipeline.cli import main
 from pipeline.data import WaveformDataset, collate_waveforms
 from pipeline.evaluate import (
@@ -28,16 +28,9 @@ from pipeline.evaluate import (
     per_class_scores,
     slot_accuracy,
 )
-from pipeline.feature_store import ExtractionOptions, compute_feature_store
 from pipeline.labels import LabelSet
 from pipeline.manifest import read_manifest
-from pipeline.train import CHARACTERS, TrainInputs, load_experiment_config, train_student
-
-SMALL = [
-    "student.d_model=32", "student.num_layers=2", "student.num_heads=2", "student.feedforward=64",
-    "student.conv_channels=8", "train.max_frames=4000", "train.warmup_steps=3", "train.learning_rate=0.003",
-]  # fmt: skip
-
+from pipeline.train import CHARACTERS
 
 # ---------------------------------------------------------------------------------------------
 # Metric functions
@@ -101,24 +94,19 @@ def test_ctc_greedy_decode_and_error_rates():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("evaluate") / "tiny"
-    prepare_synthetic(data, SyntheticConfig(size="tiny", seed=0, engines=["espeak"]))
-    options = ExtractionOptions(device="cpu", num_workers=0)
-    for split in ("train", "valid"):
-        compute_feature_store(data / "manifests" / f"{split}.jsonl", data / "fbank" / split, options=options)
-    return data
+def tiny(tmp_path_factory):
+    """The tiny espeak corpus and CTC student the inference and export tests share."""
+    return tiny_model(tmp_path_factory.getbasetemp() / "inference_model")
 
 
 @pytest.fixture(scope="module")
-def student_dir(corpus, tmp_path_factory) -> Path:
-    """Two epochs of a tiny student with a CTC head."""
-    run = tmp_path_factory.mktemp("student") / "student_ctc"
-    config = load_experiment_config(None, SMALL + ["train.epochs=2", "train.patience=0", "distill.ctc=0.3"])
-    inputs = TrainInputs(corpus / "manifests/train.jsonl", corpus / "manifests/valid.jsonl",
-                         corpus / "fbank/train", corpus / "fbank/valid")  # fmt: skip
-    train_student(inputs, run, config)
-    return run
+def corpus(tiny) -> Path:
+    return tiny.data
+
+
+@pytest.fixture(scope="module")
+def student_dir(tiny) -> Path:
+    return tiny.model_dir
 
 
 def _realised_snr(clean: torch.Tensor, noisy: torch.Tensor) -> float:
