@@ -108,7 +108,7 @@ class GraphFbank(nn.Module):
         self.size, self.shift = config.window_size, config.window_shift
         analysis = torch.from_numpy(fbank_analysis_matrix(config)).float()
         self.register_buffer("analysis", analysis[:, None, :].contiguous())  # [2 * bins, 1, window]
-        _, banks = FbankExtractor(config)._window_and_banks(torch.device("cpu"))
+        _, banks = FbankExtractor(config).window_and_banks(torch.device("cpu"))
         self.register_buffer("banks", banks.contiguous())  # [bins, mel]
         self.register_buffer("mean", torch.as_tensor(np.asarray(cmvn_mean), dtype=torch.float32))
         self.register_buffer("inverse_std", 1.0 / torch.as_tensor(np.asarray(cmvn_std), dtype=torch.float32))

@@ -77,6 +77,30 @@ def frame_counts(num_samples: Tensor, config: FbankConfig) -> Tensor:
     return torch.where(num_samples >= size, counts, torch.zeros_like(counts))
 
 
+def window_function(config: FbankConfig) -> Tensor:
+    """The analysis window ``[window_size]`` in float64 (without ``waveform_scale``)."""
+    size = config.window_size
+    if config.window == "povey":
+        return torch.hann_window(size, periodic=False, dtype=torch.float64).pow(0.85)
+    if config.window == "hamming":
+        return torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64)
+    if config.window == "hanning":
+        return torch.hann_window(size, periodic=False, dtype=torch.float64)
+    return torch.ones(size, dtype=torch.float64)
+
+
+def mel_banks(config: FbankConfig) -> Tensor:
+    """Kaldi's triangular mel filters as a float32 ``[fft/2 + 1, num_mel_bins]`` matrix (power -> mel)."""
+    from torchaudio.compliance.kaldi import get_mel_banks
+
+    banks, _ = get_mel_banks(
+        config.num_mel_bins, config.fft_size, float(config.sample_rate),
+        config.low_freq, config.high_freq, 100.0, -500.0, 1.0,
+    )  # fmt: skip
+    banks = torch.nn.functional.pad(banks, (0, 1))  # [bins, fft/2 + 1]
+    return banks.T.contiguous().to(torch.float32)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``auto`` (or ``None``) picks CUDA when present, otherwise the CPU."""
     if device is None or str(device) == "auto":
@@ -98,30 +122,14 @@ class FbankExtractor:
     def feature_dim(self) -> int:
         return self.config.num_mel_bins
 
-    def _window_and_banks(self, device: torch.device) -> tuple[Tensor, Tensor]:
+    def window_and_banks(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """float32 ``window * waveform_scale`` ``[window]`` and mel banks ``[fft/2 + 1, bins]`` on ``device``."""
         if device not in self._cache:
-            from torchaudio.compliance.kaldi import get_mel_banks
-
-            config = self.config
-            size = config.window_size
-            if config.window == "povey":
-                window = torch.hann_window(size, periodic=False, dtype=torch.float64).pow(0.85)
-            elif config.window == "hamming":
-                window = torch.hamming_window(
-                    size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64
-                )
-            elif config.window == "hanning":
-                window = torch.hann_window(size, periodic=False, dtype=torch.float64)
-            else:
-                window = torch.ones(size, dtype=torch.float64)
-            banks, _ = get_mel_banks(
-                config.num_mel_bins, config.fft_size, float(config.sample_rate),
-                config.low_freq, config.high_freq, 100.0, -500.0, 1.0,
-            )  # fmt: skip
-            banks = torch.nn.functional.pad(banks, (0, 1))  # [bins, fft/2 + 1]
             self._cache[device] = (
-                (window * config.waveform_scale).to(device=device, dtype=torch.float32),
-                banks.T.contiguous().to(device=device, dtype=torch.float32),
+                (window_function(self.config) * self.config.waveform_scale).to(
+                    device=device, dtype=torch.float32
+                ),
+                mel_banks(self.config).to(device=device),
             )
         return self._cache[device]
 
@@ -165,7 +173,7 @@ class FbankExtractor:
                 frames.shape, generator=generator, device="cpu" if generator is None else generator.device
             )
             frames = frames + (config.dither / config.waveform_scale) * noise.to(device)
-        window, banks = self._window_and_banks(device)
+        window, banks = self.window_and_banks(device)
         # Everything before the FFT is written straight into the zero-padded FFT buffer:
         # pre-emphasis (Kaldi's: the first sample is scaled by 1 - c), then the frame's DC
         # offset, which after a linear pre-emphasis is just (1 - c) * mean, then the window

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
+
+from pipeline.features import FbankConfig
+from pipeline.frontend import fbank_frontend_config
+from pipeline.students import register_student
 
 POOLINGS = ("mean", "attention", "cls")
 
@@ -148,8 +152,16 @@ class EncoderLayer(nn.Module):
         return x, averaged
 
 
+@register_student
 class SpeechStudent(nn.Module):
-    """Log-mel features (already CMVN-normalised) in, intent logits and distillation views out."""
+    """Log-mel features (already CMVN-normalised) in, intent logits and distillation views out.
+
+    The ``transformer`` student family (:mod:`pipeline.students`): trained from scratch, so
+    :meth:`parameter_groups` has one group at the base learning rate.
+    """
+
+    family: ClassVar[str] = "transformer"
+    config_class: ClassVar[type] = StudentConfig
 
     def __init__(self, config: StudentConfig) -> None:
         super().__init__()
@@ -224,6 +236,36 @@ class SpeechStudent(nn.Module):
             attentions=attentions,
             ctc_log_probs=ctc,
         )
+
+    @property
+    def num_layers(self) -> int:
+        """Encoder layers (the hidden states and attention maps ``return_layers`` gives)."""
+        return self.config.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.d_model
+
+    @property
+    def has_ctc(self) -> bool:
+        return self.ctc_head is not None
+
+    @property
+    def min_input_length(self) -> int:
+        """Shorter inputs are padded to this many frames (one encoder frame)."""
+        return min_input_frames(self.config.subsampling)
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Encoder frames for inputs of these lengths (as :meth:`forward` reports them)."""
+        return subsampled_lengths(lengths.clamp_min(self.min_input_length), self.config.subsampling)
+
+    def default_frontend(self) -> dict[str, Any]:
+        """Kaldi fbank with this student's mel bins (CMVN statistics come from the train store)."""
+        return fbank_frontend_config(FbankConfig(num_mel_bins=self.config.num_mel_bins))
+
+    def parameter_groups(self, lr: float, pretrained_lr: float, layer_decay: float) -> list[dict]:
+        """One group: every parameter at ``lr`` (nothing here is pretrained)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,196 @@
+"""Front-ends: 16 kHz mono waveforms -> what a student family eats.
+
+A front-end works on a padded batch, on the waveforms' own device, without a Python loop over
+utterances. It has two steps: :meth:`FrontEnd.extract` gives the raw features a feature store
+keeps, and :meth:`FrontEnd.normalize` applies the model's own statistics (global CMVN for the
+fbank front-end, nothing where a front-end has none). ``frontend(waveforms, lengths)`` does both.
+
+The front-end's config, statistics included, travels in every student model dir
+(:mod:`pipeline.model_dir`), so training, validation, evaluation, inference and the ONNX graph
+all normalise the same way: with the statistics of the model's training split.
+
+    frontend = build_frontend({"name": "fbank", "num_mel_bins": 80})
+    frontend = frontend.with_statistics(train_store.statistics)   # CMVN of the train split
+    features, frames = frontend(waveforms, lengths)
+
+New front-ends subclass :class:`FrontEnd` and register with :func:`register_frontend`.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pipeline.audio import SAMPLE_RATE
+from pipeline.config import ConfigError, from_dict, to_dict
+from pipeline.errors import SlukdError
+from pipeline.features import FbankConfig, FbankExtractor, frame_counts
+
+FRONTENDS: dict[str, type[FrontEnd]] = {}
+
+
+class FrontEndError(SlukdError):
+    """A front-end config that names no known front-end or does not fit it."""
+
+
+def valid_frames(lengths: Tensor, max_frames: int) -> Tensor:
+    """``[batch, max_frames, 1]`` float mask: 1 on each utterance's frames, 0 on padding."""
+    frames = torch.arange(max_frames, device=lengths.device)
+    return (frames[None, :] < lengths[:, None]).unsqueeze(-1).float()
+
+
+class FrontEnd(abc.ABC):
+    """Waveforms ``[batch, samples]`` + lengths -> features ``[batch, frames, feature_dim]`` + frames."""
+
+    name: ClassVar[str]
+    sample_rate: int = SAMPLE_RATE
+    feature_dim: int
+
+    @abc.abstractmethod
+    def extract(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw features (zero past each length) and frame counts, on the waveforms' device."""
+
+    def normalize(self, features: Tensor, lengths: Tensor) -> Tensor:
+        """Apply the model's statistics (identity for a front-end without any)."""
+        return features
+
+    def __call__(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        features, frames = self.extract(waveforms, lengths)
+        return self.normalize(features, frames), frames
+
+    @abc.abstractmethod
+    def frame_counts(self, num_samples: Tensor) -> Tensor:
+        """Frames :meth:`extract` yields for waveforms of these lengths."""
+
+    uses_statistics: ClassVar[bool] = False  # normalize() needs statistics of the training data
+
+    def missing_statistics(self) -> bool:
+        """Whether this front-end uses statistics but has none yet."""
+        return False
+
+    def with_statistics(self, statistics: dict[str, Any]) -> FrontEnd:
+        """A copy normalising with a store's statistics (``{"mean": [...], "std": [...]}``); a
+        front-end without statistics returns itself."""
+        return self
+
+    @abc.abstractmethod
+    def extraction_config(self) -> dict[str, Any]:
+        """JSON-able config of :meth:`extract` alone (what a feature store's content depends on), with ``name``."""
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able config including ``name`` and any statistics."""
+        return self.extraction_config()
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: dict[str, Any]) -> FrontEnd:
+        """The front-end a :meth:`to_config` dict describes."""
+
+
+def register_frontend(cls: type[FrontEnd]) -> type[FrontEnd]:
+    """Class decorator: make ``cls`` buildable by its ``name``."""
+    FRONTENDS[cls.name] = cls
+    return cls
+
+
+def build_frontend(config: dict[str, Any]) -> FrontEnd:
+    """The front-end ``config["name"]`` names, built from the rest of ``config``.
+
+    Raises:
+        FrontEndError: an unknown name or settings that do not fit it.
+    """
+    name = config.get("name")
+    if name not in FRONTENDS:
+        raise FrontEndError(f"unknown front-end {name!r}; known: {', '.join(sorted(FRONTENDS))}")
+    try:
+        return FRONTENDS[name].from_config(config)
+    except (ConfigError, ValueError, TypeError) as error:
+        raise FrontEndError(f"front-end {name!r}: {error}") from None
+
+
+@register_frontend
+class FbankFrontEnd(FrontEnd):
+    """Kaldi-compatible log-mel filterbank (:class:`~pipeline.features.FbankExtractor`) + global CMVN."""
+
+    name = "fbank"
+    uses_statistics = True
+
+    def __init__(self, config: FbankConfig | None = None, mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None) -> None:  # fmt: skip
+        self.config = config or FbankConfig()
+        self.sample_rate = self.config.sample_rate
+        self.feature_dim = self.config.num_mel_bins
+        self.extractor = FbankExtractor(self.config)
+        if (mean is None) != (std is None):
+            raise ValueError("CMVN needs both mean and std")
+        self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
+        self.std = None if std is None else np.asarray(std, dtype=np.float32)
+        for values in (self.mean, self.std):
+            if values is not None and values.shape != (self.feature_dim,):
+                raise ValueError(f"CMVN statistics have shape {values.shape}, not ({self.feature_dim},)")
+        self._device_statistics: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def extract(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.extractor.extract_batch(waveforms, lengths)
+
+    def statistics_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """CMVN ``mean`` and ``std`` as float32 tensors on ``device``."""
+        if self.mean is None or self.std is None:
+            raise FrontEndError("the fbank front-end has no CMVN statistics (take them from the train store)")
+        if device not in self._device_statistics:
+            self._device_statistics[device] = (
+                torch.as_tensor(self.mean, device=device),
+                torch.as_tensor(self.std, device=device),
+            )
+        return self._device_statistics[device]
+
+    def normalize(self, features: Tensor, lengths: Tensor) -> Tensor:
+        if self.mean is None:
+            return features
+        mean, std = self.statistics_on(features.device)
+        return ((features - mean) / std) * valid_frames(lengths, features.shape[1])
+
+    def frame_counts(self, num_samples: Tensor) -> Tensor:
+        return frame_counts(num_samples, self.config)
+
+    def missing_statistics(self) -> bool:
+        return self.mean is None
+
+    def with_statistics(self, statistics: dict[str, Any]) -> FbankFrontEnd:
+        return FbankFrontEnd(self.config, statistics["mean"], statistics["std"])
+
+    def extraction_config(self) -> dict[str, Any]:
+        return {"name": self.name, **to_dict(self.config)}
+
+    def to_config(self) -> dict[str, Any]:
+        cmvn = None
+        if self.mean is not None and self.std is not None:
+            cmvn = {"mean": [float(x) for x in self.mean], "std": [float(x) for x in self.std]}
+        return {**self.extraction_config(), "cmvn": cmvn}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> FbankFrontEnd:
+        settings = {key: value for key, value in config.items() if key not in ("name", "cmvn")}
+        cmvn = config.get("cmvn") or {}
+        return cls(from_dict(FbankConfig, settings), cmvn.get("mean"), cmvn.get("std"))
+
+
+def fbank_frontend_config(config: FbankConfig) -> dict[str, Any]:
+    """The front-end config of an fbank setting (no statistics)."""
+    return FbankFrontEnd(config).extraction_config()
+
+
+__all__ = [
+    "FRONTENDS",
+    "FbankFrontEnd",
+    "FrontEnd",
+    "FrontEndError",
+    "build_frontend",
+    "fbank_frontend_config",
+    "register_frontend",
+    "valid_frames",
+]
