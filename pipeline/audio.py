@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from pipeline.errors import SlukdError
+
 logger = logging.getLogger(__name__)
 
 # Audio constants: the whole toolkit works at this rate, 16-bit mono on disk.
@@ -27,7 +29,7 @@ SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"
 AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | frozenset({".mp3", ".m4a", ".opus", ".webm", ".wma"})
 
 
-class AudioError(ValueError):
+class AudioError(SlukdError, ValueError):
     """An audio file that is missing, unreadable, empty or invalid."""
 
 

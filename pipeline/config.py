@@ -16,11 +16,15 @@ from typing import Any, TypeVar
 
 import yaml
 
+from pipeline.errors import SlukdError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
-    """A config file or override that does not fit its dataclass."""
+class ConfigError(SlukdError, ValueError):
+    """A config file or override that does not fit its dataclass (the CLI exits with status 2)."""
+
+    exit_code = 2
 
 
 def load_config(

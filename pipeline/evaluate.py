@@ -493,10 +493,7 @@ def _student_speed_on(model: LoadedModel, clips: list[Tensor], durations: list[f
 
 
 def _teacher_speed_on(teacher, texts: list[str], config: EvaluateConfig, device: torch.device) -> dict:
-    from pipeline.teacher import _pad, _pad_id
-
     model = teacher.model.to(device).eval()
-    pad_id = _pad_id(teacher.tokenizer)
 
     def synchronize() -> None:
         if device.type == "cuda":
@@ -505,7 +502,7 @@ def _teacher_speed_on(teacher, texts: list[str], config: EvaluateConfig, device:
     @torch.no_grad()
     def run(batch: list[str]) -> None:
         token_ids = teacher.tokenize(batch)  # text in, logits out: tokenising counts
-        input_ids, attention_mask = _pad(token_ids, pad_id, device)
+        input_ids, attention_mask = teacher.batch(token_ids, device)
         model(input_ids, attention_mask)
 
     for text in texts[: config.warmup]:

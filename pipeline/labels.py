@@ -16,12 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.errors import SlukdError
 from pipeline.io import atomic_write_text
 
 LABELS_FILENAME = "labels.json"
 
 
-class LabelError(ValueError):
+class LabelError(SlukdError, ValueError):
     """An invalid label map, or a label the map does not contain."""
 
 

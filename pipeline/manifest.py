@@ -14,11 +14,12 @@ import json
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import SlukdError
 from pipeline.io import atomic_open
 from pipeline.labels import LabelError, LabelSet
 
@@ -26,7 +27,7 @@ MANIFEST_SUFFIX = ".jsonl"
 REQUIRED_FIELDS = ("id", "audio", "duration", "sample_rate", "transcript", "intent")
 
 
-class ManifestError(ValueError):
+class ManifestError(SlukdError, ValueError):
     """A manifest line (or a whole manifest) that breaks the contract."""
 
 
@@ -204,3 +205,39 @@ def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> 
         for utterance in utterances:
             stream.write(json.dumps(utterance.to_dict(), ensure_ascii=False) + "\n")
     return path
+
+
+SPLIT_ORDER = ("train", "valid", "test")  # listed first, in this order; other splits follow by name
+
+
+def find_manifests(data_dir: str | os.PathLike) -> dict[str, Path]:
+    """The ``<split>.jsonl`` manifests of a data folder (``DIR/manifests/`` or ``DIR`` itself).
+
+    Returns:
+        split -> path: train, valid, test first, then the other splits by name.
+
+    Raises:
+        ManifestError: no such folder, or no manifests in it.
+    """
+    data_dir = Path(data_dir)
+    folder = data_dir / "manifests" if (data_dir / "manifests").is_dir() else data_dir
+    if not folder.is_dir():
+        raise ManifestError(f"{data_dir}: data folder not found")
+    found = {path.name[: -len(MANIFEST_SUFFIX)]: path for path in sorted(folder.glob(f"*{MANIFEST_SUFFIX}"))}
+    if not found:
+        raise ManifestError(f"{folder}: no *{MANIFEST_SUFFIX} manifests here")
+
+    def rank(split: str) -> tuple[int, str]:
+        return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
+
+    return {split: found[split] for split in sorted(found, key=rank)}
+
+
+def manifest_paths(
+    manifests: Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike],
+) -> dict[str, Path]:
+    """split -> path from a mapping, or from a list of manifests (split: the file name without ``.jsonl``)."""
+    if isinstance(manifests, Mapping):
+        return {str(split): Path(path) for split, path in manifests.items()}
+    paths = [Path(path) for path in manifests]
+    return {path.name.removesuffix(MANIFEST_SUFFIX): path for path in paths}

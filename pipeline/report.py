@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import __version__
+from pipeline.errors import SlukdError
 from pipeline.evaluate import EVAL_FOLDER, EVAL_FORMAT
 from pipeline.io import atomic_directory, write_json
 
@@ -43,7 +44,7 @@ MAX_DEPTH = 3  # how deep under the experiment folder model dirs are looked for
 TRAIN_LOG = "train_log.csv"
 
 
-class ReportError(RuntimeError):
+class ReportError(SlukdError, RuntimeError):
     """No report can be written (no eval files, a bad output folder)."""
 
 

@@ -22,26 +22,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from pipeline.hf_text import (
+    batches_by_length,
+    cap_max_length,
+    pad_token_ids,
+    resolve_model_source,
+    tokenize_texts,
+)
 from pipeline.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.labels import LabelSet
-from pipeline.manifest import read_manifest
-from pipeline.teacher import (
-    TEACHER_VERSION,
-    WEIGHTS_FILE,
-    Teacher,
-    TeacherConfig,
-    TeacherError,
-    _batches_by_length,
-    _check_pooling,
-    _manifest_paths,
-    _max_length,
-    _pad,
-    _pad_id,
-    _tokenize,
-    load_pretrained_encoder,
-    load_teacher,
-    resolve_model_source,
-)
+from pipeline.manifest import manifest_paths, read_manifest
+from pipeline.teacher_config import TEACHER_VERSION, WEIGHTS_FILE, TeacherConfig, TeacherError
+from pipeline.teacher_model import Teacher, check_pooling, load_pretrained_encoder, load_teacher
 from pipeline.text import normalize_transcript
 
 logger = logging.getLogger(__name__)
@@ -94,7 +86,7 @@ def export_targets(
         The finished store.
     """
     output_dir = Path(output_dir)
-    paths = _manifest_paths(manifests)
+    paths = manifest_paths(manifests)
     if not paths:
         raise TeacherError("no manifests given to export teacher targets for")
     if pretrained:
@@ -132,7 +124,7 @@ def export_targets(
     else:
         teacher = load_teacher(model, device, attn_implementation="eager")
         if max_length is not None:
-            teacher.max_length = _max_length(max_length, teacher.tokenizer, teacher.model.encoder)
+            teacher.max_length = cap_max_length(max_length, teacher.tokenizer, teacher.model.encoder)
     num_layers = teacher.model.num_layers
     layers = list(range(1, num_layers + 1)) if layers is None else [int(layer) for layer in layers]
     bad = [layer for layer in layers if not 1 <= layer <= num_layers]
@@ -155,11 +147,11 @@ def export_targets(
             "transcripts": len(set(normalised)),
         }
     texts_list = list(texts)
-    token_ids, truncated = _tokenize(
+    token_ids, truncated = tokenize_texts(
         teacher.tokenizer, texts_list, teacher.max_length, warn="teacher targets"
     )
     pooling = pooling or teacher.model.pooling
-    _check_pooling(teacher.model.encoder, pooling)
+    check_pooling(teacher.model.encoder, pooling)
     logger.info(
         "exporting teacher targets of %s (%s, pooling %s, layers %s) for %d unique transcripts of %d "
         "utterances (%s) on %s",
@@ -211,7 +203,7 @@ def _write_targets(folder: Path, teacher: Teacher, token_ids: list[list[int]], l
                    pooling: str, batch_size: int) -> list[int]:  # fmt: skip
     """Run the teacher over every transcript, appending each row's arrays to the store files;
     returns the row order (indices into ``token_ids``)."""
-    model, device, pad_id = teacher.model, teacher.device, _pad_id(teacher.tokenizer)
+    model, device, padding = teacher.model, teacher.device, teacher.pad_id
     model.eval()
     order: list[int] = []
     files = {
@@ -220,10 +212,10 @@ def _write_targets(folder: Path, teacher: Teacher, token_ids: list[list[int]], l
     }
     if teacher.fine_tuned:
         files[LOGITS_FILE] = open(folder / LOGITS_FILE, "wb")
-    batches = _batches_by_length([len(ids) for ids in token_ids], batch_size)
+    batches = batches_by_length([len(ids) for ids in token_ids], batch_size)
     try:
         for batch in tqdm(batches, desc="teacher targets", unit="batch"):
-            input_ids, attention_mask = _pad([token_ids[i] for i in batch], pad_id, device)
+            input_ids, attention_mask = pad_token_ids([token_ids[i] for i in batch], padding, device)
             output = model(input_ids, attention_mask, output_layers=bool(layers), sentence_pooling=pooling)
             sentence = output.sentence.float().cpu().numpy().astype(np.float16)
             logits = (

@@ -226,9 +226,9 @@ def test_teacher_dir_is_evaluated_on_transcripts(corpus, student_dir, tmp_path):
     from pipeline.teacher import (
         TeacherConfig,
         TeacherModel,
-        _save_model_dir,
         load_pretrained_encoder,
         resolve_model_source,
+        save_teacher_dir,
     )
 
     torch.manual_seed(0)
@@ -237,7 +237,7 @@ def test_teacher_dir_is_evaluated_on_transcripts(corpus, student_dir, tmp_path):
     model = TeacherModel(encoder.model.encoder, len(labels), "mean")
     teacher_dir = tmp_path / "teacher"
     teacher_dir.mkdir()
-    _save_model_dir(teacher_dir, model, encoder.tokenizer, labels, TeacherConfig(), resolve_model_source(""))
+    save_teacher_dir(teacher_dir, model, encoder.tokenizer, labels, TeacherConfig(), resolve_model_source(""))
 
     from pipeline.evaluate import EvaluateConfig
 
