@@ -29,19 +29,10 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
 
-from data_prep.common import (
-    TRAIN_SPLIT,
-    UNASSIGNED,
-    DataPrepError,
-    SourceRow,
-    Table,
-    build_parser,
-    check_split_name,
-    prepare_corpus,
-    read_table,
-    resolve_audio,
-    run_cli,
-)
+from data_prep.command_line import build_parser, run_cli
+from data_prep.prepare import prepare_corpus
+from data_prep.rows import TRAIN_SPLIT, UNASSIGNED, DataPrepError, SourceRow, check_split_name
+from data_prep.tables import Table, read_table, resolve_audio
 from pipeline.manifest import Manifest
 
 logger = logging.getLogger("data_prep.csv_manifest")  # not __name__: "__main__" under python -m

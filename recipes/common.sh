@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Shared helpers for every recipe: logging and option parsing (Kaldi/ESPnet style).
-# Source it after declaring the options with their defaults:
+# Shared helpers for every recipe: logging, option parsing (Kaldi/ESPnet style) and steps that
+# skip in the shell when they are done (icefall-style markers). Source it after declaring the
+# options with their defaults:
 #
 #   stage=0        # first stage to run
 #   stop_stage=7   # last stage to run
@@ -69,18 +70,103 @@ run_logged() {
   "$@"
 }
 
-run_slukd() {
-  # run_slukd OUTPUT_DIR SUBCOMMAND ARGS...: `slukd SUBCOMMAND ARGS`, under torchrun with
-  # ${ngpu} processes when ngpu > 1; dies unless OUTPUT_DIR/.done exists afterwards.
-  # Needs ${python} (an interpreter with slukd installed) and ${ngpu}.
-  local output="$1"; shift
+# ---------------------------------------------------------------------------------------------
+# Steps that skip in the shell
+#
+# A step is one command with one output (a folder's .done marker, an eval file). When the step
+# succeeds, `run_step` writes a marker beside that output holding the step's settings: the
+# command line, the SHA-256 of every file the command line names (configs, manifests, CSVs), of
+# every input the stage declares (the .done markers of the stages it reads), of the slukd
+# sources and of the installed packages. A rerun whose settings equal the marker's, with the
+# output still there, is skipped without starting Python; any change runs the command again,
+# and the command's own fingerprint then decides what to recompute.
+
+slukd_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+code_fingerprint() {
+  # The SHA-256 of slukd's Python sources (pipeline/, data_prep/), once per recipe run.
+  if [ -z "${_code_fingerprint:-}" ]; then
+    _code_fingerprint=$(find "${slukd_root}/pipeline" "${slukd_root}/data_prep" -name '*.py' -print0 \
+      | sort -z | xargs -0 cat | sha256sum | cut -d' ' -f1)
+  fi
+  echo "${_code_fingerprint}"
+}
+
+environment_fingerprint() {
+  # The interpreter and the names (with versions) of the packages installed beside it, once per
+  # run: installing or upgrading a package (a TTS engine, torch) reruns every step.
+  if [ -z "${_environment_fingerprint:-}" ]; then
+    local interpreter bin_dir
+    interpreter=$(command -v "${python:-python}" || echo "${python:-python}")
+    bin_dir=$(dirname "${interpreter}")
+    _environment_fingerprint=$( { echo "${interpreter}"; readlink -f "${interpreter}" || true
+      ls -d "${bin_dir}"/../lib/python3*/site-packages/*.dist-info 2>/dev/null | sed 's|.*/||' || true
+    } | sha256sum | cut -d' ' -f1)
+  fi
+  echo "${_environment_fingerprint}"
+}
+
+step_settings() {
+  # step_settings INPUT_LIST -- COMMAND...: the text a step's marker holds (INPUT_LIST is one
+  # word a line: files, or "setting:TEXT" for settings that are not files).
+  local inputs="$1"; shift 2
+  local word item
+  echo "command: $(printf '%q ' "$@")"
+  echo "code: $(code_fingerprint)"
+  echo "environment: $(environment_fingerprint)"
+  for word in "$@"; do
+    if [ -f "${word}" ]; then echo "file: ${word} $(sha256sum < "${word}" | cut -d' ' -f1)"; fi
+  done
+  while IFS= read -r item; do
+    [ -n "${item}" ] || continue
+    case "${item}" in
+      setting:*) echo "${item}" ;;
+      *) if [ -f "${item}" ]; then
+           echo "input: ${item} $(sha256sum < "${item}" | cut -d' ' -f1)"
+         else
+           echo "input: ${item} missing"
+         fi ;;
+    esac
+  done <<< "${inputs}"
+}
+
+run_step() {
+  # run_step OUTPUT MARKER [--input FILE | --setting TEXT]... -- COMMAND [ARG...]
+  # Run COMMAND, then check that OUTPUT (a file) exists and write MARKER; skip it when MARKER
+  # already holds these settings and OUTPUT exists.
+  local output="$1" marker="$2"; shift 2
+  local inputs=""
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    case "$1" in
+      --input) inputs+="$2"$'\n' ;;
+      --setting) inputs+="setting:$2"$'\n' ;;
+      *) die "run_step: expected --input, --setting or --, got '$1'" ;;
+    esac
+    shift 2
+  done
+  [ "${1:-}" = "--" ] || die "run_step: no command after --"
+  shift
+  local settings
+  settings=$(step_settings "${inputs}" -- "$@")
+  if [ -f "${output}" ] && [ -f "${marker}" ] && [ "$(cat "${marker}")" = "${settings}" ]; then
+    log "done with these settings, skipping: ${output}"
+    return 0
+  fi
+  rm -f "${marker}"
+  run_logged "$@"
+  [ -f "${output}" ] || die "${output} is missing after: $*"
+  printf '%s\n' "${settings}" > "${marker}.tmp" && mv -f "${marker}.tmp" "${marker}"
+}
+
+slukd_command() {
+  # slukd_command SUBCOMMAND ARGS...: the command line of `slukd SUBCOMMAND ARGS`, one word a
+  # line, under torchrun with ${ngpu} processes when ngpu > 1 (for feature and training stages).
   if [ "${ngpu:-1}" -gt 1 ]; then
-    run_logged "${python}" -m torch.distributed.run --standalone --nproc_per_node "${ngpu}" \
+    printf '%s\n' "${python}" -m torch.distributed.run --standalone --nproc_per_node "${ngpu}" \
       -m pipeline.cli "$@"
   else
-    run_logged "${python}" -m pipeline.cli "$@"
+    printf '%s\n' "${python}" -m pipeline.cli "$@"
   fi
-  [ -f "${output}/.done" ] || die "${output} is incomplete after: slukd $*"
 }
 
 manifest_splits() {

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from corpus_fixtures import assert_one_line_error, call_main, run_module, write_garbage, write_tone
 
-from data_prep.common import DataPrepError
 from data_prep.csv_manifest import default_id, main, parse_csv_source, prepare_csv
+from data_prep.rows import DataPrepError
 from pipeline.labels import LabelSet
 from pipeline.manifest import read_manifest
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from corpus_fixtures import assert_one_line_error, call_main, run_module, write_garbage, write_tone
 
-from data_prep.common import DataPrepError
+from data_prep.rows import DataPrepError
 from data_prep.slurp import main, prepare_slurp
 from pipeline.labels import LabelSet
 from pipeline.manifest import read_manifest

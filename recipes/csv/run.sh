@@ -2,7 +2,7 @@
 # Your own recordings, described by CSV/TSV files (columns: audio, transcript, intent, and
 # optionally speaker, id, slot:NAME; see `python -m data_prep.csv_manifest --help`).
 #
-# Stages (each one skips when its output is complete):
+# Stages (each one is skipped, without starting Python, when it is done with the same settings):
 #   0  manifests and labels.json from the CSV files       -> ${data_dir}/manifests/
 #   1-7  as in recipes/stages.sh: features, teacher fine-tune, teacher targets, CE-only
 #        student, distilled student, evaluation (clean + noisy), report
@@ -49,10 +49,16 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   [ -n "${csv}" ] || die "stage 0 needs --csv (see --help)"
   log "Stage 0: manifests from ${csv} into ${data_dir}"
   prep_args=()
-  for item in ${csv//,/ }; do prep_args+=(--csv "${item}"); done
+  inputs=()  # the CSV files, hashed into the stage's marker
+  for item in ${csv//,/ }; do
+    prep_args+=(--csv "${item}")
+    path="${item#*=}"
+    if [ "${path}" = "${path#/}" ]; then path="${corpus_dir:-.}/${path}"; fi
+    if [ -f "${path}" ]; then inputs+=(--input "${path}"); fi
+  done
   [ -z "${corpus_dir}" ] || prep_args+=(--corpus-dir "${corpus_dir}")
   [ "${skip_invalid}" = false ] || prep_args+=(--skip-invalid)
-  run_logged "${python}" -m data_prep.csv_manifest --out "${data_dir}" "${prep_args[@]}"
+  run_corpus_stage "${inputs[@]}" -- "${python}" -m data_prep.csv_manifest --out "${data_dir}" "${prep_args[@]}"
 fi
 
 run_shared_stages

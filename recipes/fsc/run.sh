@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fluent Speech Commands (Lugosch et al. 2019): 31 intents, 97 speakers, 19 h; see RESULTS.md.
 #
-# Stages (each one skips when its output is complete):
+# Stages (each one is skipped, without starting Python, when it is done with the same settings):
 #   0  manifests from the released corpus (or a challenge split) -> ${data_dir}/manifests/
 #   1-7  as in recipes/stages.sh: features, teacher fine-tune, teacher targets, CE-only
 #        student, distilled student, evaluation (clean + noisy), report
@@ -59,7 +59,11 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
     challenge_dir="${challenge_dir:-${corpus_dir}/data/challenge_splits}"
     split_args=(--splits "train=${challenge_dir}/${split}_train_data.csv,valid=${challenge_dir}/${split}_valid_data.csv,test=${challenge_dir}/${split}_test_data.csv")
   fi
-  run_logged "${python}" -m data_prep.fsc --corpus-dir "${corpus_dir}" --out "${data_dir}" "${split_args[@]}"
+  inputs=()  # the split files, hashed into the stage's marker
+  for path in "${corpus_dir}"/data/*_data.csv "${challenge_dir:-${corpus_dir}/data/challenge_splits}"/*_data.csv; do
+    if [ -f "${path}" ]; then inputs+=(--input "${path}"); fi
+  done
+  run_corpus_stage "${inputs[@]}" -- "${python}" -m data_prep.fsc --corpus-dir "${corpus_dir}" --out "${data_dir}" "${split_args[@]}"
 fi
 
 run_shared_stages

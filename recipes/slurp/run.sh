@@ -2,7 +2,7 @@
 # SLURP (Bastianelli et al. 2020): scenario_action intents over 18 scenarios, 58 h of real
 # recordings (headset and far-field), optional 43 h of synthetic speech; see RESULTS.md.
 #
-# Stages (each one skips when its output is complete):
+# Stages (each one is skipped, without starting Python, when it is done with the same settings):
 #   0  manifests: train, valid (devel) and test, one utterance per recording -> ${data_dir}/manifests/
 #   1-7  as in recipes/stages.sh: features, teacher fine-tune, teacher targets, CE-only
 #        student, distilled student, evaluation (clean + noisy), report
@@ -52,7 +52,11 @@ if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   prep_args=(--recordings "${recordings}")
   [ -z "${audio_dir}" ] || prep_args+=(--audio-dir "${audio_dir}")
   [ "${with_synthetic}" = false ] || prep_args+=(--with-synthetic)
-  run_logged "${python}" -m data_prep.slurp --corpus-dir "${corpus_dir}" --out "${data_dir}" "${prep_args[@]}"
+  inputs=()  # the metadata files, hashed into the stage's marker
+  for path in "${corpus_dir}"/dataset/slurp/*.jsonl; do
+    if [ -f "${path}" ]; then inputs+=(--input "${path}"); fi
+  done
+  run_corpus_stage "${inputs[@]}" -- "${python}" -m data_prep.slurp --corpus-dir "${corpus_dir}" --out "${data_dir}" "${prep_args[@]}"
 fi
 
 run_shared_stages
