@@ -33,6 +33,8 @@ import torchaudio
 from torch import Tensor, nn
 from torch.nn import functional
 
+from pipeline.frontend import FrontEnd, register_frontend
+
 SAMPLE_RATE = 16000
 N_FFT = 400
 HOP_LENGTH = 160
@@ -77,11 +79,11 @@ def _normalise(power: Tensor, banks: Tensor, counts: Tensor) -> Tensor:
     return ((mel + 4.0) / 4.0) * valid.to(mel.dtype)
 
 
-class WhisperLogMel:
+@register_frontend
+class WhisperLogMel(FrontEnd):
     """The ``whisper_logmel`` front-end: 16 kHz waveforms -> ``[batch, frames, 80]`` Whisper log-mel.
 
-    Follows the ``FrontEnd`` contract (``extract``/``normalize``/``__call__``/``frame_counts``/
-    ``to_config``/``from_config``). The features are final after ``extract`` (no statistics).
+    The features are final after ``extract``: no statistics, ``normalize`` is the identity.
     """
 
     name: ClassVar[str] = "whisper_logmel"
@@ -103,18 +105,10 @@ class WhisperLogMel:
         counts = frame_counts(lengths)
         return _normalise(spectrum.abs().square(), self._banks.to(device), counts), counts
 
-    def normalize(self, features: Tensor, lengths: Tensor) -> Tensor:
-        """Identity: Whisper's normalisation is already in ``extract``."""
-        return features
-
-    def __call__(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        features, counts = self.extract(waveforms, lengths)
-        return self.normalize(features, counts), counts
-
     def frame_counts(self, num_samples: Tensor) -> Tensor:
         return frame_counts(num_samples)
 
-    def to_config(self) -> dict:
+    def extraction_config(self) -> dict:
         return {"name": self.name, "num_mel_bins": self.feature_dim}
 
     @classmethod
