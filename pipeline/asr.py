@@ -161,6 +161,15 @@ def resolve_asr_model(config: AsrConfig) -> tuple[str, str]:
     return config.model, config.model  # a hub name, from the local Hugging Face cache
 
 
+def asr_fingerprint(config: AsrConfig, identity: str | None = None) -> dict[str, Any]:
+    """What decides the text an ASR writes: the decoding settings (not ``threads`` or
+    ``batch_size``) and the weights' identity (resolved from ``config`` when not given)."""
+    if identity is None:
+        identity = resolve_asr_model(config)[1]
+    settings = {key: value for key, value in vars(config).items() if key not in RUN_ONLY_KEYS}
+    return {**settings, "model": identity}
+
+
 def _weights_bytes(folder: Path, patterns: Sequence[str]) -> int:
     return sum(f.stat().st_size for pattern in patterns for f in folder.glob(pattern) if f.is_file())
 
@@ -196,9 +205,8 @@ class SpeechRecognizer(abc.ABC):
         return f"{self.config.backend}:{model} ({self.config.compute_type}, beam {self.config.beam_size})"
 
     def fingerprint(self) -> dict[str, Any]:
-        """What decides the text the ASR writes (the weights and the decoding settings)."""
-        settings = {k: v for k, v in vars(self.config).items() if k not in RUN_ONLY_KEYS}
-        return {**settings, "model": self.identity}
+        """What decides the text the ASR writes (see :func:`asr_fingerprint`)."""
+        return asr_fingerprint(self.config, self.identity)
 
     @property
     @abc.abstractmethod

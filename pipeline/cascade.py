@@ -24,6 +24,7 @@ kept in ``gold_transcript``), so the teacher can be fine-tuned on gold plus ASR 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pipeline import __version__
-from pipeline.asr import AsrConfig, AsrError, SpeechRecognizer, load_asr, resolve_asr_model
+from pipeline.asr import AsrConfig, AsrError, SpeechRecognizer, asr_fingerprint, load_asr, resolve_asr_model
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.errors import SlukdError
 from pipeline.io import file_sha256, read_json, write_json
@@ -253,3 +254,122 @@ def load_cascade(folder: str | os.PathLike, device: str = "cpu", threads: int | 
             f"was made with {len(config.labels)} in another order or set; run create_cascade again"
         )
     return CascadeModel(config, load_asr(config.asr), teacher)
+
+
+# ---------------------------------------------------------------------------------------------
+# ASR transcripts of a manifest (for an ASR-robust teacher)
+
+
+def _read_partial(path: Path) -> dict[str, str]:
+    """Hypotheses already written by an interrupted run; a torn last line is dropped."""
+    done: dict[str, str] = {}
+    if not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            done[str(row["id"])] = str(row["hypothesis"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return done
+
+
+def transcribe_manifest(
+    manifest_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    asr: AsrConfig | SpeechRecognizer | None = None,
+    chunk_size: int = 16,
+    force: bool = False,
+) -> Path:
+    """Write a manifest whose transcripts are the (normalised) ASR hypotheses of ``manifest_path``.
+
+    Ids, audio, intents, slots and speakers are kept, and the gold text goes to the extra field
+    ``gold_transcript``. Utterances whose hypothesis normalises to nothing are left out (there is
+    no text to learn from); ``OUT.asr.json`` (beside ``OUT``, named after its stem) records the
+    fingerprint, the counts and the WER against the gold transcripts. A rerun with the same
+    manifest (sha256) and ASR settings is skipped; an interrupted run resumes from the
+    hypotheses it had appended to a hidden ``.partial`` file.
+
+    Args:
+        manifest_path: the manifest to transcribe (for instance the train split).
+        out_path: the manifest to write; keep it out of the data's manifests folder, where it
+            would read as one more split.
+        asr: the ASR settings or a loaded ASR (default: faster-whisper on the packaged tiny.en).
+        chunk_size: utterances between two appends to the partial file.
+        force: transcribe again even when a finished run matches.
+
+    Returns:
+        ``out_path``.
+    """
+    from tqdm import tqdm
+
+    from pipeline.audio import load_audio
+    from pipeline.manifest import Utterance, read_manifest, write_manifest
+    from pipeline.metrics import error_rates
+
+    manifest_path, out_path = Path(manifest_path), Path(out_path)
+    asr = asr or AsrConfig()
+    asr_settings = asr.fingerprint() if isinstance(asr, SpeechRecognizer) else asr_fingerprint(asr)
+    fingerprint = json.loads(json.dumps({"manifest_sha256": file_sha256(manifest_path), "asr": asr_settings}))
+    meta_path = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".asr.json")
+    if not force and out_path.is_file() and meta_path.is_file():
+        try:
+            if read_json(meta_path).get("fingerprint") == fingerprint:
+                logger.info("%s: ASR transcripts already written with these settings, skipping", out_path)
+                return out_path
+        except (json.JSONDecodeError, OSError, AttributeError):
+            pass
+    manifest = read_manifest(manifest_path)
+    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+    partial = out_path.with_name(f".{out_path.name}.{key}.partial")
+    done = {} if force else _read_partial(partial)
+    todo = [u for u in manifest if u.id not in done]
+    if done:
+        logger.info(
+            "%s: resuming, %d of %d utterances already transcribed", out_path, len(done), len(manifest)
+        )
+    if todo:
+        recognizer = asr if isinstance(asr, SpeechRecognizer) else load_asr(asr)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "w" if force else "a", encoding="utf-8") as stream:
+            for start in tqdm(
+                range(0, len(todo), chunk_size), desc=f"ASR {manifest_path.name}", unit="chunk"
+            ):
+                chunk = todo[start : start + chunk_size]
+                texts = recognizer.transcribe([load_audio(manifest.audio_path(u)) for u in chunk])
+                for utterance, text in zip(chunk, texts, strict=True):
+                    done[utterance.id] = text
+                    stream.write(
+                        json.dumps({"id": utterance.id, "hypothesis": text}, ensure_ascii=False) + "\n"
+                    )
+                stream.flush()
+                os.fsync(stream.fileno())
+
+    rows, empty = [], []
+    for utterance in manifest:
+        hypothesis = normalize_transcript(done[utterance.id])
+        if not hypothesis:
+            empty.append(utterance.id)
+            continue
+        audio = os.path.relpath(manifest.audio_path(utterance).resolve(), out_path.parent.resolve())
+        rows.append(Utterance(
+            utterance.id, audio, utterance.duration, utterance.sample_rate, hypothesis, utterance.intent,
+            dict(utterance.slots), utterance.speaker, {**utterance.extra, "gold_transcript": utterance.transcript},
+        ))  # fmt: skip
+    if not rows:
+        raise CascadeError(f"{manifest_path}: the ASR heard nothing in any of the {len(manifest)} utterances")
+    rates = error_rates(
+        [normalize_transcript(u.transcript) for u in manifest],
+        [normalize_transcript(done[u.id]) for u in manifest],
+    )
+    write_manifest(out_path, rows)
+    write_json(meta_path, {
+        "manifest": str(manifest_path), "fingerprint": fingerprint, "utterances": len(manifest),
+        "written": len(rows), "empty_hypotheses": empty, **rates,
+    })  # fmt: skip
+    partial.unlink(missing_ok=True)
+    logger.info(
+        "%s: %d utterances (%d with an empty hypothesis left out), WER %.3f against the gold transcripts",
+        out_path, len(rows), len(empty), rates["wer"],
+    )  # fmt: skip
+    return out_path
