@@ -1,8 +1,8 @@
-"""The feature store: every utterance's log-mel frames in one float16 memory-mapped array.
+"""The feature store: every utterance's raw front-end features in one float16 memory-mapped array.
 
 Layout of a store folder (one per split)::
 
-    meta.json    feature config, sha256 of the manifest, frame count, CMVN statistics, skipped files
+    meta.json    front-end config, sha256 of the manifest, frame count, CMVN statistics, skipped files
     frames.f16   float16 [total_frames, num_mel_bins], utterances back to back
     index.json   {"ids": [...], "offsets": [...], "frames": [...]} in store order
     .done        the fingerprint (config + manifest hash) the store was built for
@@ -10,6 +10,10 @@ Layout of a store folder (one per split)::
 The store is built under a temporary name and renamed when complete; rerunning with the same
 config and manifest does nothing, a changed one rebuilds. Audio is decoded in DataLoader workers
 while the device computes; global CMVN statistics are accumulated in the same pass.
+
+The store keeps features as :meth:`pipeline.frontend.FrontEnd.extract` gives them (fbank before
+CMVN). It never normalises: the front-end does, always with the *model's* statistics, which
+training takes from the train split's store only (:attr:`FeatureStore.statistics`).
 
 Under ``torchrun`` each rank extracts a contiguous range of the (length-sorted) batches and
 rank 0 concatenates the shards: the result is byte-identical to a single-process run, because
@@ -32,9 +36,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import distributed
-from pipeline.config import from_dict, to_dict
 from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
-from pipeline.features import FbankConfig, FbankExtractor, resolve_device
+from pipeline.errors import SlukdError
+from pipeline.features import FbankConfig, resolve_device
+from pipeline.frontend import FbankFrontEnd, FrontEnd, FrontEndError, build_frontend
 from pipeline.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.manifest import read_manifest
 
@@ -45,7 +50,7 @@ META_FILE, INDEX_FILE, FRAMES_FILE = "meta.json", "index.json", "frames.f16"
 VARIANCE_FLOOR = 1e-8
 
 
-class FeatureStoreError(ValueError):
+class FeatureStoreError(SlukdError, ValueError):
     """A store that is missing, incomplete, or built for another config or manifest."""
 
 
@@ -73,11 +78,18 @@ def manifest_sha256(path: str | os.PathLike) -> str:
     return file_sha256(path)
 
 
-def store_fingerprint(config: FbankConfig, manifest_path: str | os.PathLike) -> dict:
-    """What a store's content depends on: the store version, the feature config, the manifest."""
+def as_frontend(config: FbankConfig | FrontEnd | None) -> FrontEnd:
+    """A front-end for extraction: as given, or the fbank front-end of an :class:`FbankConfig`."""
+    if isinstance(config, FrontEnd):
+        return config
+    return FbankFrontEnd(config or FbankConfig())
+
+
+def store_fingerprint(frontend: FbankConfig | FrontEnd, manifest_path: str | os.PathLike) -> dict:
+    """What a store's content depends on: the store version, the front-end's extraction config, the manifest."""
     return {
         "version": STORE_VERSION,
-        "feature_config": to_dict(config),
+        "feature_config": as_frontend(frontend).extraction_config(),
         "manifest_sha256": manifest_sha256(manifest_path),
     }
 
@@ -95,15 +107,27 @@ class FeatureStore:
         self.offsets = np.asarray(index["offsets"], dtype=np.int64)
         self.num_frames = np.asarray(index["frames"], dtype=np.int64)
         self._position = {utterance_id: i for i, utterance_id in enumerate(self.ids)}
-        self.config = from_dict(FbankConfig, self.meta["feature_config"])
-        shape = (int(self.meta["total_frames"]), self.config.num_mel_bins)
+        # stores written before front-ends had names hold fbank features
+        self.feature_config = {"name": FbankFrontEnd.name, **self.meta["feature_config"]}
+        try:
+            self.frontend = build_frontend(self.feature_config)
+        except FrontEndError as error:
+            raise FeatureStoreError(f"{self.folder / META_FILE}: {error}") from None
+        shape = (int(self.meta["total_frames"]), self.frontend.feature_dim)
         self.frames = (
             np.memmap(self.folder / FRAMES_FILE, dtype=np.float16, mode="r", shape=shape)
             if shape[0]
             else np.zeros(shape, np.float16)
         )
-        self.cmvn_mean = np.asarray(self.meta["cmvn"]["mean"], dtype=np.float32)
-        self.cmvn_std = np.asarray(self.meta["cmvn"]["std"], dtype=np.float32)
+
+    @property
+    def statistics(self) -> dict:
+        """This split's global CMVN statistics ``{"mean": [...], "std": [...]}`` (per feature bin).
+
+        Only the train split's statistics ever normalise anything (through the model's front-end).
+        """
+        cmvn = self.meta["cmvn"]
+        return {"mean": cmvn["mean"], "std": cmvn["std"]}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -127,16 +151,14 @@ class FeatureStore:
         start = self.offsets[position]
         return self.frames[start : start + self.num_frames[position]]
 
-    def features(self, utterance_id: str, normalize: bool = True) -> torch.Tensor:
-        """float32 features of one utterance, CMVN-normalised unless ``normalize`` is False."""
-        values = self.frames_of(utterance_id).astype(np.float32)
-        if normalize:
-            values = (values - self.cmvn_mean) / self.cmvn_std
-        return torch.from_numpy(values)
+    def features(self, utterance_id: str) -> torch.Tensor:
+        """Raw float32 features ``[frames, feature_dim]`` of one utterance (not normalised)."""
+        return torch.from_numpy(self.frames_of(utterance_id).astype(np.float32))
 
-    def check_compatible(self, config: FbankConfig, manifest_path: str | os.PathLike | None = None) -> None:
-        """Raise :class:`FeatureStoreError` naming what differs from the requested config/manifest."""
-        ours, wanted = self.meta["feature_config"], to_dict(config)
+    def check_compatible(self, frontend: FbankConfig | FrontEnd,
+                         manifest_path: str | os.PathLike | None = None) -> None:  # fmt: skip
+        """Raise :class:`FeatureStoreError` naming what differs from the requested front-end/manifest."""
+        ours, wanted = self.feature_config, as_frontend(frontend).extraction_config()
         differences = [
             f"{key} {ours.get(key)!r} != {wanted[key]!r}" for key in wanted if ours.get(key) != wanted[key]
         ]
@@ -153,20 +175,27 @@ class FeatureStore:
 def compute_feature_store(
     manifest_path: str | os.PathLike,
     output_dir: str | os.PathLike,
-    config: FbankConfig | None = None,
+    config: FbankConfig | FrontEnd | None = None,
     options: ExtractionOptions | None = None,
 ) -> FeatureStore:
     """Extract features for every utterance of a manifest into a store (or reuse a finished one).
 
     Under torchrun every rank calls this; each extracts its share and rank 0 merges.
 
+    Args:
+        manifest_path: the split's manifest.
+        output_dir: the store folder.
+        config: the front-end whose raw features to store (an :class:`FbankConfig` means the
+            fbank front-end with it; default: fbank with Kaldi's defaults).
+        options: device, batch size, workers, strictness.
+
     Raises:
         FeatureStoreError: with ``strict``, the first bad file; or every file was unusable.
     """
-    config = config or FbankConfig()
+    frontend = as_frontend(config)
     options = options or ExtractionOptions()
     manifest_path, output_dir = Path(manifest_path), Path(output_dir)
-    fingerprint = store_fingerprint(config, manifest_path)
+    fingerprint = store_fingerprint(frontend, manifest_path)
     if is_done(output_dir, fingerprint):
         logger.info("%s: feature store is up to date, skipping", output_dir)
         return FeatureStore(output_dir)
@@ -185,7 +214,7 @@ def compute_feature_store(
     start = time.monotonic()
     mine = batches[rank * len(batches) // world_size : (rank + 1) * len(batches) // world_size]
     try:
-        _extract_shard(manifest, mine, shard_dir, config, device, options, show_progress=rank == 0)
+        _extract_shard(manifest, mine, shard_dir, frontend, device, options, show_progress=rank == 0)
         write_json(shard_dir / "status.json", {"ok": True})
     except Exception as error:
         write_json(shard_dir / "status.json", {"ok": False, "error": str(error)})
@@ -201,7 +230,7 @@ def compute_feature_store(
             shutil.rmtree(work_dir, ignore_errors=True)
         raise FeatureStoreError(failures[0])
     if rank == 0:
-        _merge_shards(work_dir, world_size, output_dir, config, fingerprint, manifest_path)
+        _merge_shards(work_dir, world_size, output_dir, frontend.feature_dim, fingerprint, manifest_path)
         seconds = time.monotonic() - start
         hours = manifest.total_duration / 3600
         logger.info(
@@ -212,14 +241,13 @@ def compute_feature_store(
     return FeatureStore(output_dir)
 
 
-def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, device: torch.device,
+def _extract_shard(manifest, batches, shard_dir: Path, frontend: FrontEnd, device: torch.device,
                    options: ExtractionOptions, show_progress: bool) -> None:  # fmt: skip
     """Extract some batches into ``shard_dir``: frames, index, per-batch CMVN partial sums, skips."""
-    extractor = FbankExtractor(config)
-    dim = config.num_mel_bins
+    dim = frontend.feature_dim
     workers = options.num_workers if options.num_workers >= 0 else default_num_workers(device)
     loader = DataLoader(
-        WaveformDataset(manifest, config.sample_rate),
+        WaveformDataset(manifest, frontend.sample_rate),
         batch_sampler=batches,
         num_workers=workers,
         collate_fn=collate_waveforms,
@@ -236,7 +264,7 @@ def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, devi
     )
     with progress, open(shard_dir / FRAMES_FILE, "wb") as frames_file:
         for batch_number, batch in enumerate(loader):
-            features, counts = extractor.extract_batch(batch.waveforms, batch.lengths, device)
+            features, counts = frontend.extract(batch.waveforms.to(device), batch.lengths.to(device))
             counts = counts.cpu()
             usable = torch.zeros(len(batch.indices), dtype=torch.bool)
             for row, index in enumerate(batch.indices):
@@ -281,10 +309,9 @@ def _extract_shard(manifest, batches, shard_dir: Path, config: FbankConfig, devi
     write_json(shard_dir / "skipped.json", {"skipped": skipped, "notes": dict(notes)})
 
 
-def _merge_shards(work_dir: Path, world_size: int, output_dir: Path, config: FbankConfig,
+def _merge_shards(work_dir: Path, world_size: int, output_dir: Path, dim: int,
                   fingerprint: dict, manifest_path: Path) -> None:  # fmt: skip
     """Concatenate the shards in rank order into the final store, atomically."""
-    dim = config.num_mel_bins
     ids, offsets, frame_counts, skipped, notes = [], [], [], [], Counter()
     partial_sums = []
     with atomic_directory(output_dir) as folder:
