@@ -7,9 +7,14 @@ a ``[B]`` tensor of valid lengths) on whatever device the tensors live on:
 - :func:`add_noise`: mixing at an exact per-utterance SNR, with noise from :func:`white_noise`,
   :func:`pink_noise`, :func:`babble_noise` (other utterances of the batch) or a
   :class:`NoiseBank` (a folder of the user's noise recordings);
-- :func:`spec_augment`: frequency and time masks on features (Park et al. 2019).
+- :func:`spec_augment`: frequency and time masks on features (Park et al. 2019);
+- acoustic variety from :mod:`pipeline.acoustics`: tempo and pitch changes, room reverberation,
+  gain and clipping, band-limiting, a telephone channel, a mu-law codec (on waveforms) and
+  vocal-tract-length perturbation (on features).
 
-:class:`Augmenter` applies what an :class:`AugmentConfig` switches on. All randomness comes
+:class:`Augmenter` applies what an :class:`AugmentConfig` switches on, in the order sound takes:
+the speaker (speed, tempo, pitch), the room (reverberation, noise), the microphone (gain,
+clipping), the channel (band-limit, telephone, codec). All randomness comes
 from an optional ``torch.Generator``: numbers are drawn on the generator's device and moved to
 the data, so a given seed reproduces exactly, and a CPU generator gives the same draws for CPU
 and CUDA data.
@@ -18,7 +23,7 @@ and CUDA data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from math import gcd
 from pathlib import Path
@@ -28,7 +33,9 @@ import torch
 import torchaudio.functional
 from torch import Tensor
 
+from pipeline import acoustics
 from pipeline.audio import SAMPLE_RATE
+from pipeline.features import FbankConfig
 from pipeline.noise import (
     NOISE_TYPES,
     NoiseBank,
@@ -43,6 +50,13 @@ from pipeline.noise import (
 logger = logging.getLogger(__name__)
 
 MASK_VALUES = ("zero", "mean")
+RANGES = ("snr_db", "reverb_rt60_s", "reverb_drr_db", "gain_db", "clip_ratio", "band_limit_low_hz",
+          "band_limit_high_hz", "vtlp_warp")  # fmt: skip
+NUMBER_TUPLES = ("speed_factors", "tempo_factors", "pitch_semitones", *RANGES)
+WAVEFORM_PROBABILITIES = ("noise_prob", "tempo_prob", "pitch_prob", "reverb_prob", "gain_prob", "clip_prob",
+                          "band_limit_prob", "telephone_prob", "codec_prob")  # fmt: skip
+PROBABILITIES = (*WAVEFORM_PROBABILITIES, "vtlp_prob")
+Effect = Callable[[Tensor, Tensor, "torch.Generator | None"], Tensor]  # (waveforms, lengths, generator)
 
 
 @dataclass
@@ -67,6 +81,18 @@ class AugmentConfig:
         time_mask_ratio: largest time mask as a fraction of the utterance's length (Park et
             al.'s p); ``None`` leaves only ``time_mask_width``.
         mask_value: ``zero``, or ``mean`` (the utterance's mean over its valid frames).
+        tempo_prob: probability of a tempo change (pitch kept); ``tempo_factors`` drawn uniformly.
+        pitch_prob: probability of a pitch shift (duration kept); ``pitch_semitones`` drawn uniformly.
+        reverb_prob: probability of room reverberation by a synthetic impulse response with RT60
+            and direct-to-reverberant ratio drawn uniformly in ``reverb_rt60_s`` and ``reverb_drr_db``.
+        gain_prob: probability of a gain change, drawn uniformly in ``gain_db``.
+        clip_prob: probability of hard clipping at a fraction of the peak drawn in ``clip_ratio``.
+        band_limit_prob: probability of a band-pass, edges drawn uniformly in
+            ``band_limit_low_hz`` and ``band_limit_high_hz``.
+        telephone_prob: probability of a telephone channel (300-3400 Hz, 8 kHz, G.711 mu-law).
+        codec_prob: probability of 8-bit mu-law quantisation at the batch's own rate.
+        vtlp_prob: probability of vocal-tract-length perturbation (on the features), warp factor
+            drawn uniformly in ``vtlp_warp``.
     """
 
     speed_perturb: bool = False
@@ -83,11 +109,29 @@ class AugmentConfig:
     time_mask_width: int = 40
     time_mask_ratio: float | None = 0.2
     mask_value: str = "zero"
+    tempo_prob: float = 0.0
+    tempo_factors: tuple[float, ...] = (0.9, 1.1)
+    pitch_prob: float = 0.0
+    pitch_semitones: tuple[float, ...] = (-2.0, -1.0, 1.0, 2.0)
+    reverb_prob: float = 0.0
+    reverb_rt60_s: tuple[float, float] = (0.2, 0.8)
+    reverb_drr_db: tuple[float, float] = (0.0, 10.0)
+    gain_prob: float = 0.0
+    gain_db: tuple[float, float] = (-12.0, 6.0)
+    clip_prob: float = 0.0
+    clip_ratio: tuple[float, float] = (0.3, 0.9)
+    band_limit_prob: float = 0.0
+    band_limit_low_hz: tuple[float, float] = (50.0, 400.0)
+    band_limit_high_hz: tuple[float, float] = (3000.0, 7500.0)
+    telephone_prob: float = 0.0
+    codec_prob: float = 0.0
+    vtlp_prob: float = 0.0
+    vtlp_warp: tuple[float, float] = (0.9, 1.1)
 
     def __post_init__(self) -> None:
-        self.speed_factors = tuple(float(factor) for factor in self.speed_factors)
         self.noise_types = tuple(self.noise_types)
-        self.snr_db = tuple(float(value) for value in self.snr_db)
+        for name in NUMBER_TUPLES:
+            setattr(self, name, tuple(float(value) for value in getattr(self, name)))
         if self.noise_dir is not None:
             self.noise_dir = Path(self.noise_dir)
         self.validate()
@@ -116,11 +160,38 @@ class AugmentConfig:
             raise ValueError(f"time_mask_ratio must be in (0, 1] or null, got {self.time_mask_ratio}")
         if self.mask_value not in MASK_VALUES:
             raise ValueError(f"mask_value must be one of {', '.join(MASK_VALUES)}, got {self.mask_value!r}")
+        self._validate_acoustics()
+
+    def _validate_acoustics(self) -> None:
+        for name in PROBABILITIES:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in RANGES:
+            bounds = getattr(self, name)
+            if len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"{name} must be [low, high] with low <= high, got {list(bounds)}")
+        for name in ("tempo_factors", "reverb_rt60_s", "vtlp_warp", "clip_ratio"):
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive numbers, got {list(getattr(self, name))}")
+        if not self.pitch_semitones:
+            raise ValueError("pitch_semitones must list at least one shift")
+        if max(self.clip_ratio) > 1.0:
+            raise ValueError(f"clip_ratio must be within (0, 1], got {list(self.clip_ratio)}")
+        if self.band_limit_low_hz[1] >= self.band_limit_high_hz[0]:
+            raise ValueError(
+                f"band_limit_low_hz {list(self.band_limit_low_hz)} must lie below "
+                f"band_limit_high_hz {list(self.band_limit_high_hz)}"
+            )
+
+    @property
+    def needs_waveforms(self) -> bool:
+        """Whether any waveform augmentation is on (features must then be computed on the fly)."""
+        return self.speed_perturb or any(getattr(self, name) > 0 for name in WAVEFORM_PROBABILITIES)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists, str), ready for YAML or JSON."""
         data = asdict(self)
-        for name in ("speed_factors", "noise_types", "snr_db"):
+        for name in ("noise_types", *NUMBER_TUPLES):
             data[name] = list(data[name])
         data["noise_dir"] = None if self.noise_dir is None else str(self.noise_dir)
         return data
@@ -259,14 +330,16 @@ def spec_augment(
 class Augmenter:
     """Applies the augmentations an :class:`AugmentConfig` switches on.
 
-    Call it on waveforms (speed, then noise); call :meth:`spec_augment` on the features
-    computed from them.
+    Call it on waveforms; call :meth:`augment_features` (VTLP, then SpecAugment) on the
+    features computed from them.
 
     Args:
         config: what to augment.
         sample_rate: the waveforms' sample rate.
         noise_bank: noise recordings for the ``file`` type; loaded from ``config.noise_dir``
             when not given and needed.
+        fbank: the filterbank the features come from (VTLP needs its band edges); the default
+            settings of :class:`pipeline.features.FbankConfig` when not given.
     """
 
     def __init__(
@@ -274,9 +347,11 @@ class Augmenter:
         config: AugmentConfig,
         sample_rate: int = SAMPLE_RATE,
         noise_bank: NoiseBank | None = None,
+        fbank: FbankConfig | None = None,
     ) -> None:
         self.config = config
         self.sample_rate = sample_rate
+        self.fbank = fbank or FbankConfig(sample_rate=sample_rate)
         if noise_bank is None and config.noise_prob > 0 and "file" in config.noise_types:
             noise_bank = NoiseBank(config.noise_dir, sample_rate)
         self.noise_bank = noise_bank
@@ -284,7 +359,8 @@ class Augmenter:
     def __call__(
         self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Speed perturbation, then noise, as configured.
+        """Speed, tempo, pitch, reverberation, noise, gain, clipping, band-limit, telephone and
+        codec, each as configured (each drawn per utterance with its probability).
 
         Args:
             waveforms: ``[B, S]`` padded batch.
@@ -300,9 +376,44 @@ class Augmenter:
             pick = (random_uniform((waveforms.shape[0],), generator, "cpu") * len(choices)).long()
             factors = choices[pick.clamp_max(len(choices) - 1)]
             waveforms, lengths = speed_perturb(waveforms, lengths, factors, self.sample_rate)
+        batch_size = waveforms.shape[0]
+        if config.tempo_prob > 0:
+            factors = self._pick(config.tempo_factors, config.tempo_prob, 1.0, batch_size, generator)
+            waveforms, lengths = acoustics.change_tempo(waveforms, lengths, factors)
+        if config.pitch_prob > 0:
+            steps = self._pick(config.pitch_semitones, config.pitch_prob, 0.0, batch_size, generator)
+            waveforms = acoustics.pitch_shift(waveforms, lengths, steps, self.sample_rate)
+        if config.reverb_prob > 0:
+            waveforms = self._on_some(waveforms, lengths, config.reverb_prob, self._reverberate, generator)
         if config.noise_prob > 0:
             waveforms = self._add_noise(waveforms, lengths, generator)
+        if config.gain_prob > 0:
+            waveforms = self._on_some(waveforms, lengths, config.gain_prob, self._gain, generator)
+        if config.clip_prob > 0:
+            waveforms = self._on_some(waveforms, lengths, config.clip_prob, self._clip, generator)
+        if config.band_limit_prob > 0:
+            waveforms = self._on_some(waveforms, lengths, config.band_limit_prob, self._band_limit, generator)
+        if config.telephone_prob > 0:
+            waveforms = self._on_some(waveforms, lengths, config.telephone_prob, self._telephone, generator)
+        if config.codec_prob > 0:
+            waveforms = self._on_some(waveforms, lengths, config.codec_prob, self._codec, generator)
         return waveforms, lengths
+
+    def augment_features(
+        self, features: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """VTLP, then SpecAugment, as configured; the input itself when both are off."""
+        config = self.config
+        if config.vtlp_prob > 0:
+            batch_size = features.shape[0]
+            chosen = random_uniform((batch_size,), generator, "cpu") < config.vtlp_prob
+            warp = acoustics.random_between(config.vtlp_warp, batch_size, generator, "cpu")
+            warp = torch.where(chosen, warp, torch.ones_like(warp))
+            fbank = self.fbank
+            features = acoustics.vtlp(
+                features, lengths, warp, fbank.sample_rate, fbank.low_freq, fbank.high_freq
+            )
+        return self.spec_augment(features, lengths, generator)
 
     def spec_augment(
         self, features: Tensor, lengths: Tensor, generator: torch.Generator | None = None
@@ -311,6 +422,65 @@ class Augmenter:
         if not self.config.spec_augment:
             return features
         return spec_augment(features, lengths, self.config, generator)
+
+    @staticmethod
+    def _pick(
+        choices: tuple[float, ...],
+        prob: float,
+        identity: float,
+        batch_size: int,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """``[B]`` values drawn uniformly from ``choices`` with probability ``prob``, else ``identity``."""
+        chosen = random_uniform((batch_size,), generator, "cpu") < prob
+        pick = (random_uniform((batch_size,), generator, "cpu") * len(choices)).long()
+        values = torch.tensor(choices, dtype=torch.float64)[pick.clamp_max(len(choices) - 1)]
+        return torch.where(chosen, values, torch.full_like(values, identity))
+
+    @staticmethod
+    def _on_some(
+        waveforms: Tensor, lengths: Tensor, prob: float, effect, generator: torch.Generator | None
+    ) -> Tensor:
+        """Apply ``effect(waveforms, lengths, generator)`` to the rows drawn with probability ``prob``."""
+        device = waveforms.device
+        chosen = (random_uniform((waveforms.shape[0],), generator, device) < prob).nonzero().squeeze(1)
+        if chosen.numel() == 0:
+            return waveforms
+        lengths = torch.as_tensor(lengths, device=device)
+        output = waveforms.clone()
+        output[chosen] = effect(waveforms[chosen], lengths[chosen], generator).to(waveforms.dtype)
+        return output
+
+    def _reverberate(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        batch_size = waveforms.shape[0]
+        rt60 = acoustics.random_between(self.config.reverb_rt60_s, batch_size, generator, "cpu")
+        ratio = acoustics.random_between(self.config.reverb_drr_db, batch_size, generator, "cpu")
+        rirs = acoustics.synthetic_rirs(rt60, ratio, self.sample_rate, generator, waveforms.device)
+        return acoustics.reverberate(waveforms, lengths, rirs)
+
+    def _gain(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        gain = acoustics.random_between(self.config.gain_db, waveforms.shape[0], generator, waveforms.device)
+        return acoustics.apply_gain(waveforms, gain)
+
+    def _clip(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        ratio = acoustics.random_between(
+            self.config.clip_ratio, waveforms.shape[0], generator, waveforms.device
+        )
+        return acoustics.clip(waveforms, lengths, ratio)
+
+    def _band_limit(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        batch_size = waveforms.shape[0]
+        low = acoustics.random_between(self.config.band_limit_low_hz, batch_size, generator, "cpu")
+        high = acoustics.random_between(self.config.band_limit_high_hz, batch_size, generator, "cpu")
+        return acoustics.band_limit(
+            waveforms, lengths, low, high.clamp_max(self.sample_rate / 2), self.sample_rate
+        )
+
+    def _telephone(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        return acoustics.telephone_channel(waveforms, lengths, self.sample_rate)
+
+    def _codec(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+        return acoustics.mu_law_codec(waveforms, lengths)
 
     def _add_noise(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
         config = self.config
