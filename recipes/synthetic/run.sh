@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The built-in spoken-commands corpus, end to end, with nothing to download (see README.md).
 #
-# Stages (each one skips when its output is complete):
+# Stages (each one is skipped, without starting Python, when it is done with the same settings):
 #   0  synthesise the corpus (FSC label space, offline TTS) -> ${data_dir}/manifests/
 #   1  log-mel features + CMVN for every split               -> ${data_dir}/fbank/<split>/
 #   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
 #   3  export the teacher's targets                          -> ${exp_dir}/teacher/targets/
 #   4  student, cross-entropy only                           -> ${exp_dir}/student_ce/
 #   5  student distilled from the teacher                    -> ${exp_dir}/student_kd/
-#   6  evaluate teacher (text) and students (clean + noisy)  -> <model>/eval/<split>.json
+#   6  evaluate teacher (text) and students (clean + noisy) on test, test_unseen_phrasing and
+#      test_unseen_engine                                    -> <model>/eval/<split>.json
 #   7  report                                                -> ${exp_dir}/report/report.{md,html}
 #
 #   bash recipes/synthetic/run.sh                          # everything, size small
@@ -24,7 +25,8 @@ stage=0              # first stage to run
 stop_stage=7         # last stage to run
 size=small           # corpus size preset: tiny | small | full
 seed=0               # seed of the corpus plan
-engines=espeak,piper,flite,festival  # TTS engines to use when installed
+engines=espeak,piper,kokoro,flite,festival  # TTS engines to use when installed
+held_out_engine=piper  # engine kept out of train/valid, heard only in test_unseen_engine (none: no such split)
 num_workers=0        # worker processes for synthesis (0: every core)
 device=auto          # device of features, training and evaluation: auto | cpu | cuda
 ngpu=1               # N > 1 runs the feature and training stages under torchrun with N processes
@@ -38,7 +40,7 @@ eval_splits=""       # comma-separated splits to evaluate (default: every split 
 noise=true           # stage 6 noise sweep (white and babble, SNR 20..0 dB)
 python=python        # Python interpreter with slukd installed
 
-option_names="stage stop_stage size seed engines num_workers device ngpu data_root exp_dir config student_set teacher_config distill eval_splits noise python"
+option_names="stage stop_stage size seed engines held_out_engine num_workers device ngpu data_root exp_dir config student_set teacher_config distill eval_splits noise python"
 usage="Usage: $0 [options]
 The built-in synthetic corpus end to end: corpus, features, teacher, two students, evaluation, report."
 parse_options "$@"
@@ -53,11 +55,14 @@ exp_dir="${exp_dir:-exp/synthetic_${size}}"
 config="${config:-${recipe_dir}/conf/student.yaml}"
 teacher_config="${teacher_config:-${recipe_dir}/conf/teacher.yaml}"
 
+corpus_done="${data_dir}/.done"  # the built-in corpus marks its whole folder
 if [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
   log "Stage 0: synthesise the ${size} corpus into ${data_dir}"
-  run_logged "${python}" -m data_prep.synthetic \
-    --out "${data_dir}" --size "${size}" --seed "${seed}" \
-    --engines "${engines}" --num-workers "${num_workers}"
+  # Debian's engines are not Python packages: their presence is part of the stage's settings.
+  debian_engines="$(command -v flite text2wave || true) $(ls /usr/share/festival/voices/*/ 2>/dev/null || true)"
+  run_corpus_stage --setting "debian engines: ${debian_engines//$'\n'/ }" -- "${python}" -m data_prep.synthetic \
+    --out "${data_dir}" --size "${size}" --seed "${seed}" --engines "${engines}" \
+    --held-out-engine "${held_out_engine}" --num-workers "${num_workers}"
 fi
 
 run_shared_stages
