@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline.errors import SlukdError
 from pipeline.features import FLOAT_EPSILON, FbankConfig, FbankExtractor
 from pipeline.io import file_sha256, write_json
 from pipeline.student import SpeechStudent, min_input_frames
@@ -57,7 +58,7 @@ METADATA_KEYS = {
 }
 
 
-class ExportError(RuntimeError):
+class ExportError(SlukdError, RuntimeError):
     """An export that cannot be done, or whose verification fails."""
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from pipeline.audio import AUDIO_SUFFIXES, AudioError, audio_info, read_audio, resample, to_mono
+from pipeline.errors import SlukdError
 from pipeline.features import FbankConfig, resolve_device
 from pipeline.labels import LabelSet, intent_slot_values
 
@@ -42,7 +43,7 @@ UNKNOWN_INTENT = "unknown"
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
 
-class InferenceError(RuntimeError):
+class InferenceError(SlukdError, RuntimeError):
     """A model that cannot be loaded or run (missing files, an incompatible version)."""
 
 
