@@ -13,23 +13,20 @@ import torch
 from inference_fixtures import tiny_model
 
 from pipeline.cli import main
+from pipeline.conditions import BabbleBank, NoiseCondition, noisy_waveforms
+from pipeline.ctc import ctc_greedy_decode
 from pipeline.data import WaveformDataset, collate_waveforms
-from pipeline.evaluate import (
-    BabbleBank,
-    NoiseCondition,
+from pipeline.labels import LabelSet, intent_slot_table
+from pipeline.manifest import read_manifest
+from pipeline.metrics import (
     accuracy,
     confusion_matrix,
-    ctc_greedy_decode,
     error_rates,
     expected_calibration_error,
-    intent_slot_table,
     macro_f1,
-    noisy_waveforms,
     per_class_scores,
     slot_accuracy,
 )
-from pipeline.labels import LabelSet
-from pipeline.manifest import read_manifest
 from pipeline.train import CHARACTERS
 
 # ---------------------------------------------------------------------------------------------
@@ -204,7 +201,7 @@ def test_evaluate_errors_are_one_line(corpus, student_dir, tmp_path, capsys):
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "config.json").write_text('{"format": "something-else"}')
     fails("--model", str(tmp_path / "fake"), "--data", str(corpus), "--split", "test",
-          fragment="neither a slukd student")  # fmt: skip
+          fragment="none of the model kinds slukd evaluates (student, teacher")  # fmt: skip
     other = tmp_path / "other" / "manifests"
     shutil.copytree(corpus / "manifests", other)
     for name in ("test.jsonl",):  # audio paths are relative to the manifest: point them back

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.evaluate import EVAL_FORMAT, EVAL_VERSION, classification_report
+from pipeline.evaluate import EVAL_FORMAT, EVAL_VERSION
 from pipeline.labels import LabelSet
+from pipeline.metrics import classification_report
 from pipeline.report import ReportError, find_models, write_report
 
 LABELS = LabelSet(

@@ -1,0 +1,150 @@
+"""The kinds of model dir that slukd evaluates, and loading any of them for the evaluation.
+
+:data:`MODEL_KINDS` maps a kind name to a :class:`ModelKind`: how its ``config.json`` is
+recognised and how the dir loads into a :class:`LoadedModel`, which reads audio
+(``input == WAVEFORM``: a ``waveform_forward``) or text (``input == TEXT``: ``text_logits`` and
+``text_forward``). ``student`` dirs load through :mod:`pipeline.model_dir`, ``teacher`` dirs
+through :mod:`pipeline.teacher_model`. A new kind (a cascade of ASR and the teacher, say) is one
+:func:`register_model_kind` call with its recogniser and loader.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline.errors import SlukdError
+from pipeline.io import read_json
+from pipeline.labels import LabelSet
+
+WAVEFORM, TEXT = "waveform", "text"  # what a model kind reads
+
+
+class ModelKindError(SlukdError, ValueError):
+    """A folder that is no model dir of a kind slukd evaluates."""
+
+
+class WaveformOutput(NamedTuple):
+    """What an audio-in model returns for a batch of waveforms."""
+
+    logits: Tensor  # [B, C]
+    ctc_log_probs: Tensor | None  # [B, T, V] with a CTC head, else None
+    lengths: Tensor  # [B] valid frames of ctc_log_probs
+
+
+@dataclass
+class LoadedModel:
+    """A model dir in memory, as the evaluation sees it: audio in or text in, logits out."""
+
+    kind: str  # a key of MODEL_KINDS
+    labels: LabelSet
+    config: dict  # its config.json
+    input: str  # WAVEFORM or TEXT
+    module: nn.Module  # every weight: counted for the parameters, moved between devices for speed
+    device: torch.device  # where the accuracy passes run
+    # Audio in: waveforms [B, S] + lengths [B] -> outputs, on the waveforms' device (the module's).
+    waveform_forward: Callable[[Tensor, Tensor], WaveformOutput] | None = None
+    # Text in: float32 logits [N, C] of transcripts (the accuracy pass).
+    text_logits: Callable[[Sequence[str]], np.ndarray] | None = None
+    # Text in: logits of one batch of transcripts on a device, tokenising included (the speed pass).
+    text_forward: Callable[[Sequence[str], torch.device], Tensor] | None = None
+    ctc_characters: str | None = None  # the CTC vocabulary when the model has a CTC head
+    teacher: Any = None  # the teacher kind's pipeline.teacher_model.Teacher
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """How a kind of model dir is recognised (from its parsed config.json) and loaded."""
+
+    name: str
+    recognise: Callable[[dict], bool]
+    load: Callable[[Path, torch.device], LoadedModel]
+
+
+MODEL_KINDS: dict[str, ModelKind] = {}
+
+
+def register_model_kind(kind: ModelKind) -> ModelKind:
+    """Make a kind of model dir known to :func:`model_kind` and :func:`load_model`."""
+    MODEL_KINDS[kind.name] = kind
+    return kind
+
+
+def _is_student_config(config: dict) -> bool:
+    from pipeline.model_dir import MODEL_FORMAT
+
+    return config.get("format") == MODEL_FORMAT
+
+
+@torch.no_grad()
+def _load_student(model_dir: Path, device: torch.device) -> LoadedModel:
+    from pipeline.model_dir import load_model_dir
+
+    student = load_model_dir(model_dir, device)
+
+    def forward(waveforms: Tensor, lengths: Tensor) -> WaveformOutput:
+        with torch.no_grad():
+            features, frames = student.frontend(waveforms, lengths)
+            output = student.model(features, frames)
+        return WaveformOutput(output.logits, output.ctc_log_probs, output.lengths)
+
+    return LoadedModel(
+        "student", student.labels, read_json(model_dir / "config.json"), WAVEFORM, student.model, device,
+        waveform_forward=forward, ctc_characters=student.ctc_characters,
+    )  # fmt: skip
+
+
+def _is_teacher_config(config: dict) -> bool:
+    from pipeline.teacher_model import is_teacher_config
+
+    return is_teacher_config(config)
+
+
+def _load_teacher(model_dir: Path, device: torch.device) -> LoadedModel:
+    from pipeline.teacher_model import load_teacher
+
+    teacher = load_teacher(model_dir, device)
+
+    @torch.no_grad()
+    def forward(texts: Sequence[str], on: torch.device) -> Tensor:
+        return teacher.model(*teacher.batch(teacher.tokenize(texts), on)).logits
+
+    return LoadedModel(
+        "teacher", teacher.labels, read_json(model_dir / "config.json"), TEXT, teacher.model, device,
+        text_logits=teacher.logits, text_forward=forward, teacher=teacher,
+    )  # fmt: skip
+
+
+register_model_kind(ModelKind("student", _is_student_config, _load_student))
+register_model_kind(ModelKind("teacher", _is_teacher_config, _load_teacher))
+
+
+def model_kind(model_dir: str | os.PathLike) -> str:
+    """The kind (a key of :data:`MODEL_KINDS`) whose config.json the model dir has; else an error."""
+    folder = Path(model_dir)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise ModelKindError(f"{folder}: not a model dir (no config.json)")
+    try:
+        config = read_json(path)
+    except json.JSONDecodeError as error:
+        raise ModelKindError(f"{path}: not valid JSON ({error.msg})") from None
+    for kind in MODEL_KINDS.values():
+        if isinstance(config, dict) and kind.recognise(config):
+            return kind.name
+    raise ModelKindError(
+        f"{folder}: config.json is none of the model kinds slukd evaluates ({', '.join(MODEL_KINDS)})"
+    )
+
+
+def load_model(model_dir: str | os.PathLike, device: torch.device) -> LoadedModel:
+    """Load a model dir of any kind in :data:`MODEL_KINDS` onto ``device``."""
+    return MODEL_KINDS[model_kind(model_dir)].load(Path(model_dir), device)
