@@ -5,17 +5,19 @@ and ``lengths`` (int64 ``[batch]``, valid samples) and returns ``logits`` (float
 intents]``), plus ``ctc_log_probs`` ``[batch, frames, vocab]`` and ``ctc_lengths`` ``[batch]``
 when the student has a CTC head. Batch and length axes are dynamic.
 
-The Kaldi-compatible filterbank of :class:`pipeline.features.FbankExtractor` is inside the graph,
-written for export: every per-frame linear step (DC offset removal, pre-emphasis, window, the
-real DFT) is folded into one precomputed ``[2 * (fft/2 + 1), window]`` matrix applied as a
-strided 1-D convolution, followed by the power spectrum, mel banks, log floor and the model's
-global CMVN. ``--int8`` applies onnxruntime's dynamic quantization to the student's matrix
-multiplications only; the filterbank stays fp32. Measured on 200 synthetic_small test files:
+The student's front-end is inside the graph in its export form
+(:meth:`pipeline.frontend.FrontEnd.graph_module`); for the Kaldi fbank that is
+:class:`pipeline.frontend.GraphFbank`: every per-frame linear step (DC offset removal,
+pre-emphasis, window, the real DFT) folded into one precomputed ``[2 * (fft/2 + 1), window]``
+matrix applied as a strided 1-D convolution, followed by the power spectrum, mel banks, log
+floor and the model's global CMVN. ``--int8`` applies onnxruntime's dynamic quantization to the
+student's matrix multiplications only; the front-end stays fp32. Measured on 200 synthetic_small test files:
 quantizing the filterbank too (onnxruntime's defaults, which include Conv) took accuracy from
 0.805 to 0.0 and made batch-1 latency 4x slower; with the filterbank in fp32, int8 keeps 0.805 and
 its largest logit difference from PyTorch is 0.22.
 
-Everything a runtime needs travels in the ONNX ``metadata_props`` (see :data:`METADATA_KEYS`);
+Everything a runtime needs travels in the ONNX ``metadata_props``
+(:data:`pipeline.model_dir.ONNX_METADATA_KEYS`);
 a sidecar ``<name>.onnx.json`` records sizes, the source model and the verification numbers.
 """
 
@@ -33,129 +35,53 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline.audio import AudioError
 from pipeline.errors import SlukdError
-from pipeline.features import FLOAT_EPSILON, FbankConfig, FbankExtractor
+from pipeline.frontend import FrontEnd, FrontEndError
+from pipeline.inference import IntentRecognizer, pad_waveforms
 from pipeline.io import file_sha256, write_json
-from pipeline.student import SpeechStudent, min_input_frames
+from pipeline.model_dir import (
+    ONNX_FORMAT,
+    ONNX_FORMAT_VERSION,
+    LoadedStudent,
+    load_model_dir,
+)
+from pipeline.students import min_input_length
 
 logger = logging.getLogger(__name__)
 
-ONNX_FORMAT = "slukd-student-onnx"
-ONNX_FORMAT_VERSION = 1
 OPSET = 17
 FORMATS = ("onnx",)
-# metadata_props of an exported graph: name -> what it holds (JSON values are JSON text)
-METADATA_KEYS = {
-    "slukd_format": f"always {ONNX_FORMAT!r}",
-    "slukd_format_version": "integer, bumped when inputs/outputs/metadata change meaning",
-    "sample_rate": "integer, the rate the waveform input must have",
-    "labels": "JSON label map {intents: [...], slots: {...}}",
-    "features": "JSON FbankConfig the in-graph filterbank implements",
-    "student": "JSON StudentConfig of the exported student",
-    "ctc_characters": "CTC vocabulary after the blank (id 0); empty: no CTC outputs",
-    "quantization": "'none' or 'int8-dynamic'",
-    "source_model": "the student model dir it was exported from",
-}
 
 
 class ExportError(SlukdError, RuntimeError):
     """An export that cannot be done, or whose verification fails."""
 
 
-def fbank_analysis_matrix(config: FbankConfig) -> np.ndarray:
-    """``[2 * bins, window]``: one frame's samples -> real and imaginary DFT of Kaldi's windowed frame.
-
-    DC removal, pre-emphasis (first sample scaled by ``1 - c``), the window (with
-    ``waveform_scale`` folded in) and zero padding to the FFT size are all linear in the frame,
-    so together with the DFT they are one matrix, computed here in float64.
-    """
-    size, fft = config.window_size, config.fft_size
-    frames = np.eye(size)  # column j: the response to a unit impulse at sample j
-    if config.remove_dc_offset:
-        frames = frames - frames.mean(axis=0, keepdims=True)
-    emphasised = frames.copy()
-    coefficient = config.preemphasis
-    emphasised[1:] = frames[1:] - coefficient * frames[:-1]
-    emphasised[0] = frames[0] * (1.0 - coefficient)
-    windowed = emphasised * _window64(config)[:, None]  # [size, size]: sample index x impulse
-    bins = fft // 2 + 1
-    frequencies = np.arange(bins)[:, None] * np.arange(size)[None, :] * (2 * np.pi / fft)
-    real = np.cos(frequencies) @ windowed
-    imaginary = -np.sin(frequencies) @ windowed
-    return np.concatenate([real, imaginary], axis=0)
-
-
-def _window64(config: FbankConfig) -> np.ndarray:
-    size = config.window_size
-    if config.window == "povey":
-        window = torch.hann_window(size, periodic=False, dtype=torch.float64).pow(0.85)
-    elif config.window == "hamming":
-        window = torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float64)
-    elif config.window == "hanning":
-        window = torch.hann_window(size, periodic=False, dtype=torch.float64)
-    else:
-        window = torch.ones(size, dtype=torch.float64)
-    return window.numpy() * config.waveform_scale
-
-
-class GraphFbank(nn.Module):
-    """Kaldi-compatible log-mel fbank + global CMVN as export-friendly ops (conv1d DFT)."""
-
-    def __init__(self, config: FbankConfig, cmvn_mean: np.ndarray, cmvn_std: np.ndarray,
-                 min_frames: int = 1) -> None:  # fmt: skip
-        super().__init__()
-        if config.dither > 0:
-            raise ExportError("an exported filterbank has no dither; export a model with features.dither=0")
-        self.size, self.shift = config.window_size, config.window_shift
-        analysis = torch.from_numpy(fbank_analysis_matrix(config)).float()
-        self.register_buffer("analysis", analysis[:, None, :].contiguous())  # [2 * bins, 1, window]
-        _, banks = FbankExtractor(config).window_and_banks(torch.device("cpu"))
-        self.register_buffer("banks", banks.contiguous())  # [bins, mel]
-        self.register_buffer("mean", torch.as_tensor(np.asarray(cmvn_mean), dtype=torch.float32))
-        self.register_buffer("inverse_std", 1.0 / torch.as_tensor(np.asarray(cmvn_std), dtype=torch.float32))
-        self.bins = analysis.shape[0] // 2
-        # Right padding so that even an empty input yields min_frames frames: the student's own
-        # "pad to the minimum" branch depends on a shape, which a traced graph cannot keep.
-        self.padding = (max(min_frames, 1) - 1) * self.shift + self.size
-
-    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        padded = nn.functional.pad(waveforms, (0, self.padding))
-        spectrum = nn.functional.conv1d(padded.unsqueeze(1), self.analysis, stride=self.shift)
-        real, imaginary = spectrum[:, : self.bins], spectrum[:, self.bins :]  # [batch, bins, frames]
-        power = (real * real + imaginary * imaginary).transpose(1, 2)
-        features = torch.matmul(power, self.banks).clamp_min(FLOAT_EPSILON).log()
-        counts = torch.div(lengths - self.size, self.shift, rounding_mode="floor") + 1
-        counts = torch.where(lengths >= self.size, counts, torch.zeros_like(counts))
-        frames = torch.arange(features.shape[1], device=features.device)
-        valid = (frames[None, :] < counts[:, None]).unsqueeze(-1).to(features.dtype)
-        return (features - self.mean) * self.inverse_std * valid, counts
-
-
 class WaveformStudent(nn.Module):
-    """Waveform in, logits out: :class:`GraphFbank` followed by the student."""
+    """Waveform in, logits out: the student's front-end in its export form, then the student."""
 
-    def __init__(self, student: SpeechStudent, config: FbankConfig, cmvn_mean: np.ndarray,
-                 cmvn_std: np.ndarray) -> None:  # fmt: skip
+    def __init__(self, student: nn.Module, frontend: FrontEnd) -> None:
         super().__init__()
-        self.fbank = GraphFbank(config, cmvn_mean, cmvn_std, min_input_frames(student.config.subsampling))
+        try:
+            self.frontend = frontend.graph_module(min_input_length(student))
+        except FrontEndError as error:
+            raise ExportError(str(error)) from None
         self.student = student.eval()
-        self.has_ctc = student.ctc_head is not None
+        self.has_ctc = bool(student.has_ctc)
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
-        features, counts = self.fbank(waveforms, lengths)
+        features, counts = self.frontend(waveforms, lengths)
         output = self.student(features, counts)
         if self.has_ctc:
             return output.logits, output.ctc_log_probs, output.lengths
         return (output.logits,)
 
 
-def waveform_student_from_dir(model_dir: str | os.PathLike) -> tuple[WaveformStudent, dict]:
-    """Load a student model dir as a :class:`WaveformStudent` (and its config.json)."""
-    from pipeline.inference import load_model_dir
-
-    student, saved, fbank = load_model_dir(model_dir)
-    cmvn = saved["cmvn"]
-    return WaveformStudent(student, fbank, np.asarray(cmvn["mean"]), np.asarray(cmvn["std"])).eval(), saved
+def waveform_student_from_dir(model_dir: str | os.PathLike) -> tuple[WaveformStudent, LoadedStudent]:
+    """Load a student model dir as a :class:`WaveformStudent` (and the loaded dir)."""
+    loaded = load_model_dir(model_dir)
+    return WaveformStudent(loaded.model, loaded.frontend).eval(), loaded
 
 
 @dataclass
@@ -194,7 +120,8 @@ def export_model(
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}; choose from {', '.join(FORMATS)}")
     model_dir = Path(model_dir)
-    module, saved = waveform_student_from_dir(model_dir)
+    module, loaded = waveform_student_from_dir(model_dir)
+    saved = loaded.config
     out = Path(out) if out else model_dir / ("model.int8.onnx" if int8 else "model.onnx")
     if out.suffix != ".onnx":
         raise ExportError(f"{out}: the output name must end in .onnx")
@@ -202,9 +129,10 @@ def export_model(
     metadata = {
         "slukd_format": ONNX_FORMAT,
         "slukd_format_version": str(ONNX_FORMAT_VERSION),
-        "sample_rate": str(saved["features"]["sample_rate"]),
+        "sample_rate": str(loaded.frontend.sample_rate),
         "labels": json.dumps(saved["labels"]),
-        "features": json.dumps(saved["features"]),
+        "family": saved["family"],
+        "frontend": json.dumps(loaded.frontend.extraction_config()),
         "student": json.dumps(saved["student"]),
         "ctc_characters": saved.get("ctc_characters") or "",
         "quantization": "int8-dynamic" if int8 else "none",
@@ -289,19 +217,19 @@ def export_onnx(module: WaveformStudent, path: Path) -> list[str]:
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the student's MatMul/Gemm weights; the filterbank stays fp32."""
+    """Dynamic int8 quantization of the student's MatMul/Gemm weights; the front-end stays fp32."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(source)).graph
-    fbank_nodes = [node.name for node in graph.node if node.name.startswith("/fbank/")]
+    frontend_nodes = [node.name for node in graph.node if node.name.startswith("/frontend/")]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs every tensor on the root logger
     try:
         quantize_dynamic(
             str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-            nodes_to_exclude=fbank_nodes,
+            nodes_to_exclude=frontend_nodes,
         )  # fmt: skip
     finally:
         root.setLevel(level)
@@ -315,7 +243,7 @@ def _set_metadata(path: Path, metadata: dict[str, str]) -> None:
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.doc_string = "slukd student: waveform -> intent logits (Kaldi fbank + CMVN inside)"
+    model.doc_string = "slukd student: waveform -> intent logits (the front-end inside)"
     onnx.save(model, str(path))
 
 
@@ -325,8 +253,6 @@ def verify_onnx(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, file
 
     Returns max/mean abs logit difference, argmax agreement, and how many files were used.
     """
-    from pipeline.audio import AudioError
-    from pipeline.inference import IntentRecognizer, pad_waveforms
 
     paths = expand_verify_files(files, max_files)
     if not paths:

@@ -12,6 +12,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -99,6 +100,31 @@ def mel_banks(config: FbankConfig) -> Tensor:
     )  # fmt: skip
     banks = torch.nn.functional.pad(banks, (0, 1))  # [bins, fft/2 + 1]
     return banks.T.contiguous().to(torch.float32)
+
+
+def fbank_analysis_matrix(config: FbankConfig) -> np.ndarray:
+    """``[2 * (fft/2 + 1), window]``: one frame's samples -> real and imaginary DFT of Kaldi's windowed frame.
+
+    DC removal, pre-emphasis (first sample scaled by ``1 - c``), the window (with
+    ``waveform_scale`` folded in) and zero padding to the FFT size are all linear in the frame,
+    so together with the DFT they are one matrix, computed here in float64. Applied as a
+    strided 1-D convolution it is an export-friendly form of :meth:`FbankExtractor.extract_batch`.
+    """
+    size, fft = config.window_size, config.fft_size
+    frames = np.eye(size)  # column j: the response to a unit impulse at sample j
+    if config.remove_dc_offset:
+        frames = frames - frames.mean(axis=0, keepdims=True)
+    emphasised = frames.copy()
+    coefficient = config.preemphasis
+    emphasised[1:] = frames[1:] - coefficient * frames[:-1]
+    emphasised[0] = frames[0] * (1.0 - coefficient)
+    window = window_function(config).numpy() * config.waveform_scale
+    windowed = emphasised * window[:, None]  # [size, size]: sample index x impulse
+    bins = fft // 2 + 1
+    frequencies = np.arange(bins)[:, None] * np.arange(size)[None, :] * (2 * np.pi / fft)
+    real = np.cos(frequencies) @ windowed
+    imaginary = -np.sin(frequencies) @ windowed
+    return np.concatenate([real, imaginary], axis=0)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -23,12 +23,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pipeline.audio import SAMPLE_RATE
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.errors import SlukdError
-from pipeline.features import FbankConfig, FbankExtractor, frame_counts
+from pipeline.features import (
+    FLOAT_EPSILON,
+    FbankConfig,
+    FbankExtractor,
+    fbank_analysis_matrix,
+    frame_counts,
+    mel_banks,
+)
 
 FRONTENDS: dict[str, type[FrontEnd]] = {}
 
@@ -76,6 +83,15 @@ class FrontEnd(abc.ABC):
         """A copy normalising with a store's statistics (``{"mean": [...], "std": [...]}``); a
         front-end without statistics returns itself."""
         return self
+
+    def graph_module(self, min_frames: int = 1) -> nn.Module:
+        """The whole front-end (:meth:`__call__`) as a traceable module for ONNX export, giving at
+        least ``min_frames`` frames even for an empty input (the student's minimum).
+
+        Raises:
+            FrontEndError: this front-end has no export form.
+        """
+        raise FrontEndError(f"the {self.name} front-end has no ONNX export form")
 
     @abc.abstractmethod
     def extraction_config(self) -> dict[str, Any]:
@@ -163,6 +179,10 @@ class FbankFrontEnd(FrontEnd):
     def with_statistics(self, statistics: dict[str, Any]) -> FbankFrontEnd:
         return FbankFrontEnd(self.config, statistics["mean"], statistics["std"])
 
+    def graph_module(self, min_frames: int = 1) -> nn.Module:
+        mean, std = self.statistics_on(torch.device("cpu"))
+        return GraphFbank(self.config, mean, std, min_frames)
+
     def extraction_config(self) -> dict[str, Any]:
         return {"name": self.name, **to_dict(self.config)}
 
@@ -179,6 +199,41 @@ class FbankFrontEnd(FrontEnd):
         return cls(from_dict(FbankConfig, settings), cmvn.get("mean"), cmvn.get("std"))
 
 
+class GraphFbank(nn.Module):
+    """:class:`FbankFrontEnd` (fbank + CMVN) as export-friendly ops: the DFT as a strided conv1d.
+
+    Every per-frame linear step (DC offset removal, pre-emphasis, window, real DFT) is one
+    precomputed matrix (:func:`~pipeline.features.fbank_analysis_matrix`), followed by the power
+    spectrum, mel banks, log floor and the model's global CMVN.
+    """
+
+    def __init__(self, config: FbankConfig, mean: Tensor, std: Tensor, min_frames: int = 1) -> None:
+        super().__init__()
+        if config.dither > 0:
+            raise FrontEndError("an exported filterbank has no dither; export a model with dither=0")
+        self.config = config
+        self.size, self.shift = config.window_size, config.window_shift
+        analysis = torch.from_numpy(fbank_analysis_matrix(config)).float()
+        self.register_buffer("analysis", analysis[:, None, :].contiguous())  # [2 * bins, 1, window]
+        self.register_buffer("banks", mel_banks(config).contiguous())  # [bins, mel]
+        self.register_buffer("mean", mean.detach().float().cpu().clone())
+        self.register_buffer("inverse_std", 1.0 / std.detach().float().cpu())
+        self.bins = analysis.shape[0] // 2
+        # Right padding so that even an empty input yields min_frames frames: the student's own
+        # "pad to the minimum" branch depends on a shape, which a traced graph cannot keep.
+        self.padding = (max(min_frames, 1) - 1) * self.shift + self.size
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        padded = nn.functional.pad(waveforms, (0, self.padding))
+        spectrum = nn.functional.conv1d(padded.unsqueeze(1), self.analysis, stride=self.shift)
+        real, imaginary = spectrum[:, : self.bins], spectrum[:, self.bins :]  # [batch, bins, frames]
+        power = (real * real + imaginary * imaginary).transpose(1, 2)
+        features = torch.matmul(power, self.banks).clamp_min(FLOAT_EPSILON).log()
+        counts = frame_counts(lengths, self.config)
+        valid = valid_frames(counts, features.shape[1]).to(features.dtype)
+        return (features - self.mean) * self.inverse_std * valid, counts
+
+
 def fbank_frontend_config(config: FbankConfig) -> dict[str, Any]:
     """The front-end config of an fbank setting (no statistics)."""
     return FbankFrontEnd(config).extraction_config()
@@ -189,6 +244,7 @@ __all__ = [
     "FbankFrontEnd",
     "FrontEnd",
     "FrontEndError",
+    "GraphFbank",
     "build_frontend",
     "fbank_frontend_config",
     "register_frontend",

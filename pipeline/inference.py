@@ -4,10 +4,11 @@
     for result in recognizer.predict(["a.wav", "b.flac"], top_k=3, threshold=0.5):
         print(result.intent, result.confidence, result.slots)
 
-Waveform -> Kaldi fbank -> the model's global CMVN -> student, in length-sorted batches. A
-model dir needs only its ``config.json`` and ``model.safetensors`` (no teacher, no corpus, no
-pickle); an ``.onnx`` file carries labels, sample rate and feature config in its metadata
-(:data:`pipeline.export.METADATA_KEYS`) and runs on onnxruntime.
+Waveform -> the model's front-end (Kaldi fbank + the model's global CMVN for the transformer
+family) -> student, in length-sorted batches. A model dir needs only its ``config.json`` and
+``model.safetensors`` (no teacher, no corpus, no pickle, no training code); it is read by
+:mod:`pipeline.model_dir`. An ``.onnx`` file carries labels, sample rate and front-end config
+in its metadata (:data:`pipeline.model_dir.ONNX_METADATA_KEYS`) and runs on onnxruntime.
 
 Limits: an input longer than ``max_seconds`` (default :data:`MAX_SECONDS`) is refused with an
 :class:`~pipeline.audio.AudioError` that names it and the limit (checked from the header before
@@ -30,9 +31,12 @@ import numpy as np
 import torch
 
 from pipeline.audio import AUDIO_SUFFIXES, AudioError, audio_info, read_audio, resample, to_mono
+from pipeline.ctc import greedy_ctc
+from pipeline.data import batches_by_duration, pad_sequences
 from pipeline.errors import SlukdError
-from pipeline.features import FbankConfig, resolve_device
+from pipeline.features import resolve_device
 from pipeline.labels import LabelSet, intent_slot_values
+from pipeline.model_dir import ONNX_FORMAT, ONNX_FORMAT_VERSION, load_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,10 @@ AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
 
 class InferenceError(SlukdError, RuntimeError):
-    """A model that cannot be loaded or run (missing files, an incompatible version)."""
+    """An exported model that cannot be loaded or run (missing file, an incompatible version).
+
+    Problems with a student model dir are :class:`pipeline.model_dir.ModelDirError`.
+    """
 
 
 @dataclass
@@ -82,88 +89,21 @@ class ModelOutput:
     ctc_lengths: np.ndarray | None = None  # [batch]
 
 
-def load_model_dir(model_dir: str | os.PathLike) -> tuple[torch.nn.Module, dict, FbankConfig]:
-    """Load a student model dir via :func:`pipeline.train.load_student`, with one-line errors.
-
-    Returns:
-        the student (eval mode), its config.json and its feature config.
-
-    Raises:
-        InferenceError: a missing dir or file, invalid JSON, an unknown format or version,
-        weights that do not fit the config.
-    """
-    from pipeline.config import ConfigError, from_dict
-    from pipeline.train import MODEL_FORMAT, MODEL_VERSION, TrainingError, load_student
-
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise InferenceError(f"{folder}: model dir not found")
-    for name in ("config.json", "model.safetensors"):
-        if not (folder / name).is_file():
-            raise InferenceError(f"{folder}: not a student model dir ({name} is missing)")
-    try:
-        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise InferenceError(f"{folder / 'config.json'}: not valid JSON ({error})") from None
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        found = saved.get("format") if isinstance(saved, dict) else None
-        raise InferenceError(f"{folder / 'config.json'}: format {found!r} is not {MODEL_FORMAT!r}")
-    if not isinstance(saved.get("version"), int) or saved["version"] > MODEL_VERSION:
-        raise InferenceError(
-            f"{folder / 'config.json'}: model version {saved.get('version')!r} is newer than this slukd "
-            f"reads (up to {MODEL_VERSION}); upgrade slukd"
-        )
-    for key in ("student", "features", "cmvn", "labels"):
-        if key not in saved:
-            raise InferenceError(f"{folder / 'config.json'}: no {key!r} entry (written by an older slukd?)")
-    try:
-        fbank = from_dict(FbankConfig, saved["features"])
-        labels = LabelSet.from_dict(saved["labels"])
-        student, saved = load_student(folder)
-    except (ConfigError, ValueError, TrainingError) as error:
-        raise InferenceError(f"{folder / 'config.json'}: {error}") from None
-    except RuntimeError as error:  # load_state_dict: missing/unexpected keys, shape mismatches
-        first = str(error).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:2])[:300]
-        raise InferenceError(
-            f"{folder / 'model.safetensors'}: weights do not fit config.json ({detail})"
-        ) from None
-    except Exception as error:  # safetensors' own errors for a corrupt file
-        raise InferenceError(f"{folder / 'model.safetensors'}: cannot read weights ({error})") from None
-    if student.config.num_intents != len(labels):
-        raise InferenceError(
-            f"{folder / 'config.json'}: student has {student.config.num_intents} intents but the labels "
-            f"list {len(labels)}"
-        )
-    if len(saved["cmvn"].get("mean", [])) != fbank.num_mel_bins:
-        raise InferenceError(
-            f"{folder / 'config.json'}: CMVN statistics do not have {fbank.num_mel_bins} bins"
-        )
-    return student, saved, fbank
-
-
 class TorchBackend:
-    """fbank + CMVN (:class:`pipeline.train.FeaturePipeline`) + the PyTorch student."""
+    """A student model dir (:func:`pipeline.model_dir.load_model_dir`): its front-end, then the student."""
 
     def __init__(self, model_dir: str | os.PathLike, device: str = "cpu") -> None:
-        from pipeline.augment import AugmentConfig
-        from pipeline.train import FeaturePipeline
-
-        student, saved, fbank = load_model_dir(model_dir)
         self.device = resolve_device(device)
-        self.student = student.to(self.device).eval()
-        cmvn = saved["cmvn"]
-        self.features = FeaturePipeline(
-            fbank, np.asarray(cmvn["mean"], np.float32), np.asarray(cmvn["std"], np.float32),
-            AugmentConfig(), self.device,
-        )  # fmt: skip
-        self.labels = LabelSet.from_dict(saved["labels"])
-        self.sample_rate = fbank.sample_rate
-        self.ctc_characters: str | None = saved.get("ctc_characters") or None
+        loaded = load_model_dir(model_dir, self.device)
+        self.student = loaded.model
+        self.frontend = loaded.frontend
+        self.labels = loaded.labels
+        self.sample_rate = loaded.frontend.sample_rate
+        self.ctc_characters: str | None = loaded.ctc_characters
 
     @torch.inference_mode()
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
-        features, counts = self.features.from_waveforms(
+        features, counts = self.frontend(
             torch.from_numpy(waveforms).to(self.device), torch.from_numpy(lengths).to(self.device)
         )
         output = self.student(features, counts)
@@ -179,8 +119,6 @@ class OnnxBackend:
     """An exported graph (:mod:`pipeline.export`) on onnxruntime."""
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> None:
-        from pipeline.export import ONNX_FORMAT, ONNX_FORMAT_VERSION
-
         path = Path(path)
         if not path.is_file():
             raise InferenceError(f"{path}: ONNX model not found")
@@ -389,25 +327,13 @@ class IntentRecognizer:
                            threshold: float | None, batch_size: int) -> list[Prediction]:  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
         results: list[Prediction | None] = [None] * len(waveforms)
         max_samples = int(MAX_BATCH_SECONDS * self.sample_rate)
-        start = 0
-        while start < len(order):
-            end = start + 1
-            # sorted ascending: the last member is the longest, so padded size = count * its length
-            while (
-                end < len(order)
-                and end - start < batch_size
-                and (end - start + 1) * len(waveforms[order[end]]) <= max_samples
-            ):
-                end += 1
-            members = order[start:end]
+        for members in batches_by_duration([len(w) for w in waveforms], max_samples, batch_size):
             batch, lengths = pad_waveforms([waveforms[i] for i in members])
             output = self.forward(batch, lengths)
             for row, index in enumerate(members):
                 results[index] = self._prediction(output, row, lengths[row], names[index], top_k, threshold)
-            start = end
         return [result for result in results if result is not None]
 
     def _prediction(self, output: ModelOutput, row: int, samples: int, name: str, top_k: int,
@@ -442,13 +368,6 @@ def intent_slots(intent: str, labels: LabelSet) -> dict[str, str]:
     return intent_slot_values(labels, intent) if intent in labels else {}
 
 
-def greedy_ctc(log_probs: np.ndarray, characters: str) -> str:
-    """Best path through one utterance's ``[frames, vocab]`` CTC scores (blank id 0)."""
-    from pipeline.train import ctc_greedy_decode
-
-    return ctc_greedy_decode(log_probs[None], [len(log_probs)], characters)[0]
-
-
 def find_audio_files(folder: str | os.PathLike) -> list[Path]:
     """Audio files under ``folder`` (recursive, sorted), by suffix."""
     return sorted(
@@ -457,12 +376,9 @@ def find_audio_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def pad_waveforms(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-padded ``[batch, samples]`` float32 and int64 lengths."""
-    lengths = np.array([len(w) for w in waveforms], dtype=np.int64)
-    batch = np.zeros((len(waveforms), int(lengths.max())), dtype=np.float32)
-    for row, waveform in enumerate(waveforms):
-        batch[row, : len(waveform)] = waveform
-    return batch, lengths
+    """Zero-padded ``[batch, samples]`` float32 and int64 lengths, as numpy (:func:`pipeline.data.pad_sequences`)."""
+    batch, lengths = pad_sequences([np.asarray(w, dtype=np.float32) for w in waveforms], dtype=torch.float32)
+    return batch.numpy(), lengths.numpy()
 
 
 def _numpy(value: np.ndarray | torch.Tensor, dtype: type) -> np.ndarray:
@@ -482,7 +398,6 @@ __all__ = [
     "find_audio_files",
     "greedy_ctc",
     "intent_slots",
-    "load_model_dir",
     "pad_waveforms",
 ]
 

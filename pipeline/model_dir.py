@@ -45,6 +45,22 @@ CONFIG_FILE, WEIGHTS_FILE, LABELS_FILE, METRICS_FILE = (
     "metrics.json",
 )
 
+# An exported graph (pipeline.export) carries what a runtime needs in its ONNX metadata_props.
+ONNX_FORMAT = "slukd-student-onnx"
+ONNX_FORMAT_VERSION = 2  # 2: "family" and "frontend" instead of "features"
+ONNX_METADATA_KEYS = {
+    "slukd_format": f"always {ONNX_FORMAT!r}",
+    "slukd_format_version": "integer, bumped when inputs/outputs/metadata change meaning",
+    "sample_rate": "integer, the rate the waveform input must have",
+    "labels": "JSON label map {intents: [...], slots: {...}}",
+    "family": "the student family (transformer, whisper, hf)",
+    "frontend": "JSON front-end config the in-graph front-end implements (statistics not repeated)",
+    "student": "JSON config of the exported student",
+    "ctc_characters": "CTC vocabulary after the blank (id 0); empty: no CTC outputs",
+    "quantization": "'none' or 'int8-dynamic'",
+    "source_model": "the student model dir it was exported from",
+}
+
 
 class ModelDirError(SlukdError):
     """A student model dir that is missing, incomplete, of another format or inconsistent."""

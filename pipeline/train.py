@@ -31,9 +31,7 @@ import logging
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -41,195 +39,45 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from pipeline import distributed
-from pipeline.augment import AugmentConfig, Augmenter
+from pipeline.augment import AugmentConfig
 from pipeline.checkpoint import average_best, latest_checkpoint, load_checkpoint, save_checkpoint
-from pipeline.config import ConfigError, load_config, parse_overrides, read_section, to_dict
+from pipeline.config import to_dict
 from pipeline.ctc import CHARACTERS, ctc_infeasible, ctc_targets, vocab_size
 from pipeline.data import Batch, LengthBucketSampler, UtteranceDataset, collate
-from pipeline.distill import DistillationLoss, DistillConfig, TeacherBatch, uniform_layer_map
+from pipeline.distill import DistillationLoss, uniform_layer_map
 from pipeline.errors import SlukdError
+from pipeline.experiment import ExperimentConfig, TrainConfig, load_experiment_config
 from pipeline.feature_store import FeatureStore
 from pipeline.features import resolve_device
 from pipeline.finetune import group_lr_lambdas
-from pipeline.frontend import FrontEnd, build_frontend
 from pipeline.io import is_done, mark_done, write_json
 from pipeline.labels import LabelSet
-from pipeline.manifest import Manifest, read_manifest
+from pipeline.manifest import read_manifest
 from pipeline.model_dir import load_model_dir, save_model_dir
 from pipeline.schedule import autocast, warmup_decay, write_training_log
 from pipeline.students import (
-    DEFAULT_FAMILY,
-    StudentError,
     build_student,
-    config_class,
     num_parameters,
     student_config,
 )
+from pipeline.teacher_batches import TeacherLookup
+from pipeline.train_data import TrainingFeatures, TrainInputs, prepare_data, read_manifests
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ExperimentConfig",
+    "TrainConfig",
+    "TrainInputs",
+    "TrainingError",
+    "evaluate_on_store",
+    "load_experiment_config",
+    "train_student",
+]
 
 
 class TrainingError(SlukdError):
     """Training cannot go on (bad inputs, a non-finite loss)."""
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and data settings (the architecture is the student family's config)."""
-
-    epochs: int = 30
-    max_frames: int = 20000  # padded input frames per batch (per rank)
-    learning_rate: float = 1e-3  # of everything trained from scratch
-    warmup_steps: int = 200
-    weight_decay: float = 0.01
-    grad_clip: float = 5.0
-    # Pretrained parts of a family (whisper, hf); the transformer family has none.
-    pretrained_lr: float = 1e-4  # learning rate of the top pretrained layer
-    layer_decay: float = 1.0  # factor per pretrained layer below the top
-    pretrained_freeze_steps: int = 0  # pretrained groups stay at lr 0 for this many steps
-    pretrained_warmup_steps: int = 0  # then ramp up over this many (on top of the schedule)
-    seed: int = 0
-    device: str = "auto"
-    patience: int = 8  # stop after this many epochs without a better valid accuracy; 0: never
-    average_best: int = 0  # average the weights of this many best epochs at the end; 0: keep the best
-    train_fraction: float = 1.0  # train on a seeded subset of the training utterances
-    on_the_fly: bool = False  # compute features from waveforms (needed for speed/noise augmentation)
-    num_workers: int = 0  # DataLoader processes
-
-
-def default_student_config() -> Any:
-    return config_class(DEFAULT_FAMILY)()
-
-
-@dataclass
-class ExperimentConfig:
-    """Everything one student run depends on, written beside its outputs."""
-
-    train: TrainConfig = field(default_factory=TrainConfig)
-    student: Any = field(default_factory=default_student_config)  # the family's config dataclass
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    family: str = DEFAULT_FAMILY  # the student family (``student.family`` in a config file)
-
-    def to_dict(self) -> dict:
-        return {
-            "train": to_dict(self.train),
-            "student": {"family": self.family, **to_dict(self.student)},
-            "distill": to_dict(self.distill),
-            "augment": self.augment.to_dict(),
-        }
-
-
-SECTIONS = ("train", "student", "distill", "augment")
-
-
-def load_experiment_config(
-    path: str | os.PathLike | None = None, overrides: list[str] | None = None
-) -> ExperimentConfig:
-    """Sections ``train``, ``student``, ``distill``, ``augment`` of a YAML file; overrides as
-    ``section.key=value`` (``distill.logits=1.0``). ``student.family`` picks the student family
-    (default ``transformer``); the rest of ``student`` is that family's config."""
-    grouped: dict[str, list[str]] = {name: [] for name in SECTIONS}
-    for override in overrides or []:
-        key = override.split("=", 1)[0]
-        section, dot, _ = key.partition(".")
-        if not dot or section not in SECTIONS:
-            raise ConfigError(
-                f"override {override!r} must be SECTION.KEY=VALUE with SECTION in {', '.join(SECTIONS)}"
-            )
-        grouped[section].append(override.split(".", 1)[1])
-    augment_values = {**read_section(path, "augment"), **parse_overrides(grouped["augment"])}
-    try:
-        augment = AugmentConfig.from_dict(augment_values)  # validates itself, knows its tuple fields
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"augment: {error}") from None
-    student_values = {**read_section(path, "student"), **parse_overrides(grouped["student"])}
-    family = str(student_values.pop("family", DEFAULT_FAMILY))
-    try:
-        student = student_config(family, student_values)
-    except StudentError as error:
-        raise ConfigError(f"{path}: {error}" if path else str(error)) from None
-    return ExperimentConfig(
-        train=load_config(TrainConfig, path, grouped["train"], section="train"),
-        student=student,
-        distill=load_config(DistillConfig, path, grouped["distill"], section="distill"),
-        augment=augment,
-        family=family,
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Teacher targets for a batch
-
-
-class TeacherLookup:
-    """Collates the teacher's targets of a batch's transcripts (padded over tokens)."""
-
-    def __init__(
-        self, targets, layers: list[int]
-    ) -> None:  # targets: pipeline.teacher_targets.TeacherTargets
-        self.targets = targets
-        self.rows = [targets.layers.index(layer) for layer in layers]
-
-    def check_transcripts(self, transcripts: list[str], where: str) -> None:
-        missing = sorted({t for t in transcripts if t not in self.targets})
-        if missing:
-            raise TrainingError(
-                f"{self.targets.folder}: no teacher targets for {len(missing)} transcript(s) of {where}, "
-                f"first {missing[0]!r}; re-export them with `slukd teacher export` on this manifest"
-            )
-
-    def batch(self, transcripts: list[str], device: torch.device) -> TeacherBatch:
-        entries = [self.targets.lookup(t) for t in transcripts]
-        token_lengths = torch.tensor([len(e.token_ids) for e in entries])
-        tokens = int(token_lengths.max())
-        hidden = np.zeros((len(self.rows), len(entries), tokens, self.targets.hidden_size), np.float32)
-        attention = np.zeros((len(self.rows), len(entries), tokens, tokens), np.float32)
-        for row, entry in enumerate(entries):
-            length = len(entry.token_ids)
-            hidden[:, row, :length] = entry.hidden[self.rows]
-            attention[:, row, :length, :length] = entry.attention[self.rows]
-        logits = None
-        if entries[0].logits is not None:
-            logits = torch.from_numpy(np.stack([e.logits for e in entries]).astype(np.float32)).to(device)
-        sentence = torch.from_numpy(np.stack([e.sentence for e in entries]).astype(np.float32)).to(device)
-        return TeacherBatch(
-            logits=logits,
-            sentence=sentence,
-            hidden_states=[torch.from_numpy(h).to(device) for h in hidden],
-            attentions=[torch.from_numpy(a).to(device) for a in attention],
-            token_lengths=token_lengths.to(device),
-        )
-
-
-# ---------------------------------------------------------------------------------------------
-# Features on the device
-
-
-class TrainingFeatures:
-    """A batch -> the front-end's normalised features on the device, augmented when training.
-
-    Store batches hold raw features: only :meth:`FrontEnd.normalize` runs. Waveform batches go
-    through waveform augmentation (training only), then the whole front-end.
-    """
-
-    def __init__(self, frontend: FrontEnd, augment: AugmentConfig, device: torch.device) -> None:
-        self.frontend = frontend
-        self.augmenter = Augmenter(augment, frontend.sample_rate)
-        self.device = device
-
-    def __call__(self, batch: Batch, generator: torch.Generator | None, train: bool) -> tuple[Tensor, Tensor]:
-        if batch.features is not None:
-            lengths = batch.feature_lengths.to(self.device)
-            features = self.frontend.normalize(batch.features.to(self.device), lengths)
-        else:
-            waveforms, samples = batch.waveforms.to(self.device), batch.waveform_lengths.to(self.device)
-            if train:
-                waveforms, samples = self.augmenter(waveforms, samples, generator)
-            features, lengths = self.frontend(waveforms, samples)
-        if train:
-            features = self.augmenter.spec_augment(features, lengths, generator)
-        return features, lengths
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,27 +189,6 @@ def optimizer_and_scheduler(trainable: Trainable, config: TrainConfig, total_ste
 # The run
 
 
-@dataclass
-class TrainInputs:
-    """Where a run reads from: manifests, feature stores, teacher targets."""
-
-    train_manifest: Path
-    valid_manifest: Path
-    train_features: Path
-    valid_features: Path
-    teacher_targets: Path | None = None
-
-
-@dataclass
-class TrainData:
-    """What a run trains and validates on."""
-
-    labels: LabelSet
-    train: UtteranceDataset
-    valid: UtteranceDataset
-    frontend: FrontEnd  # with the train split's statistics
-
-
 def _fingerprint(inputs: TrainInputs, config: ExperimentConfig) -> dict:
     digest = hashlib.sha256()
     for path in (inputs.train_manifest, inputs.valid_manifest):
@@ -393,66 +220,6 @@ def train_student(inputs: TrainInputs, output_dir: str | os.PathLike, config: Ex
     return run(rank, world_size, device, inputs, output_dir, config, fingerprint, epoch_budget)
 
 
-def _read_manifests(inputs: TrainInputs, config: ExperimentConfig) -> tuple[LabelSet, Manifest, Manifest]:
-    labels_path = inputs.train_manifest.parent / "labels.json"
-    labels = LabelSet.load(labels_path)
-    train_manifest = read_manifest(inputs.train_manifest, labels)
-    valid_manifest = read_manifest(inputs.valid_manifest, labels)
-    num_intents = config.student.num_intents
-    if num_intents not in (0, len(labels)):
-        raise TrainingError(
-            f"the student config has {num_intents} intents but {labels_path} has {len(labels)}; "
-            "set student.num_intents to match"
-        )
-    fraction = config.train.train_fraction
-    if not 0 < fraction <= 1:
-        raise TrainingError(f"train_fraction must be in (0, 1], got {fraction}")
-    if fraction < 1:
-        rng = np.random.default_rng(config.train.seed)
-        keep = sorted(
-            rng.permutation(len(train_manifest))[: max(1, round(fraction * len(train_manifest)))].tolist()
-        )
-        train_manifest = Manifest([train_manifest[i] for i in keep], train_manifest.path)
-    return labels, train_manifest, valid_manifest
-
-
-def _prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Module, labels: LabelSet,
-                  train_manifest: Manifest, valid_manifest: Manifest) -> TrainData:  # fmt: skip
-    """The front-end (the family's, with the store's settings and the TRAIN store's statistics)
-    and the datasets (store features, or waveforms when the store holds another front-end's)."""
-    train_store, valid_store = FeatureStore(inputs.train_features), FeatureStore(inputs.valid_features)
-    wanted = build_frontend(student.default_frontend())
-    stored = train_store.frontend
-    valid_store.check_compatible(stored)
-    train_store.check_compatible(stored, inputs.train_manifest)
-    valid_store.check_compatible(stored, inputs.valid_manifest)
-    use_stores = stored.name == wanted.name
-    if use_stores:
-        if stored.feature_dim != wanted.feature_dim:
-            raise TrainingError(
-                f"{inputs.train_features}: features have {stored.feature_dim} bins, the {config.family} student "
-                f"expects {wanted.feature_dim}; set the student's num_mel_bins or rebuild the features"
-            )
-        frontend = stored
-    else:
-        frontend = wanted
-        logger.info("%s student: front-end %s, features computed on the fly (the stores hold %s)",
-                    config.family, wanted.name, stored.name)  # fmt: skip
-    if frontend.uses_statistics:
-        if not use_stores:
-            raise TrainingError(
-                f"the {frontend.name} front-end needs statistics from a feature store built with it; "
-                f"{inputs.train_features} holds {stored.name} features"
-            )
-        frontend = frontend.with_statistics(train_store.statistics)
-    on_the_fly = config.train.on_the_fly or config.augment.speed_perturb or config.augment.noise_prob > 0
-    train_set = UtteranceDataset(
-        train_manifest, labels, train_store if use_stores and not on_the_fly else None
-    )
-    valid_set = UtteranceDataset(valid_manifest, labels, valid_store if use_stores else None)
-    return TrainData(labels, train_set, valid_set, frontend)
-
-
 def _teacher_shape(inputs: TrainInputs, config: ExperimentConfig) -> tuple[int, int]:
     """The teacher's layer count and width (0, 0 when no teacher is needed or given)."""
     if not (config.distill.needs_teacher and inputs.teacher_targets is not None):
@@ -479,7 +246,12 @@ def _load_teacher(inputs: TrainInputs, config: ExperimentConfig, labels: LabelSe
     except TeacherError as error:
         raise TrainingError(str(error)) from None
     lookup = TeacherLookup(targets, layer_map if config.distill.needs_layers else [])
-    lookup.check_transcripts(train_set.transcripts, str(inputs.train_manifest))
+    missing = lookup.missing(train_set.transcripts)
+    if missing:
+        raise TrainingError(
+            f"{targets.folder}: no teacher targets for {len(missing)} transcript(s) of {inputs.train_manifest}, "
+            f"first {missing[0]!r}; re-export them with `slukd teacher export` on this manifest"
+        )
     return lookup
 
 
@@ -511,11 +283,11 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
     torch.manual_seed(train_config.seed)
     random.seed(train_config.seed)
     np.random.seed(train_config.seed)
-    labels, train_manifest, valid_manifest = _read_manifests(inputs, config)
+    labels, train_manifest, valid_manifest = read_manifests(inputs, config)
     teacher_layers, teacher_dim = _teacher_shape(inputs, config)
     config = _build_student(config, labels, teacher_dim)
     student = build_student(config.family, config.student)
-    data = _prepare_data(inputs, config, student, labels, train_manifest, valid_manifest)
+    data = prepare_data(inputs, config, student, labels, train_manifest, valid_manifest)
     layer_map = uniform_layer_map(student.num_layers, teacher_layers) if teacher_layers else []
     teacher = _load_teacher(inputs, config, labels, layer_map, data.train)
     loss = DistillationLoss(config.distill, student.hidden_size, teacher_dim, layer_map)

@@ -1,0 +1,139 @@
+"""What a training run reads: manifests, feature stores, the front-end, and batches as features.
+
+- :func:`read_manifests`: labels and the train/valid manifests (a seeded subset with
+  ``train_fraction``);
+- :func:`prepare_data`: the student family's front-end with the feature store's settings and
+  the *train* store's statistics, and the datasets (stored raw features, or waveforms when the
+  store holds another front-end's features or waveform augmentation is on);
+- :class:`TrainingFeatures`: a batch -> normalised (and, when training, augmented) features.
+
+Training, validation and the saved model normalise with the same statistics, so checkpoint
+selection sees what inference will.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pipeline.augment import AugmentConfig, Augmenter
+from pipeline.data import Batch, DataError, UtteranceDataset
+from pipeline.experiment import ExperimentConfig
+from pipeline.feature_store import FeatureStore
+from pipeline.frontend import FrontEnd, build_frontend
+from pipeline.labels import LabelSet
+from pipeline.manifest import Manifest, read_manifest
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainInputs:
+    """Where a run reads from: manifests, feature stores, teacher targets."""
+
+    train_manifest: Path
+    valid_manifest: Path
+    train_features: Path
+    valid_features: Path
+    teacher_targets: Path | None = None
+
+
+@dataclass
+class TrainData:
+    """What a run trains and validates on."""
+
+    labels: LabelSet
+    train: UtteranceDataset
+    valid: UtteranceDataset
+    frontend: FrontEnd  # with the train split's statistics
+
+
+class TrainingFeatures:
+    """A batch -> the front-end's normalised features on the device, augmented when training.
+
+    Store batches hold raw features: only :meth:`FrontEnd.normalize` runs. Waveform batches go
+    through waveform augmentation (training only), then the whole front-end.
+    """
+
+    def __init__(self, frontend: FrontEnd, augment: AugmentConfig, device: torch.device) -> None:
+        self.frontend = frontend
+        self.augmenter = Augmenter(augment, frontend.sample_rate)
+        self.device = device
+
+    def __call__(self, batch: Batch, generator: torch.Generator | None, train: bool) -> tuple[Tensor, Tensor]:
+        if batch.features is not None:
+            lengths = batch.feature_lengths.to(self.device)
+            features = self.frontend.normalize(batch.features.to(self.device), lengths)
+        else:
+            waveforms, samples = batch.waveforms.to(self.device), batch.waveform_lengths.to(self.device)
+            if train:
+                waveforms, samples = self.augmenter(waveforms, samples, generator)
+            features, lengths = self.frontend(waveforms, samples)
+        if train:
+            features = self.augmenter.spec_augment(features, lengths, generator)
+        return features, lengths
+
+
+def read_manifests(inputs: TrainInputs, config: ExperimentConfig) -> tuple[LabelSet, Manifest, Manifest]:
+    labels_path = inputs.train_manifest.parent / "labels.json"
+    labels = LabelSet.load(labels_path)
+    train_manifest = read_manifest(inputs.train_manifest, labels)
+    valid_manifest = read_manifest(inputs.valid_manifest, labels)
+    num_intents = config.student.num_intents
+    if num_intents not in (0, len(labels)):
+        raise DataError(
+            f"the student config has {num_intents} intents but {labels_path} has {len(labels)}; "
+            "set student.num_intents to match"
+        )
+    fraction = config.train.train_fraction
+    if not 0 < fraction <= 1:
+        raise DataError(f"train_fraction must be in (0, 1], got {fraction}")
+    if fraction < 1:
+        rng = np.random.default_rng(config.train.seed)
+        keep = sorted(
+            rng.permutation(len(train_manifest))[: max(1, round(fraction * len(train_manifest)))].tolist()
+        )
+        train_manifest = Manifest([train_manifest[i] for i in keep], train_manifest.path)
+    return labels, train_manifest, valid_manifest
+
+
+def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Module, labels: LabelSet,
+                  train_manifest: Manifest, valid_manifest: Manifest) -> TrainData:  # fmt: skip
+    """The front-end (the family's, with the store's settings and the TRAIN store's statistics)
+    and the datasets (store features, or waveforms when the store holds another front-end's)."""
+    train_store, valid_store = FeatureStore(inputs.train_features), FeatureStore(inputs.valid_features)
+    wanted = build_frontend(student.default_frontend())
+    stored = train_store.frontend
+    valid_store.check_compatible(stored)
+    train_store.check_compatible(stored, inputs.train_manifest)
+    valid_store.check_compatible(stored, inputs.valid_manifest)
+    use_stores = stored.name == wanted.name
+    if use_stores:
+        if stored.feature_dim != wanted.feature_dim:
+            raise DataError(
+                f"{inputs.train_features}: features have {stored.feature_dim} bins, the {config.family} student "
+                f"expects {wanted.feature_dim}; set the student's num_mel_bins or rebuild the features"
+            )
+        frontend = stored
+    else:
+        frontend = wanted
+        logger.info("%s student: front-end %s, features computed on the fly (the stores hold %s)",
+                    config.family, wanted.name, stored.name)  # fmt: skip
+    if frontend.uses_statistics:
+        if not use_stores:
+            raise DataError(
+                f"the {frontend.name} front-end needs statistics from a feature store built with it; "
+                f"{inputs.train_features} holds {stored.name} features"
+            )
+        frontend = frontend.with_statistics(train_store.statistics)
+    on_the_fly = config.train.on_the_fly or config.augment.speed_perturb or config.augment.noise_prob > 0
+    train_set = UtteranceDataset(
+        train_manifest, labels, train_store if use_stores and not on_the_fly else None
+    )
+    valid_set = UtteranceDataset(valid_manifest, labels, valid_store if use_stores else None)
+    return TrainData(labels, train_set, valid_set, frontend)
