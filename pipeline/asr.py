@@ -275,7 +275,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             with _quiet_transformers():
                 self.processor = WhisperProcessor.from_pretrained(location)
                 model = WhisperForConditionalGeneration.from_pretrained(location)
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except Exception as error:  # OSError, ValueError, SafetensorError, RuntimeError, ...
             where = (
                 location if Path(location).is_dir() else f"hub model {location!r} (not in the local cache?)"
             )
@@ -284,6 +284,9 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         self.dtype = getattr(torch, config.compute_type)
         self.model = model.to(self.device, self.dtype).eval()
         self.multilingual = bool(getattr(model.generation_config, "is_multilingual", False))
+        # the prompt (start, language, task, no-timestamps: at most 4 tokens) and the hypothesis
+        # share the decoder's positions
+        self.max_new_tokens = min(config.max_new_tokens, model.config.max_target_positions - 4)
 
     @property
     def size_bytes(self) -> int:
@@ -318,7 +321,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
             waveforms, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True
         )
         options: dict[str, Any] = {"num_beams": self.config.beam_size, "do_sample": False,
-                                   "max_new_tokens": self.config.max_new_tokens}  # fmt: skip
+                                   "max_new_tokens": self.max_new_tokens}  # fmt: skip
         if self.multilingual:
             options.update(language=self.config.language, task="transcribe")
         with torch.inference_mode(), _quiet_transformers():
