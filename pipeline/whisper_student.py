@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from pipeline.config import from_dict
 from pipeline.errors import SlukdError
 from pipeline.finetune import FreezeSpec, PretrainedParts, apply_freeze, hold_frozen_in_eval, parameter_groups
 from pipeline.pretrained import PretrainedError, WhisperEncoderWeights, load_whisper_encoder
@@ -50,7 +51,11 @@ class WhisperInputError(SlukdError, ValueError):
 
 @dataclass
 class WhisperStudentConfig:
-    """The ``whisper`` student; saved in every model dir with the encoder fields resolved."""
+    """The ``whisper`` student; saved in every model dir with the encoder fields resolved.
+
+    Built with the encoder fields unset (0), the student reads its encoder's shape and weights
+    from ``pretrained``; built with them set (a model dir), it needs no pretrained source.
+    """
 
     pretrained: str = "packaged"  # packaged | CTranslate2 folder | HF name or folder (pipeline.pretrained)
     freeze: str = "encoder"  # encoder | top:N | stem | none (pipeline.finetune)
@@ -221,11 +226,10 @@ class WhisperStudent(nn.Module):
         super().__init__()
         if config.num_intents == 0:
             raise ValueError("num_intents is 0 (from labels.json): resolve it before building the model")
-        if not config.resolved:
-            raise ValueError(
-                "the encoder's shape is not set (" + ", ".join(ENCODER_FIELDS) + "): build a new "
-                "student with WhisperStudent.from_pretrained(config)"
-            )
+        weights = None
+        if not config.resolved:  # a new student: the encoder's shape and weights from config.pretrained
+            weights = load_whisper_encoder(config.pretrained)
+            config = config.with_encoder(weights)
         self.config = config
         self.encoder = WhisperEncoder(config)
         self.extra_layers = nn.ModuleList(
@@ -243,21 +247,25 @@ class WhisperStudent(nn.Module):
         self.freeze = FreezeSpec.parse(config.freeze)
         self.trainable_pretrained_layers = apply_freeze(self.pretrained_parts(), self.freeze)
         self.frozen_layers = config.encoder_layers - self.trainable_pretrained_layers
+        if weights is not None:
+            self._load_encoder(weights)
+        self.train()
 
     @classmethod
     def from_pretrained(cls, config: WhisperStudentConfig | dict[str, Any]) -> WhisperStudent:
-        """A new student whose encoder holds the weights ``config.pretrained`` names; the rest is random."""
+        """A new student whose encoder holds the weights ``config.pretrained`` names (any encoder
+        shape in ``config`` is replaced by the pretrained one); the rest is random."""
         if isinstance(config, dict):
-            config = WhisperStudentConfig(**config)
-        weights = load_whisper_encoder(config.pretrained)
-        student = cls(config.with_encoder(weights))
-        missing, unexpected = student.encoder.load_state_dict(weights.state_dict, strict=False)
+            config = from_dict(WhisperStudentConfig, config)
+        return cls(dataclasses.replace(config, **dict.fromkeys(ENCODER_FIELDS, 0)))
+
+    def _load_encoder(self, weights: WhisperEncoderWeights) -> None:
+        missing, unexpected = self.encoder.load_state_dict(weights.state_dict, strict=False)
         if missing or unexpected:
             raise PretrainedError(
                 f"{weights.source}: the Whisper encoder weights do not fit (missing {missing[:3]}, "
                 f"unexpected {unexpected[:3]})"
             )
-        return student
 
     # the family interface -------------------------------------------------------------------
 

@@ -142,8 +142,12 @@ def test_the_model_dir_needs_no_pretrained_source(tiny_whisper):
             rebuilt.eval()(features, lengths).logits, student(features, lengths).logits
         )
     assert "encoder.embed_positions.weight" in student.state_dict()
-    with pytest.raises(StudentError, match="from_pretrained"):
-        build_student("whisper", {"num_intents": 5})
+    fresh = build_student(
+        "whisper", {"pretrained": str(tiny_whisper[0]), "num_intents": 5}
+    )  # loads the encoder
+    torch.testing.assert_close(fresh.encoder.conv1.weight, student.encoder.conv1.weight)
+    with pytest.raises(StudentError, match="pooling"):
+        build_student("whisper", {**config, "pooling": "max"})
     assert student.default_frontend() == {"name": "whisper_logmel", "num_mel_bins": MELS}
 
 
@@ -152,7 +156,7 @@ def test_bad_inputs_and_sources(tiny_whisper, tmp_path):
     with pytest.raises(WhisperInputError, match="longer"):
         student(torch.zeros(1, 2 * POSITIONS + 2, MELS), torch.tensor([2 * POSITIONS + 2]))
     with pytest.raises(PretrainedError, match="does not fit"):
-        make_student(tiny_whisper[0], d_model=32)
+        WhisperStudent(WhisperStudentConfig(pretrained=str(tiny_whisper[0]), num_intents=3, d_model=32))
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(PretrainedError, match="not a Whisper model"):
         load_whisper_encoder(tmp_path)
