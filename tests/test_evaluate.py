@@ -159,7 +159,7 @@ def test_slukd_evaluate_end_to_end(corpus, student_dir, capsys):
     assert sum(map(sum, metrics["confusion"]["matrix"])) == 16
     assert sum(v["support"] for v in metrics["per_intent"].values()) == 16
     assert [row["condition"] for row in result["noise_sweep"]] == [
-        "clean", "white_10dB", "white_0dB", "babble_10dB", "babble_0dB"
+        "clean", "white_10dB", "white_0dB", "babble_10dB", "babble_0dB", "reverb_rt60_0.3-0.6", "telephone"
     ]  # fmt: skip
     assert result["noise_sweep"][0]["accuracy"] == metrics["accuracy"]
     assert 0 <= result["ctc"]["wer"] and 0 <= result["ctc"]["cer"] and len(result["ctc"]["examples"]) == 5
