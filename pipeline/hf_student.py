@@ -29,6 +29,7 @@ batches without a mask and get none; the others get one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from collections.abc import Iterator
@@ -237,7 +238,6 @@ class HFStudent(nn.Module):
         super().__init__()
         if config.num_intents == 0:
             raise ValueError("num_intents is 0 (from labels.json): resolve it before building the model")
-        self.config = config
         overrides = {"layerdrop": 0.0, "apply_spec_augment": config.spec_augment}
         if config.hf_config:
             self.encoder = _build_from_config(config.hf_config, overrides)
@@ -245,19 +245,21 @@ class HFStudent(nn.Module):
         else:
             self.encoder = _load_pretrained(config.pretrained, overrides)
             source = config.pretrained
-            config.hf_config = self.encoder.config.to_dict()
-            if config.do_normalize is None:
-                config.do_normalize = _pretrained_normalizes(config.pretrained)
             logger.info("hf student: %s (%s)", config.pretrained, type(self.encoder).__name__)
         _check_encoder(self.encoder, source)
-        if config.do_normalize is None:
-            config.do_normalize = True
+        do_normalize = config.do_normalize
+        if do_normalize is None:
+            do_normalize = _pretrained_normalizes(config.pretrained) if not config.hf_config else True
+        # the resolved config: what a model dir saves and rebuilds from without the hub
+        self.config = dataclasses.replace(
+            config, hf_config=self.encoder.config.to_dict(), do_normalize=do_normalize
+        )
         hf = self.encoder.config
         self.hidden_size = int(hf.hidden_size)
         self.kernels = [int(k) for k in hf.conv_kernel]
         self.strides = [int(s) for s in hf.conv_stride]
         self.use_attention_mask = getattr(hf, "feat_extract_norm", "layer") == "layer"
-        masking = config.spec_augment and getattr(hf, "mask_time_prob", 0.0) > 0
+        masking = self.config.spec_augment and getattr(hf, "mask_time_prob", 0.0) > 0
         self.min_input_length = min_samples_for_frames(
             max(1, int(getattr(hf, "mask_time_length", 1))) if masking else 1, self.kernels, self.strides
         )
@@ -274,9 +276,16 @@ class HFStudent(nn.Module):
         self.projection = nn.Linear(self.hidden_size, config.teacher_dim) if config.teacher_dim else None
         self.ctc_head = nn.Linear(self.hidden_size, config.ctc_vocab_size) if config.ctc_vocab_size else None
 
-        self.pretrained_parts = self._pretrained_parts()
-        self.trainable_pretrained_layers = apply_freeze(self.pretrained_parts, config.freeze)
+        self.trainable_pretrained_layers = apply_freeze(self.pretrained_parts(), config.freeze)
         self.train()
+
+    @classmethod
+    def from_pretrained(cls, config: HFStudentConfig | dict[str, Any]) -> HFStudent:
+        """A new student whose encoder holds the weights ``config.pretrained`` names (any
+        ``hf_config`` in ``config`` is replaced by the pretrained one); the rest is random."""
+        if isinstance(config, dict):
+            config = HFStudentConfig(**config)
+        return cls(dataclasses.replace(config, hf_config={}))
 
     def _extra_layer_config(self, config: HFStudentConfig) -> StudentConfig:
         return StudentConfig(
@@ -287,7 +296,7 @@ class HFStudent(nn.Module):
             num_layers=config.extra_layers,
         )
 
-    def _pretrained_parts(self) -> PretrainedParts:
+    def pretrained_parts(self) -> PretrainedParts:
         """Stem: everything of the encoder below its layers; top: the final norm of pre-LN encoders."""
         transformer = self.encoder.encoder
         stable = bool(getattr(self.encoder.config, "do_stable_layer_norm", False))
@@ -325,7 +334,7 @@ class HFStudent(nn.Module):
         """AdamW groups (:func:`pipeline.finetune.parameter_groups`); frozen parameters left out."""
         return finetune_parameter_groups(
             [self],
-            self.pretrained_parts,
+            self.pretrained_parts(),
             lr,
             pretrained_lr,
             layer_decay=layer_decay,
@@ -338,7 +347,7 @@ class HFStudent(nn.Module):
         if mode:
             if self.trainable_pretrained_layers == 0:
                 self.encoder.eval()  # no masking or dropout in a frozen encoder
-            hold_frozen_in_eval(self.pretrained_parts)
+            hold_frozen_in_eval(self.pretrained_parts())
         return self
 
     # -- forward ------------------------------------------------------------------------------
@@ -360,13 +369,8 @@ class HFStudent(nn.Module):
         finally:
             self.encoder.set_attn_implementation(previous)
 
-    def forward(self, features: Tensor, lengths: Tensor, return_layers: bool = False) -> StudentOutput:
-        """
-        Args:
-            features: normalised waveforms ``[batch, samples, 1]`` or ``[batch, samples]``, zero-padded.
-            lengths: ``[batch]`` valid samples.
-            return_layers: also return the trainable layers' hidden states and attention maps.
-        """
+    def _encode(self, features: Tensor, lengths: Tensor, return_layers: bool) -> tuple[Tensor, Tensor, Any]:
+        """The HF encoder: its last hidden state, the encoder frames, and its full output."""
         waveforms = features.squeeze(-1) if features.dim() == 3 else features
         if waveforms.shape[1] < self.min_input_length:
             waveforms = functional.pad(waveforms, (0, self.min_input_length - waveforms.shape[1]))
@@ -375,24 +379,72 @@ class HFStudent(nn.Module):
         if self.use_attention_mask:
             samples = torch.arange(waveforms.shape[1], device=waveforms.device)
             attention_mask = (samples[None, :] < lengths[:, None]).long()
-        trained = self.trainable_pretrained_layers
-        want_attentions = return_layers and trained > 0
-        with self._eager_attention(want_attentions):
+        want_layers = return_layers and self.trainable_pretrained_layers > 0
+        with self._eager_attention(want_layers):
             encoded = self.encoder(
                 waveforms,
                 attention_mask=attention_mask,
-                output_hidden_states=return_layers and trained > 0,
-                output_attentions=want_attentions,
+                output_hidden_states=want_layers,
+                output_attentions=want_layers,
             )
-        x = encoded.last_hidden_state
-        lengths = self.output_lengths(lengths)
-        frames = x.shape[1]
-        padding = torch.arange(frames, device=x.device)[None, :] >= lengths[:, None]
+        return encoded.last_hidden_state, self.output_lengths(lengths), encoded
+
+    def forward(self, features: Tensor, lengths: Tensor, return_layers: bool = False) -> StudentOutput:
+        """
+        Args:
+            features: normalised waveforms ``[batch, samples, 1]`` or ``[batch, samples]``, zero-padded.
+            lengths: ``[batch]`` valid samples.
+            return_layers: also return the trainable layers' hidden states and attention maps.
+        """
+        x, frames, encoded = self._encode(features, lengths, return_layers)
         hidden_states: list[Tensor] = []
         attentions: list[Tensor] = []
+        trained = self.trainable_pretrained_layers
         if return_layers and trained > 0:
             hidden_states = list(encoded.hidden_states[-trained:])
             attentions = [attention.mean(dim=1) for attention in encoded.attentions[-trained:]]
+        return self._top(x, frames, return_layers, hidden_states, attentions)
+
+    @property
+    def has_frozen_part(self) -> bool:
+        """Whether :meth:`encode_frozen` can run the encoder apart (only under ``freeze: encoder``:
+        the HF encoder runs as one piece)."""
+        return (
+            self.trainable_pretrained_layers == 0 and not FreezeSpec.parse(self.config.freeze).stem_trains()
+        )
+
+    def encode_frozen(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the frozen encoder without gradients: ``[batch, frames, hidden_size]`` (zero past the
+        lengths) and ``[batch]`` encoder frames, what :meth:`forward_from_frozen` takes.
+
+        Raises:
+            ValueError: when pretrained layers train (``freeze`` other than ``encoder``).
+        """
+        if not self.has_frozen_part:
+            raise ValueError(
+                f"freeze is {self.config.freeze!r}: only 'encoder' leaves a frozen encoder to store"
+            )
+        with torch.no_grad():
+            x, frames, _ = self._encode(features, lengths, return_layers=False)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]
+        return x * valid.unsqueeze(-1).to(x.dtype), frames
+
+    def forward_from_frozen(
+        self, states: Tensor, lengths: Tensor, return_layers: bool = False
+    ) -> StudentOutput:
+        """The trainable rest, from :meth:`encode_frozen`'s output (``lengths`` in encoder frames)."""
+        return self._top(states, lengths, return_layers, [], [])
+
+    def _top(
+        self,
+        x: Tensor,
+        lengths: Tensor,
+        return_layers: bool,
+        hidden_states: list[Tensor],
+        attentions: list[Tensor],
+    ) -> StudentOutput:
+        """Extra layers, pooling and heads on the encoder output ``x`` (``lengths`` in frames)."""
+        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
         for layer in self.extra_layers:
             x, attention = layer(x, padding, need_attention=return_layers)
             if return_layers:

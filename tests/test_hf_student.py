@@ -157,7 +157,7 @@ def test_freeze_modes(
     wavlm_dir: Path, freeze: str, stem: bool, layers: list[bool], top: bool, num_layers: int
 ) -> None:
     student = make_student(wavlm_dir, freeze=freeze, extra_layers=1)
-    parts = student.pretrained_parts
+    parts = student.pretrained_parts()
 
     def trains(item) -> bool | None:
         parameters = [item] if isinstance(item, torch.nn.Parameter) else list(item.parameters())
@@ -262,3 +262,72 @@ def test_unloadable_or_wrong_pretrained_is_a_one_line_error(tmp_path: Path) -> N
         make_student(text_model)
     with pytest.raises(ValueError, match="freeze must be one of"):
         HFStudentConfig(freeze="top")
+
+
+def test_from_pretrained_replaces_a_stale_hf_config(wav2vec2_dir: Path) -> None:
+    stale = to_dict(make_student(wav2vec2_dir).config) | {
+        "hf_config": {"model_type": "wav2vec2", "hidden_size": 8}
+    }
+    student = HFStudent.from_pretrained(stale)
+    assert student.hidden_size == 32
+    saved = load_file(str(wav2vec2_dir / "model.safetensors"))
+    name = "encoder.layers.0.attention.k_proj.weight"
+    assert torch.equal(student.encoder.state_dict()[name], saved[name])
+
+
+def test_frozen_encoder_outputs_can_be_stored(wav2vec2_dir: Path) -> None:
+    student = make_student(wav2vec2_dir, freeze="encoder", extra_layers=1).eval()
+    assert student.has_frozen_part and student.num_layers == 1
+    features, lengths = batch()
+    states, frames = student.encode_frozen(features, lengths)
+    assert not states.requires_grad and frames.tolist() == student.output_lengths(lengths).tolist()
+    assert torch.count_nonzero(states[2, frames[2] :]) == 0
+    direct = student(features, lengths, return_layers=True)
+    stored = student.forward_from_frozen(states, frames, return_layers=True)
+    torch.testing.assert_close(stored.logits, direct.logits)
+    torch.testing.assert_close(
+        stored.hidden_states[0][2, : frames[2]], direct.hidden_states[0][2, : frames[2]]
+    )
+    trained = make_student(wav2vec2_dir, freeze="top:1")
+    assert not trained.has_frozen_part
+    with pytest.raises(ValueError, match="only 'encoder'"):
+        trained.encode_frozen(features, lengths)
+
+
+class WaveformHF(torch.nn.Module):
+    """Waveform normalisation + student, as an export wraps them."""
+
+    def __init__(self, student: HFStudent) -> None:
+        super().__init__()
+        self.frontend = build_frontend(student.default_frontend())
+        self.student = student.eval()
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features, frames = self.frontend(waveforms, lengths)
+        output = self.student(features, frames)
+        return output.logits, output.ctc_log_probs, output.lengths
+
+
+def test_onnx_export_with_the_normalisation_in_the_graph(wavlm_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    import warnings
+
+    module = WaveformHF(make_student(wavlm_dir, extra_layers=1)).eval()
+    path = tmp_path / "hf.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (torch.randn(2, 4000) * 0.1, torch.tensor([4000, 2500])), str(path),
+            input_names=["waveforms", "lengths"], output_names=["logits", "ctc_log_probs", "ctc_lengths"],
+            opset_version=17, dynamo=False,
+            dynamic_axes={"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}},
+        )  # fmt: skip
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    waveforms, lengths = torch.randn(3, 5600) * 0.1, torch.tensor([5600, 3000, 1700])
+    logits, ctc, ctc_lengths = session.run(None, {"waveforms": waveforms.numpy(), "lengths": lengths.numpy()})
+    with torch.no_grad():
+        expected = module(waveforms, lengths)
+    assert not module.student.training  # the reference ran without dropout or masking
+    np.testing.assert_allclose(logits, expected[0].numpy(), atol=1e-4)
+    assert ctc.shape == tuple(expected[1].shape) and ctc_lengths.tolist() == expected[2].tolist()
