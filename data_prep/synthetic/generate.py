@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from data_prep.synthetic import grammar
 from data_prep.synthetic.engines import ENGINES, Engine, Speaker, available_engines, worker_count
+from data_prep.synthetic.stats import corpus_stats
 from pipeline.audio import SAMPLE_RATE, audio_info, resample, write_audio
 from pipeline.errors import SlukdError
 from pipeline.io import is_done, mark_done, write_json
@@ -498,34 +499,3 @@ def _synthesize_all(
         "hours_of_audio_per_minute": round(hours / max(seconds / 60, 1e-9), 3),
     }
     return durations, generation
-
-
-def corpus_stats(manifests: dict[str, Manifest], generation: dict | None = None) -> dict:
-    """Utterances, hours, speakers and phrasings per split and per intent."""
-    stats: dict = {"splits": {}}
-    for split, manifest in manifests.items():
-        per_intent: dict[str, dict] = {}
-        for intent in grammar.INTENTS:
-            texts = [u.transcript for u in manifest if u.intent == intent.name]
-            per_intent[intent.name] = {"utterances": len(texts), "phrasings": len(set(texts))}
-        stats["splits"][split] = {
-            "utterances": len(manifest),
-            "hours": round(manifest.total_duration / 3600, 4),
-            "speakers": len({u.speaker for u in manifest}),
-            "phrasings": len({u.transcript for u in manifest}),
-            "families": len({u.extra["family"] for u in manifest}),
-            "intents": sum(1 for v in per_intent.values() if v["utterances"]),
-            "engines": dict(Counter(u.extra["engine"] for u in manifest)),
-            "phrasings_seen_in_training": dict(Counter(u.extra.get("phrasing", "seen") for u in manifest)),
-            "per_intent": per_intent,
-        }
-    all_utterances = [u for m in manifests.values() for u in m]
-    stats["total"] = {
-        "utterances": len(all_utterances),
-        "hours": round(sum(u.duration for u in all_utterances) / 3600, 4),
-        "speakers": len({u.speaker for u in all_utterances}),
-        "phrasings": len({u.transcript for u in all_utterances}),
-    }
-    if generation:
-        stats["generation"] = generation
-    return stats
