@@ -1,4 +1,5 @@
-"""pipeline.train: a tiny real training run, exact resume, DDP on two gloo processes, bad input."""
+"""pipeline.train: a tiny real training run, exact resume, DDP on two gloo processes, bad input,
+validation normalised like inference (the train split's CMVN)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,26 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from data_prep.synthetic.generate import SyntheticConfig, prepare_synthetic
-from pipeline.feature_store import ExtractionOptions, compute_feature_store
+from pipeline.ctc import ctc_infeasible
+from pipeline.data import DataError
+from pipeline.feature_store import ExtractionOptions, FeatureStore, compute_feature_store
 from pipeline.features import FbankConfig
+from pipeline.model_dir import load_model_dir
+from pipeline.students import build_student
 from pipeline.train import (
     TrainingError,
     TrainInputs,
-    ctc_infeasible,
+    evaluate_on_store,
     load_experiment_config,
-    load_student,
     train_student,
 )
+from pipeline.train_data import prepare_data, read_manifests
 
 SMALL = [
     "student.d_model=32", "student.num_layers=2", "student.num_heads=2", "student.feedforward=64",
@@ -57,11 +63,15 @@ def test_loss_falls_and_the_model_dir_stands_alone(corpus, tmp_path):
         rows = list(csv.DictReader(stream))
     assert len(rows) == 6 and metrics["epochs"] == 6
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.05
-    student, config_json = load_student(tmp_path / "run")
+    loaded = load_model_dir(tmp_path / "run")
+    config_json = loaded.config
+    assert config_json["version"] == 2 and config_json["family"] == "transformer"
     assert config_json["labels"]["intents"][0] == "change language_none_none"
-    assert len(config_json["cmvn"]["mean"]) == 80
+    assert config_json["frontend"]["name"] == "fbank" and len(config_json["frontend"]["cmvn"]["mean"]) == 80
+    train_statistics = FeatureStore(corpus / "fbank/train").statistics
+    np.testing.assert_allclose(config_json["frontend"]["cmvn"]["mean"], train_statistics["mean"], rtol=1e-6)
     features = torch.randn(2, 150, 80)
-    assert student(features, torch.tensor([150, 90])).logits.shape == (2, 31)
+    assert loaded.model(features, torch.tensor([150, 90])).logits.shape == (2, 31)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] >= 1
 
 
@@ -87,7 +97,7 @@ def test_finished_run_is_skipped(corpus, tmp_path, caplog):
         train_student(inputs_for(corpus), tmp_path / "run", config)
     assert "already trained" in caplog.text
     assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == stamp
-    assert load_student(tmp_path / "run")[0].config.num_intents == 31
+    assert load_model_dir(tmp_path / "run").model.config.num_intents == 31
 
 
 def test_on_the_fly_features_with_augmentation(corpus, tmp_path):
@@ -112,7 +122,7 @@ def test_bad_inputs(corpus, tmp_path):
             inputs_for(corpus), tmp_path / "a", load_experiment_config(None, SMALL + ["distill.logits=1"])
         )
     wrong = load_experiment_config(None, SMALL + ["student.num_intents=12"])
-    with pytest.raises(TrainingError, match="12 intents but .*labels.json has 31"):
+    with pytest.raises(DataError, match="12 intents but .*labels.json has 31"):
         train_student(inputs_for(corpus), tmp_path / "b", wrong)
     other = tmp_path / "fbank40"
     compute_feature_store(corpus / "manifests/train.jsonl", other, FbankConfig(num_mel_bins=40),
@@ -166,8 +176,8 @@ def test_distillation_through_the_training_loop(corpus, plain_targets, tmp_path)
         row = next(csv.DictReader(stream))
     for term in ("train_sentence", "train_hidden", "train_attention", "train_ctc"):
         assert float(row[term]) > 0, term
-    student, saved = load_student(tmp_path / "run")  # loads with no teacher present
-    assert saved["student"]["teacher_dim"] == 384 and saved["ctc_characters"]
+    loaded = load_model_dir(tmp_path / "run")  # loads with no teacher present
+    assert loaded.config["student"]["teacher_dim"] == 384 and loaded.ctc_characters
 
 
 def test_teacher_bad_inputs(corpus, plain_targets, tmp_path):
@@ -184,6 +194,30 @@ def test_teacher_bad_inputs(corpus, plain_targets, tmp_path):
 def test_ctc_infeasible_counts_utterances_too_short_for_their_characters():
     # 7 input frames leave 1 encoder frame at x4: enough for "a", not for "ab"; "aa" needs a
     # blank between the repeats (3 frames), 11 input frames leave 2 -> infeasible
-    assert ctc_infeasible([100, 7, 7, 11, 15], ["aa", "a", "ab", "aa", "aa"], 4) == 2
-    assert ctc_infeasible([100], ["a" * 30], 8) == 1 and ctc_infeasible([100], ["a" * 30], 4) == 1
-    assert ctc_infeasible([400], ["abc"], 8) == 0
+    def encoder_frames(frames: list[int], subsampling: int) -> list[int]:
+        student = build_student("transformer", {"subsampling": subsampling, "num_intents": 2})
+        return student.output_lengths(torch.tensor(frames)).tolist()
+
+    assert ctc_infeasible(encoder_frames([100, 7, 7, 11, 15], 4), ["aa", "a", "ab", "aa", "aa"]) == 2
+    assert ctc_infeasible(encoder_frames([100], 8), ["a" * 30]) == 1
+    assert ctc_infeasible(encoder_frames([100], 4), ["a" * 30]) == 1
+    assert ctc_infeasible(encoder_frames([400], 8), ["abc"]) == 0
+
+
+def test_validation_normalises_with_the_train_split_statistics(corpus, tmp_path):
+    """Checkpoint selection must see what inference sees: the valid split through the model's
+    (train split's) CMVN, never the valid split's own statistics (the bug this guards against)."""
+    config = load_experiment_config(None, SMALL + ["train.epochs=1", "train.patience=0"])
+    inputs = inputs_for(corpus)
+    train_store, valid_store = FeatureStore(corpus / "fbank/train"), FeatureStore(corpus / "fbank/valid")
+    assert train_store.statistics["mean"] != valid_store.statistics["mean"]
+    labels, train_manifest, valid_manifest = read_manifests(inputs, config)
+    student = build_student("transformer", {"num_intents": len(labels)})
+    data = prepare_data(inputs, config, student, labels, train_manifest, valid_manifest)
+    np.testing.assert_allclose(data.frontend.to_config()["cmvn"]["mean"], train_store.statistics["mean"], rtol=1e-6)
+
+    metrics = train_student(inputs, tmp_path / "run", config)
+    again = evaluate_on_store(tmp_path / "run", corpus / "manifests/valid.jsonl", corpus / "fbank/valid",
+                              device="cpu", max_frames=4000)  # fmt: skip
+    assert again["accuracy"] == metrics["valid_accuracy"]
+    assert again["loss"] == pytest.approx(metrics["valid_loss"], rel=1e-6, abs=1e-6)
