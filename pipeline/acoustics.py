@@ -1,11 +1,9 @@
 """Acoustic variety on padded batches, on any device: rooms, channels, codecs, voices, levels.
 
 Every function takes a zero-padded ``[B, S]`` batch (``[B, T, F]`` features for VTLP) and its
-``[B]`` valid lengths, works on the tensors' own device, and returns a batch that is zero
-beyond each (new) length. Randomness, where there is any, comes from an optional
-``torch.Generator`` through :func:`pipeline.noise.random_uniform`, so a seed reproduces exactly.
-The augmentation (:class:`pipeline.augment.Augmenter`) and the evaluation's robustness
-conditions (:mod:`pipeline.conditions`) both use these functions.
+``[B]`` valid lengths, works on the tensors' own device, and returns a batch that is zero beyond
+each (new) length. Randomness comes from an optional ``torch.Generator``, so a seed reproduces.
+Training (:class:`pipeline.augment.Augmenter`) and evaluation (:mod:`pipeline.conditions`) share them.
 
 - Room: :func:`synthetic_rirs` draws room impulse responses from Polack's statistical model
   (a direct path, then Gaussian noise under an exponential envelope that falls 60 dB in RT60,
@@ -17,11 +15,12 @@ conditions (:mod:`pipeline.conditions`) both use these functions.
   (300-3400 Hz, 8 kHz sampling, G.711 mu-law, and back to the batch's rate).
 - Codec: :func:`mu_law_codec`, 8-bit G.711 mu-law quantisation
   (``torchaudio.functional.mu_law_encoding``/``mu_law_decoding``).
-- Voice: :func:`pitch_shift` (phase-vocoder stretch and resampling, as
+- Voice: :func:`speed_perturb` (Kaldi-style speed perturbation by resampling: tempo and
+  pitch together), :func:`pitch_shift` (phase-vocoder stretch and resampling, as
   ``torchaudio.functional.pitch_shift``; duration kept), :func:`change_tempo` (phase vocoder
-  only: pitch kept, length changes) and :func:`vtlp`, vocal-tract-length perturbation (Jaitly and Hinton 2013) done on
-  the log-mel features: each bin is read at Kaldi's piecewise-linearly warped frequency
-  (``torchaudio.compliance.kaldi.vtln_warp_freq``), interpolated between neighbouring bins.
+  only: pitch kept, length changes) and :func:`vtlp`, vocal-tract-length perturbation (Jaitly
+  and Hinton 2013) on the log-mel features: each bin is read at Kaldi's piecewise-linearly
+  warped frequency (``torchaudio.compliance.kaldi.vtln_warp_freq``), interpolated between bins.
 - Level: :func:`apply_gain` and :func:`clip` (hard clipping at a fraction of the peak).
 """
 
@@ -37,7 +36,7 @@ from torch import Tensor
 from torchaudio.compliance.kaldi import mel_scale, vtln_warp_freq
 
 from pipeline.audio import SAMPLE_RATE
-from pipeline.noise import draw_device, random_uniform, valid_mask
+from pipeline.noise import draw_device, valid_mask
 
 DECAY_DB = 60.0  # RT60: the time the reverberant energy takes to fall by 60 dB
 TELEPHONE_BAND_HZ = (300.0, 3400.0)  # ITU-T G.712 pass band
@@ -295,6 +294,56 @@ def _groups(values: Sequence[float]) -> list[tuple[float, list[int]]]:
     return sorted(rows.items())
 
 
+def speed_perturb(
+    waveforms: Tensor,
+    lengths: Tensor,
+    factors: Tensor | Sequence[float],
+    sample_rate: int = SAMPLE_RATE,
+) -> tuple[Tensor, Tensor]:
+    """Speed perturbation: tempo and pitch change together, as Kaldi's ``sox speed``.
+
+    An utterance with factor ``f`` is treated as if recorded at ``round(sample_rate * f)`` Hz
+    and resampled to ``sample_rate``: 1.1 plays 1.1x faster, with about ``length / 1.1``
+    samples. One :func:`torchaudio.functional.resample` call per distinct factor.
+
+    Args:
+        waveforms: ``[B, S]`` padded batch.
+        lengths: ``[B]`` valid samples per utterance.
+        factors: ``[B]`` speed factor per utterance.
+        sample_rate: the batch's sample rate.
+
+    Returns:
+        ``([B, S'], [B])``: the perturbed batch, ``S'`` the longest new length, zero-padded;
+        and the new lengths, ``ceil(length * sample_rate / round(sample_rate * f))``, exactly
+        the length resampling that utterance alone gives.
+    """
+    batch_size = waveforms.shape[0]
+    factor_list = [float(factor) for factor in torch.as_tensor(factors, dtype=torch.float64).tolist()]
+    if len(factor_list) != batch_size or min(factor_list, default=1.0) <= 0:
+        raise ValueError(f"need {batch_size} positive speed factors, got {factor_list}")
+    device = waveforms.device
+    lengths = torch.as_tensor(lengths, device=device).long().clamp(0, waveforms.shape[1])
+    factor_of_row = torch.tensor(factor_list, dtype=torch.float64)
+    new_lengths = lengths.clone()
+    groups: list[tuple[Tensor, Tensor]] = []
+    for factor in sorted(set(factor_list)):
+        rows = (factor_of_row == factor).nonzero().squeeze(1).to(device)
+        orig_rate = round(sample_rate * factor)
+        divisor = math.gcd(orig_rate, sample_rate)
+        orig_rate, new_rate = orig_rate // divisor, sample_rate // divisor
+        longest = int(lengths[rows].max())
+        group = waveforms[rows, :longest]
+        if orig_rate != new_rate and longest > 0:
+            group = torchaudio.functional.resample(group, orig_rate, new_rate)
+        new_lengths[rows] = (lengths[rows] * new_rate + orig_rate - 1) // orig_rate  # ceil, as resample
+        groups.append((rows, group))
+    width = int(new_lengths.max()) if batch_size else 0
+    output = waveforms.new_zeros((batch_size, width))
+    for rows, group in groups:
+        output[rows, : group.shape[1]] = group
+    return output * valid_mask(new_lengths, width, device), new_lengths
+
+
 def pitch_shift(
     waveforms: Tensor, lengths: Tensor, semitones: Tensor | Sequence[float], sample_rate: int = SAMPLE_RATE
 ) -> Tensor:
@@ -449,14 +498,3 @@ def clip(waveforms: Tensor, lengths: Tensor, ratio: Tensor | Sequence[float] | f
     signal = waveforms * valid
     limit = signal.abs().amax(-1) * _per_row(ratio, batch_size, waveforms.device).to(waveforms.dtype)
     return torch.maximum(torch.minimum(signal, limit[:, None]), -limit[:, None])
-
-
-def random_between(
-    bounds: tuple[float, float],
-    batch_size: int,
-    generator: torch.Generator | None,
-    device: torch.device | str | None,
-) -> Tensor:
-    """``[B]`` float64 draws uniform in ``bounds`` (low, high), on ``device``."""
-    low, high = bounds
-    return low + (high - low) * random_uniform((batch_size,), generator, device).double()

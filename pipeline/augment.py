@@ -3,12 +3,12 @@
 Everything here works on padded batches (``[B, S]`` waveforms or ``[B, T, F]`` features, with
 a ``[B]`` tensor of valid lengths) on whatever device the tensors live on:
 
-- :func:`speed_perturb`: speed perturbation by resampling (Ko et al. 2015, as in Kaldi);
 - :func:`add_noise`: mixing at an exact per-utterance SNR, with noise from :func:`white_noise`,
   :func:`pink_noise`, :func:`babble_noise` (other utterances of the batch) or a
   :class:`NoiseBank` (a folder of the user's noise recordings);
 - :func:`spec_augment`: frequency and time masks on features (Park et al. 2019);
-- acoustic variety from :mod:`pipeline.acoustics`: tempo and pitch changes, room reverberation,
+- acoustic variety from :mod:`pipeline.acoustics`: speed perturbation (Ko et al. 2015), tempo
+  and pitch changes, room reverberation,
   gain and clipping, band-limiting, a telephone channel, a mu-law codec (on waveforms) and
   vocal-tract-length perturbation (on features).
 
@@ -23,14 +23,12 @@ and CUDA data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from math import gcd
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchaudio.functional
 from torch import Tensor
 
 from pipeline import acoustics
@@ -42,6 +40,7 @@ from pipeline.noise import (
     add_noise,
     babble_noise,
     pink_noise,
+    random_between,
     random_uniform,
     valid_mask,
     white_noise,
@@ -206,59 +205,6 @@ class AugmentConfig:
         return cls(**data)
 
 
-# ----------------------------------------------------------------------------- speed
-
-
-def speed_perturb(
-    waveforms: Tensor,
-    lengths: Tensor,
-    factors: Tensor | Sequence[float],
-    sample_rate: int = SAMPLE_RATE,
-) -> tuple[Tensor, Tensor]:
-    """Speed perturbation: tempo and pitch change together, as Kaldi's ``sox speed``.
-
-    An utterance with factor ``f`` is treated as if recorded at ``round(sample_rate * f)`` Hz
-    and resampled to ``sample_rate``: 1.1 plays 1.1x faster, with about ``length / 1.1``
-    samples. One :func:`torchaudio.functional.resample` call per distinct factor.
-
-    Args:
-        waveforms: ``[B, S]`` padded batch.
-        lengths: ``[B]`` valid samples per utterance.
-        factors: ``[B]`` speed factor per utterance.
-        sample_rate: the batch's sample rate.
-
-    Returns:
-        ``([B, S'], [B])``: the perturbed batch, ``S'`` the longest new length, zero-padded;
-        and the new lengths, ``ceil(length * sample_rate / round(sample_rate * f))``, exactly
-        the length resampling that utterance alone gives.
-    """
-    batch_size = waveforms.shape[0]
-    factor_list = [float(factor) for factor in torch.as_tensor(factors, dtype=torch.float64).tolist()]
-    if len(factor_list) != batch_size or min(factor_list, default=1.0) <= 0:
-        raise ValueError(f"need {batch_size} positive speed factors, got {factor_list}")
-    device = waveforms.device
-    lengths = torch.as_tensor(lengths, device=device).long().clamp(0, waveforms.shape[1])
-    factor_of_row = torch.tensor(factor_list, dtype=torch.float64)
-    new_lengths = lengths.clone()
-    groups: list[tuple[Tensor, Tensor]] = []
-    for factor in sorted(set(factor_list)):
-        rows = (factor_of_row == factor).nonzero().squeeze(1).to(device)
-        orig_rate = round(sample_rate * factor)
-        divisor = gcd(orig_rate, sample_rate)
-        orig_rate, new_rate = orig_rate // divisor, sample_rate // divisor
-        longest = int(lengths[rows].max())
-        group = waveforms[rows, :longest]
-        if orig_rate != new_rate and longest > 0:
-            group = torchaudio.functional.resample(group, orig_rate, new_rate)
-        new_lengths[rows] = (lengths[rows] * new_rate + orig_rate - 1) // orig_rate  # ceil, as resample
-        groups.append((rows, group))
-    width = int(new_lengths.max()) if batch_size else 0
-    output = waveforms.new_zeros((batch_size, width))
-    for rows, group in groups:
-        output[rows, : group.shape[1]] = group
-    return output * valid_mask(new_lengths, width, device), new_lengths
-
-
 # ----------------------------------------------------------------------------- SpecAugment
 
 
@@ -375,7 +321,7 @@ class Augmenter:
             choices = torch.tensor(config.speed_factors, dtype=torch.float64)
             pick = (random_uniform((waveforms.shape[0],), generator, "cpu") * len(choices)).long()
             factors = choices[pick.clamp_max(len(choices) - 1)]
-            waveforms, lengths = speed_perturb(waveforms, lengths, factors, self.sample_rate)
+            waveforms, lengths = acoustics.speed_perturb(waveforms, lengths, factors, self.sample_rate)
         batch_size = waveforms.shape[0]
         if config.tempo_prob > 0:
             factors = self._pick(config.tempo_factors, config.tempo_prob, 1.0, batch_size, generator)
@@ -394,9 +340,11 @@ class Augmenter:
         if config.band_limit_prob > 0:
             waveforms = self._on_some(waveforms, lengths, config.band_limit_prob, self._band_limit, generator)
         if config.telephone_prob > 0:
-            waveforms = self._on_some(waveforms, lengths, config.telephone_prob, self._telephone, generator)
+            telephone = lambda waves, valid, _: acoustics.telephone_channel(waves, valid, self.sample_rate)  # noqa: E731
+            waveforms = self._on_some(waveforms, lengths, config.telephone_prob, telephone, generator)
         if config.codec_prob > 0:
-            waveforms = self._on_some(waveforms, lengths, config.codec_prob, self._codec, generator)
+            codec = lambda waves, valid, _: acoustics.mu_law_codec(waves, valid)  # noqa: E731
+            waveforms = self._on_some(waveforms, lengths, config.codec_prob, codec, generator)
         return waveforms, lengths
 
     def augment_features(
@@ -407,7 +355,7 @@ class Augmenter:
         if config.vtlp_prob > 0:
             batch_size = features.shape[0]
             chosen = random_uniform((batch_size,), generator, "cpu") < config.vtlp_prob
-            warp = acoustics.random_between(config.vtlp_warp, batch_size, generator, "cpu")
+            warp = random_between(config.vtlp_warp, batch_size, generator, "cpu")
             warp = torch.where(chosen, warp, torch.ones_like(warp))
             fbank = self.fbank
             features = acoustics.vtlp(
@@ -431,7 +379,7 @@ class Augmenter:
         batch_size: int,
         generator: torch.Generator | None,
     ) -> Tensor:
-        """``[B]`` values drawn uniformly from ``choices`` with probability ``prob``, else ``identity``."""
+        """``[B]``: with probability ``prob`` one of ``choices`` (uniformly), else ``identity``."""
         chosen = random_uniform((batch_size,), generator, "cpu") < prob
         pick = (random_uniform((batch_size,), generator, "cpu") * len(choices)).long()
         values = torch.tensor(choices, dtype=torch.float64)[pick.clamp_max(len(choices) - 1)]
@@ -453,34 +401,26 @@ class Augmenter:
 
     def _reverberate(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
         batch_size = waveforms.shape[0]
-        rt60 = acoustics.random_between(self.config.reverb_rt60_s, batch_size, generator, "cpu")
-        ratio = acoustics.random_between(self.config.reverb_drr_db, batch_size, generator, "cpu")
+        rt60 = random_between(self.config.reverb_rt60_s, batch_size, generator, "cpu")
+        ratio = random_between(self.config.reverb_drr_db, batch_size, generator, "cpu")
         rirs = acoustics.synthetic_rirs(rt60, ratio, self.sample_rate, generator, waveforms.device)
         return acoustics.reverberate(waveforms, lengths, rirs)
 
     def _gain(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        gain = acoustics.random_between(self.config.gain_db, waveforms.shape[0], generator, waveforms.device)
+        gain = random_between(self.config.gain_db, waveforms.shape[0], generator, waveforms.device)
         return acoustics.apply_gain(waveforms, gain)
 
     def _clip(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        ratio = acoustics.random_between(
-            self.config.clip_ratio, waveforms.shape[0], generator, waveforms.device
-        )
+        ratio = random_between(self.config.clip_ratio, waveforms.shape[0], generator, waveforms.device)
         return acoustics.clip(waveforms, lengths, ratio)
 
     def _band_limit(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
         batch_size = waveforms.shape[0]
-        low = acoustics.random_between(self.config.band_limit_low_hz, batch_size, generator, "cpu")
-        high = acoustics.random_between(self.config.band_limit_high_hz, batch_size, generator, "cpu")
+        low = random_between(self.config.band_limit_low_hz, batch_size, generator, "cpu")
+        high = random_between(self.config.band_limit_high_hz, batch_size, generator, "cpu")
         return acoustics.band_limit(
             waveforms, lengths, low, high.clamp_max(self.sample_rate / 2), self.sample_rate
         )
-
-    def _telephone(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        return acoustics.telephone_channel(waveforms, lengths, self.sample_rate)
-
-    def _codec(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
-        return acoustics.mu_law_codec(waveforms, lengths)
 
     def _add_noise(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
         config = self.config

@@ -28,7 +28,7 @@ from pipeline import acoustics
 from pipeline.audio import SAMPLE_RATE, AudioError
 from pipeline.data import WaveformDataset
 from pipeline.manifest import Manifest
-from pipeline.noise import add_noise, white_noise
+from pipeline.noise import add_noise, random_between, white_noise
 
 SWEEP_NOISE_TYPES = ("white", "babble")  # additive noises of the SNR sweep
 BABBLE_SPEAKERS = 3
@@ -134,8 +134,8 @@ def condition_rirs(
     responses = []
     for utterance_id in ids:
         generator = condition_generator(seed, condition, utterance_id)
-        rt60 = acoustics.random_between((low, high), 1, generator, "cpu")
-        ratio = acoustics.random_between(REVERB_DRR_DB, 1, generator, "cpu")
+        rt60 = random_between((low, high), 1, generator, "cpu")
+        ratio = random_between(REVERB_DRR_DB, 1, generator, "cpu")
         responses.append(acoustics.synthetic_rirs(rt60, ratio, sample_rate, generator)[0])
     width = max(len(response) for response in responses)
     return torch.stack(

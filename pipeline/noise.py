@@ -52,6 +52,17 @@ def valid_mask(lengths: Tensor, size: int, device: torch.device) -> Tensor:
     return torch.arange(size, device=device)[None, :] < lengths[:, None]
 
 
+def random_between(
+    bounds: tuple[float, float],
+    batch_size: int,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+) -> Tensor:
+    """``[B]`` float64 draws uniform in ``bounds`` (low, high), on ``device``."""
+    low, high = bounds
+    return low + (high - low) * random_uniform((batch_size,), generator, device).double()
+
+
 # ----------------------------------------------------------------------------- noise
 
 

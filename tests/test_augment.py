@@ -10,8 +10,9 @@ import torchaudio.functional
 import yaml
 from augment_fixtures import LENGTHS, padded_speech_like, seeded, tone_batch, write_noise_folder
 
+from pipeline.acoustics import speed_perturb
 from pipeline.audio import SAMPLE_RATE
-from pipeline.augment import AugmentConfig, Augmenter, spec_augment, speed_perturb
+from pipeline.augment import AugmentConfig, Augmenter, spec_augment
 from pipeline.noise import add_noise, pink_noise
 
 # ----------------------------------------------------------------------------- config
@@ -193,6 +194,67 @@ def test_augmenter_with_everything_off_returns_its_inputs():
     assert waveforms is batch and new_lengths is lengths
     features = torch.rand(4, 10, 8)
     assert augmenter.spec_augment(features, torch.tensor([10, 9, 8, 7])) is features
+
+
+ACOUSTIC_CONFIG = dict(
+    tempo_prob=0.5,
+    pitch_prob=0.5,
+    reverb_prob=0.5,
+    gain_prob=0.5,
+    clip_prob=0.5,
+    band_limit_prob=0.5,
+    telephone_prob=0.3,
+    codec_prob=0.3,
+    vtlp_prob=0.5,
+)
+
+
+def test_acoustic_settings_round_trip_validate_and_say_when_waveforms_are_needed():
+    config = AugmentConfig(**ACOUSTIC_CONFIG, reverb_rt60_s=(0.3, 0.6), pitch_semitones=(-1, 1))
+    data = yaml.safe_load(yaml.safe_dump(config.to_dict()))
+    assert AugmentConfig.from_dict(data) == config and data["reverb_rt60_s"] == [0.3, 0.6]
+    assert config.needs_waveforms and not AugmentConfig().needs_waveforms
+    assert not AugmentConfig(vtlp_prob=1.0, spec_augment=True).needs_waveforms  # both work on features
+    assert AugmentConfig(gain_prob=0.1).needs_waveforms and AugmentConfig(speed_perturb=True).needs_waveforms
+    with pytest.raises(ValueError, match="reverb_prob must be in"):
+        AugmentConfig(reverb_prob=1.5)
+    with pytest.raises(ValueError, match="reverb_rt60_s must be"):
+        AugmentConfig(reverb_rt60_s=(0.8, 0.2))
+    with pytest.raises(ValueError, match="clip_ratio"):
+        AugmentConfig(clip_ratio=(0.5, 1.5))
+    with pytest.raises(ValueError, match="band_limit_low_hz"):
+        AugmentConfig(band_limit_low_hz=(100, 4000), band_limit_high_hz=(3000, 7000))
+
+
+def test_augmenter_acoustics_are_reproducible_and_keep_padding_zero():
+    augmenter = Augmenter(AugmentConfig(**ACOUSTIC_CONFIG))
+    batch, lengths = padded_speech_like(LENGTHS * 4)
+    first, first_lengths = augmenter(batch, lengths, seeded(7))
+    second, second_lengths = augmenter(batch, lengths, seeded(7))
+    assert torch.equal(first, second) and torch.equal(first_lengths, second_lengths)
+    other, _ = augmenter(batch, lengths, seeded(8))
+    assert other.shape != first.shape or not torch.equal(other, first)
+    assert first.shape[1] == int(first_lengths.max())
+    for row, length in enumerate(first_lengths.tolist()):
+        assert torch.all(first[row, length:] == 0)
+        assert (
+            length == LENGTHS[row % 4]
+            or abs(length - LENGTHS[row % 4] / 0.9) <= 1
+            or abs(length - LENGTHS[row % 4] / 1.1) <= 1
+        )  # tempo 0.9 or 1.1 changes the length, nothing else does
+    assert torch.isfinite(first).all()
+    features = torch.randn(len(first_lengths), 50, 80)
+    features[:, 40:] = 0
+    warped = augmenter.augment_features(features, torch.full((len(first_lengths),), 40), seeded(9))
+    assert torch.equal(
+        warped, augmenter.augment_features(features, torch.full((len(first_lengths),), 40), seeded(9))
+    )
+    assert not torch.equal(warped, features) and torch.all(warped[:, 40:] == 0)
+
+
+def test_augment_features_with_everything_off_returns_its_input():
+    features = torch.rand(4, 10, 8)
+    assert Augmenter(AugmentConfig()).augment_features(features, torch.tensor([10, 9, 8, 7])) is features
 
 
 # ----------------------------------------------------------------------------- GPU
