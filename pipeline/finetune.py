@@ -165,7 +165,7 @@ def hold_frozen_in_eval(parts: PretrainedParts) -> None:
 
 
 def _split_decay(
-    parameters: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float, pretrained: bool
+    parameters: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float | None, pretrained: bool
 ) -> list[dict]:
     decay, no_decay = [], []
     for parameter in parameters:
@@ -173,9 +173,10 @@ def _split_decay(
             (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     groups = []
     if decay:
-        groups.append(
-            {"params": decay, "lr": lr, "weight_decay": weight_decay, "name": name, "pretrained": pretrained}
-        )
+        group = {"params": decay, "lr": lr, "name": name, "pretrained": pretrained}
+        if weight_decay is not None:  # None: the optimiser's default applies
+            group["weight_decay"] = weight_decay
+        groups.append(group)
     if no_decay:
         groups.append(
             {"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": f"{name}.no_decay",
@@ -185,7 +186,10 @@ def _split_decay(
 
 
 def new_parameter_groups(
-    modules: Iterable[nn.Module], lr: float, weight_decay: float = 0.0, exclude: Iterable[nn.Parameter] = ()
+    modules: Iterable[nn.Module],
+    lr: float,
+    weight_decay: float | None = None,
+    exclude: Iterable[nn.Parameter] = (),
 ) -> list[dict]:
     """AdamW groups for trainable parameters of ``modules`` that are not in ``exclude``.
 
@@ -208,7 +212,7 @@ def parameter_groups(
     lr: float,
     pretrained_lr: float,
     layer_decay: float = 1.0,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
 ) -> list[dict]:
     """AdamW parameter groups for a student with a pretrained part.
 
@@ -219,7 +223,8 @@ def parameter_groups(
         lr: learning rate of the new parts.
         pretrained_lr: learning rate of the top pretrained layer and of ``top``.
         layer_decay: factor per layer below the top (1.0: all pretrained layers alike).
-        weight_decay: AdamW weight decay of matrices; biases and norms get none.
+        weight_decay: AdamW weight decay of matrices; None leaves the key out, so the optimiser's
+            default (``AdamW(groups, weight_decay=...)``) applies. Biases and norms always get 0.
 
     Returns:
         Groups with ``params``, ``lr``, ``weight_decay``, ``name`` (``new``, ``top``,

@@ -329,9 +329,11 @@ class HFStudent(nn.Module):
         return conv_output_lengths(lengths.clamp_min(self.min_input_length), self.kernels, self.strides)
 
     def parameter_groups(
-        self, lr: float, pretrained_lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0
+        self, lr: float, pretrained_lr: float, layer_decay: float = 1.0, weight_decay: float | None = None
     ) -> list[dict]:
-        """AdamW groups (:func:`pipeline.finetune.parameter_groups`); frozen parameters left out."""
+        """AdamW groups (:func:`pipeline.finetune.parameter_groups`); frozen parameters left out.
+        Matrices take the optimiser's weight decay unless ``weight_decay`` is given; biases and
+        norms none."""
         return finetune_parameter_groups(
             [self],
             self.pretrained_parts(),

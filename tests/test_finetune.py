@@ -120,6 +120,17 @@ def test_parameter_groups_layer_decay_and_weight_decay() -> None:
     torch.optim.AdamW(groups)  # AdamW accepts the extra keys
 
 
+def test_weight_decay_none_leaves_the_optimizers_default() -> None:
+    model = TinyPretrainedStudent()
+    parts = model.parts()
+    apply_freeze(parts, "top:1")
+    groups = parameter_groups([model], parts, lr=1e-3, pretrained_lr=1e-4)
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.05)
+    decays = {group["name"]: group["weight_decay"] for group in optimizer.param_groups}
+    assert decays == {"new": 0.05, "new.no_decay": 0.0, "top.no_decay": 0.0, "layer_3": 0.05,
+                      "layer_3.no_decay": 0.0}  # fmt: skip
+
+
 def test_parameter_groups_full_finetuning_reaches_the_stem() -> None:
     model = TinyPretrainedStudent()
     parts = model.parts()
