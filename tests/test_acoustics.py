@@ -214,3 +214,38 @@ def test_robustness_conditions_are_seeded_per_utterance_not_per_batch(condition)
         )
     other_seed = noisy_waveforms(batch, lengths, ids, condition, seed=1)
     assert torch.equal(other_seed, first) == (condition.noise == "telephone")  # only reverb is random
+
+
+# ----------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(monkeypatch):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    batch, lengths = padded_speech_like(LENGTHS)
+    cuda_batch, cuda_lengths = batch.cuda(), lengths.cuda()
+    rirs = acoustics.synthetic_rirs([0.3, 0.4, 0.5, 0.6], 3.0, SAMPLE_RATE, seeded(0))
+    torch.testing.assert_close(
+        rirs, acoustics.synthetic_rirs([0.3, 0.4, 0.5, 0.6], 3.0, SAMPLE_RATE, seeded(0), "cuda").cpu()
+    )
+    pairs = {
+        "reverb": lambda b, n: acoustics.reverberate(b, n, rirs.to(b.device)),
+        "band": lambda b, n: acoustics.band_limit(b, n, [100.0, 200.0, 300.0, 400.0], 3400.0),
+        "pitch": lambda b, n: acoustics.pitch_shift(b, n, [2.0, -2.0, 1.0, 0.0]),
+        "tempo": lambda b, n: acoustics.change_tempo(b, n, [1.1, 0.9, 1.0, 1.1])[0],
+        "clip": lambda b, n: acoustics.clip(b, n, 0.5),
+    }
+    for name, effect in pairs.items():
+        torch.testing.assert_close(
+            effect(cuda_batch, cuda_lengths).cpu(), effect(batch, lengths), atol=2e-3, rtol=1e-3, msg=name
+        )
+    phone_cpu = acoustics.telephone_channel(batch, lengths)
+    phone_cuda = acoustics.telephone_channel(cuda_batch, cuda_lengths).cpu()
+    assert (phone_cuda - phone_cpu).abs().gt(1e-2).float().mean() < 0.01  # a level may flip at a boundary
+    features = torch.randn(4, 50, 80)
+    torch.testing.assert_close(
+        acoustics.vtlp(features.cuda(), cuda_lengths // 400, [0.9, 1.0, 1.1, 1.05]).cpu(),
+        acoustics.vtlp(features, lengths // 400, [0.9, 1.0, 1.1, 1.05]),
+    )
