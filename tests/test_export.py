@@ -1,4 +1,4 @@
-"""pipeline.export and `slukd export`: the in-graph fbank, fp32 and int8 ONNX against PyTorch."""
+"""pipeline.export and `slukd export`: the in-graph front-end, fp32 and int8 ONNX against PyTorch."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from inference_fixtures import tiny_model, write_variant
 from pipeline import cli
 from pipeline.audio import load_audio
 from pipeline.export import (
-    METADATA_KEYS,
     ExportError,
-    GraphFbank,
     export_model,
     sidecar_path,
     waveform_student_from_dir,
 )
 from pipeline.features import FbankConfig, FbankExtractor
+from pipeline.frontend import FbankFrontEnd
+from pipeline.model_dir import ONNX_METADATA_KEYS
 from pipeline.inference import InferenceError, IntentRecognizer, pad_waveforms
 
 
@@ -54,7 +54,10 @@ def test_graph_fbank_matches_the_extractor(model, config):
     waveforms, lengths = torch.from_numpy(waveforms), torch.from_numpy(lengths)
     reference, counts = FbankExtractor(config).extract_batch(waveforms, lengths)
     mean, std = np.full(config.num_mel_bins, 8.0), np.full(config.num_mel_bins, 3.0)
-    graph, graph_counts = GraphFbank(config, mean, std)(waveforms, lengths)
+    frontend = FbankFrontEnd(config, mean, std)
+    graph, graph_counts = frontend.graph_module()(waveforms, lengths)
+    eager, eager_counts = frontend(waveforms, lengths)  # the front-end itself, as training runs it
+    assert torch.equal(eager_counts, counts) and torch.allclose(eager, graph[:, : eager.shape[1]], atol=2e-3)
     assert torch.equal(graph_counts, counts)
     valid = torch.arange(reference.shape[1])[None] < counts[:, None]
     expected = (reference - 8.0) / 3.0 * valid[..., None]
@@ -70,7 +73,8 @@ def test_fp32_export_matches_pytorch(model, exported):
     assert info["quantization"] == "none" and info["size_bytes"] == exported["fp32"].stat().st_size
     assert set(info["outputs"]) == {"logits", "ctc_log_probs", "ctc_lengths"}
     metadata = {entry.key: entry.value for entry in onnx.load(str(exported["fp32"])).metadata_props}
-    assert set(metadata) == set(METADATA_KEYS)
+    assert set(metadata) == set(ONNX_METADATA_KEYS)
+    assert metadata["family"] == "transformer" and json.loads(metadata["frontend"])["name"] == "fbank"
     assert json.loads(metadata["labels"])["intents"][0] == "change language_none_none"
     assert not [p.name for p in exported["fp32"].parent.iterdir() if p.name.startswith(".")]  # no temp files
     # dynamic batch and length axes: other batch sizes and lengths than the traced example
@@ -95,8 +99,9 @@ def test_int8_export_is_smaller_and_mostly_agrees(model, exported):
     assert info["verification"]["argmax_agreement"] >= 0.75
     graph = onnx.load(str(exported["int8"])).graph
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)
-    assert not [
-        node.name for node in graph.node if node.name.startswith("/fbank/") and "Integer" in node.op_type
+    assert any(node.name.startswith("/frontend/") for node in graph.node)  # the front-end's nodes...
+    assert not [  # ...stay fp32
+        node.name for node in graph.node if node.name.startswith("/frontend/") and "Integer" in node.op_type
     ]
 
 

@@ -14,13 +14,13 @@ from inference_fixtures import tiny_model, write_variant
 from pipeline import cli
 from pipeline.audio import AudioError, load_audio
 from pipeline.inference import (
-    InferenceError,
     IntentRecognizer,
     expand_inputs,
     greedy_ctc,
     intent_slots,
 )
 from pipeline.labels import LabelSet
+from pipeline.model_dir import ModelDirError
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_bad_model_dirs(capsys, model, tmp_path):
         tmp_path / "nowhere": "model dir not found",
     }
     for folder, message in cases.items():
-        with pytest.raises(InferenceError, match=message):
+        with pytest.raises(ModelDirError, match=message):
             IntentRecognizer.from_pretrained(folder)
         code, lines, errors = run_cli(capsys, "predict", "--model", folder, model.test_files[0])
         assert code == 1 and lines == [] and len(errors) == 1, errors
