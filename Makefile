@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline data_prep tests
 
 # Optional: Debian's flite and festival voices add speakers to the built-in corpus (needs root).
+# The pip voices (espeak-ng, piper's joe, Kokoro's five voices) come with the `tts` extra.
 tts-voices:
 	apt-get update -qq && apt-get install -y -qq flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 
