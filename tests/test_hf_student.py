@@ -29,6 +29,8 @@ from pipeline.hf_student import (
     frames_per_second,
     min_samples_for_frames,
 )
+from pipeline.labels import LabelSet
+from pipeline.model_dir import load_model_dir, save_model_dir
 from pipeline.students import build_student
 
 TINY = dict(
@@ -230,6 +232,17 @@ def test_state_dict_round_trip_needs_no_pretrained_folder(wavlm_dir: Path, tmp_p
     torch.testing.assert_close(rebuilt(features, lengths).logits, student(features, lengths).logits)
     assert rebuilt.num_layers == student.num_layers
     assert rebuilt.default_frontend() == {"name": "waveform", "sample_rate": 16000, "normalize": True}
+
+
+def test_model_dir_round_trip(wav2vec2_dir: Path, tmp_path: Path) -> None:
+    student = make_student(wav2vec2_dir, freeze="top:1", extra_layers=1, pooling="attention").eval()
+    frontend = build_frontend(student.default_frontend())
+    save_model_dir(tmp_path / "model", student, frontend, LabelSet(["a", "b", "c", "d"]))
+    loaded = load_model_dir(tmp_path / "model")
+    assert loaded.family == "hf" and isinstance(loaded.frontend, WaveformFrontEnd)
+    waveforms, lengths = torch.randn(2, 1500) * 0.1, torch.tensor([1500, 900])
+    features, frames = loaded.frontend(waveforms, lengths)
+    torch.testing.assert_close(loaded.model.eval()(features, frames).logits, student(features, frames).logits)
 
 
 def test_waveform_front_end_matches_the_hf_feature_extractor() -> None:
