@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.data import pad_sequences
 from pipeline.teacher_config import PACKAGED_TEACHER, TOKENIZER_FILES, TeacherError
 
 logger = logging.getLogger(__name__)
@@ -169,12 +170,8 @@ def pad_token_ids(
     sequences: Sequence[Sequence[int]], padding: int, device: torch.device | str = "cpu"
 ) -> tuple[Tensor, Tensor]:
     """``input_ids`` ``[B, T]`` (``padding`` past each end) and the ``attention_mask`` (1 on tokens)."""
-    width = max(len(ids) for ids in sequences)
-    input_ids = torch.full((len(sequences), width), padding, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, ids in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, : len(ids)] = 1
+    input_ids, lengths = pad_sequences(sequences, padding_value=padding, dtype=torch.long)
+    attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
     return input_ids.to(device), attention_mask.to(device)
 
 

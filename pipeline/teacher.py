@@ -30,9 +30,6 @@ file names) <- :mod:`pipeline.hf_text` (Hugging Face loading, tokens) <- :mod:`p
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import logging
 import math
 import os
@@ -63,8 +60,10 @@ from pipeline.io import atomic_directory, file_sha256, is_done, mark_done, read_
 from pipeline.labels import LABELS_FILENAME, LabelSet
 from pipeline.manifest import Manifest, find_manifests, manifest_paths, read_manifest
 from pipeline.metrics import accuracy, macro_f1
+from pipeline.schedule import autocast, warmup_scheduler, write_training_log
 from pipeline.teacher_config import (
     CONFIG_SECTION,
+    HEAD_PREFIX,
     METRICS_FILE,
     POOLINGS,
     RUN_ONLY_KEYS,
@@ -236,7 +235,7 @@ def train_teacher(
     with atomic_directory(output_dir) as folder:
         save_teacher_dir(folder, model, tokenizer, labels, config, source)
         write_json(folder / METRICS_FILE, metrics)
-        _write_train_log(folder / TRAIN_LOG_FILE, log_rows)
+        write_training_log(folder / TRAIN_LOG_FILE, log_rows)
         mark_done(folder, fingerprint)
     logger.info(
         "%s: teacher written (selected epoch %d, %.1f s of training)", output_dir, best_epoch, train_seconds
@@ -259,34 +258,17 @@ def _check_intents_seen_in_train(manifests: dict[str, Manifest]) -> None:
         )
 
 
-def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split_pairs: dict[str, SplitPairs],
-               config: TeacherConfig, device: torch.device, pad_id: int) -> tuple[dict, list[dict], int]:  # fmt: skip
-    """The training loop; returns the selected state (on CPU), the per-epoch log, the selected epoch."""
-    train_ids, train = token_ids["train"], split_pairs["train"]
-    targets = torch.from_numpy(train.targets)
-    steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.warmup_ratio * total_steps)
-
-    def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
+def _optimizer(model: TeacherModel, config: TeacherConfig) -> torch.optim.AdamW:
+    """AdamW: encoder matrices with weight decay, encoder biases and norms without, the head faster."""
     if config.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
     encoder_parameters = [
-        (name, p)
-        for name, p in model.named_parameters()
-        if p.requires_grad and not name.startswith("intent_head.")
+        p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(HEAD_PREFIX)
     ]
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [
-            {
-                "params": [p for _, p in encoder_parameters if p.ndim >= 2],
-                "weight_decay": config.weight_decay,
-            },
-            {"params": [p for _, p in encoder_parameters if p.ndim < 2], "weight_decay": 0.0},
+            {"params": [p for p in encoder_parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in encoder_parameters if p.ndim < 2], "weight_decay": 0.0},
             {
                 "params": list(model.intent_head.parameters()),
                 "lr": config.head_learning_rate,
@@ -295,13 +277,19 @@ def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split
         ],
         lr=config.learning_rate,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    def autocast() -> contextlib.AbstractContextManager:
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
+def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split_pairs: dict[str, SplitPairs],
+               config: TeacherConfig, device: torch.device, padding: int) -> tuple[dict, list[dict], int]:  # fmt: skip
+    """The training loop; returns the selected state (on CPU), the per-epoch log, the selected epoch."""
+    train_ids, train = token_ids["train"], split_pairs["train"]
+    targets = torch.from_numpy(train.targets)
+    steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = _optimizer(model, config)
+    scheduler = warmup_scheduler(
+        optimizer, total_steps, round(config.warmup_ratio * total_steps), decay="linear"
+    )
     generator = torch.Generator().manual_seed(config.seed)
     best_key, best_state, best_epoch, stale = None, None, 0, 0
     log_rows: list[dict] = []
@@ -314,8 +302,8 @@ def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split
             loss_sum = 0.0
             for first in range(0, len(order), config.batch_size):
                 batch = order[first : first + config.batch_size]
-                input_ids, attention_mask = pad_token_ids([train_ids[i] for i in batch], pad_id, device)
-                with autocast():
+                input_ids, attention_mask = pad_token_ids([train_ids[i] for i in batch], padding, device)
+                with autocast(device):
                     logits = model(input_ids, attention_mask).logits
                 loss = nn.functional.cross_entropy(logits.float(), targets[batch].to(device))
                 loss.backward()
@@ -326,7 +314,7 @@ def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.item() * len(batch)
                 progress.update(1)
-            valid_logits = intent_logits(model, token_ids["valid"], config.eval_batch_size, device, pad_id)
+            valid_logits = intent_logits(model, token_ids["valid"], config.eval_batch_size, device, padding)
             valid = score_split(valid_logits, split_pairs["valid"])
             key = (valid["accuracy"], -valid["loss"])
             improved = best_key is None or key > best_key
@@ -358,11 +346,3 @@ def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split
                 break
     assert best_state is not None
     return best_state, log_rows, best_epoch
-
-
-def _write_train_log(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(buffer.getvalue(), encoding="utf-8")
