@@ -1,4 +1,4 @@
-"""pipeline.data: waveform items with errors instead of exceptions, collation, length batching."""
+"""pipeline.data: waveform items with errors instead of exceptions, collation, padding, length batching."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import numpy as np
 import soundfile
 import torch
 
-from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
+from pipeline.data import (
+    LengthBucketSampler,
+    WaveformDataset,
+    batches_by_duration,
+    collate_waveforms,
+    pad_sequences,
+)
 from pipeline.manifest import Manifest, Utterance
 
 
@@ -36,3 +42,32 @@ def test_batches_by_duration_sorts_and_respects_the_budget():
         assert len(batch) * max(durations[i] for i in batch) <= 4.0 or len(batch) == 1
     assert batches[-1] == [4]  # longer than the budget: a batch of its own
     assert batches_by_duration(durations, 100.0, max_batch_size=2)[0] == [5, 1]
+
+
+def test_pad_sequences_for_waveforms_features_and_token_ids():
+    padded, lengths = pad_sequences([torch.ones(3, 2), torch.ones(1, 2)])
+    assert padded.shape == (2, 3, 2) and lengths.tolist() == [3, 1] and padded[1, 1:].sum() == 0
+    ids, lengths = pad_sequences([[5, 6], [7], []], padding_value=-1, dtype=torch.long, min_length=1)
+    assert ids.tolist() == [[5, 6], [7, -1], [-1, -1]] and lengths.tolist() == [2, 1, 0]
+    arrays, _ = pad_sequences([np.arange(3, dtype=np.float32)], dtype=torch.float32)
+    assert arrays.tolist() == [[0.0, 1.0, 2.0]]
+    empty, lengths = pad_sequences([])
+    assert empty.shape == (0, 0) and lengths.numel() == 0
+
+
+def test_length_bucket_sampler_reshuffles_per_epoch_and_splits_ranks():
+    lengths = [int(x) for x in np.random.default_rng(0).integers(50, 500, 200)]
+    sampler = LengthBucketSampler(lengths, max_padded=2000, seed=3)
+    sampler.set_epoch(1)
+    first = sampler.batches()
+    assert sorted(i for batch in first for i in batch) == list(range(200))
+    for batch in first:
+        assert len(batch) * max(lengths[i] for i in batch) <= 2000 or len(batch) == 1
+    sampler.set_epoch(2)
+    assert sampler.batches() != first
+    sampler.set_epoch(1)
+    assert sampler.batches() == first  # (seed, epoch) decides: a resumed run sees the same batches
+    ranks = [LengthBucketSampler(lengths, 2000, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) and not set(map(tuple, ranks[0])) & set(map(tuple, ranks[1]))
+    ordered = LengthBucketSampler(lengths, 2000, shuffle=False).batches()
+    assert ordered == batches_by_duration(lengths, 2000)  # without shuffling: the one plain batcher

@@ -272,3 +272,31 @@ def test_gradients_reach_every_parameter() -> None:
         assert parameter.grad is not None, name
         assert torch.isfinite(parameter.grad).all(), name
     assert student.num_parameters() == sum(p.numel() for p in student.parameters())
+
+
+@pytest.mark.parametrize("subsampling", SUBSAMPLINGS)
+def test_family_interface(subsampling: int) -> None:
+    """What training, inference and export use instead of the student's internals."""
+    from pipeline.frontend import build_frontend
+    from pipeline.students import build_student, student_class
+
+    assert student_class("transformer") is SpeechStudent and SpeechStudent.config_class is StudentConfig
+    student = build_student("transformer", {**vars(make_config(subsampling=subsampling)), "ctc_vocab_size": 9})
+    assert student.num_layers == 2 and student.hidden_size == 32 and student.has_ctc
+    assert build_frontend(student.default_frontend()).feature_dim == MEL_BINS
+    lengths = torch.tensor([1, min_input_frames(subsampling), 100, 333])
+    output = student.eval()(torch.randn(4, 333, MEL_BINS), lengths)
+    assert torch.equal(student.output_lengths(lengths), output.lengths)
+    groups = student.parameter_groups(1e-3, 1e-4, 0.9)
+    assert len(groups) == 1 and groups[0]["lr"] == 1e-3
+    assert sum(p.numel() for p in groups[0]["params"]) == student.num_parameters()
+
+
+def test_registry_errors() -> None:
+    from pipeline.students import FAMILY_MODULES, StudentError, build_student
+
+    with pytest.raises(StudentError, match="unknown student family 'rnn'; known: .*transformer"):
+        build_student("rnn", {})
+    with pytest.raises(StudentError, match="student \\(transformer\\): .*d_modl"):
+        build_student("transformer", {"d_modl": 3})
+    assert {"whisper", "hf"} <= set(FAMILY_MODULES)
