@@ -20,8 +20,8 @@ from pipeline.export import (
 )
 from pipeline.features import FbankConfig, FbankExtractor
 from pipeline.frontend import FbankFrontEnd
-from pipeline.model_dir import ONNX_METADATA_KEYS
 from pipeline.inference import InferenceError, IntentRecognizer, pad_waveforms
+from pipeline.model_dir import ONNX_METADATA_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,13 @@ def test_int8_export_is_smaller_and_mostly_agrees(model, exported):
     graph = onnx.load(str(exported["int8"])).graph
     assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in graph.node)
     assert any(node.name.startswith("/frontend/") for node in graph.node)  # the front-end's nodes...
-    assert not [  # ...stay fp32
-        node.name for node in graph.node if node.name.startswith("/frontend/") and "Integer" in node.op_type
-    ]
+    assert (
+        not [  # ...stay fp32
+            node.name
+            for node in graph.node
+            if node.name.startswith("/frontend/") and "Integer" in node.op_type
+        ]
+    )
 
 
 def test_predict_with_the_onnx_model_agrees(capsys, model, exported, tmp_path):

@@ -62,7 +62,10 @@ def test_cmvn_matches_a_direct_computation(corpus, store):
     np.testing.assert_allclose(statistics["std"], every.std(0), rtol=1e-4, atol=1e-4)
     frontend = store.frontend.with_statistics(statistics)
     normalised = torch.cat(
-        [frontend.normalize(store.features(u.id)[None], torch.tensor([store.frame_count(u.id)]))[0] for u in manifest]
+        [
+            frontend.normalize(store.features(u.id)[None], torch.tensor([store.frame_count(u.id)]))[0]
+            for u in manifest
+        ]
     ).numpy()
     np.testing.assert_allclose(normalised.mean(0), 0.0, atol=0.02)
     np.testing.assert_allclose(normalised.std(0), 1.0, atol=0.02)

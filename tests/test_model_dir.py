@@ -15,7 +15,14 @@ from pipeline.labels import LabelSet
 from pipeline.model_dir import ModelDirError, is_student_dir, load_model_dir, save_model_dir
 from pipeline.students import build_student
 
-TINY = {"d_model": 32, "num_layers": 2, "num_heads": 2, "feedforward": 64, "conv_channels": 8, "num_intents": 3}
+TINY = {
+    "d_model": 32,
+    "num_layers": 2,
+    "num_heads": 2,
+    "feedforward": 64,
+    "conv_channels": 8,
+    "num_intents": 3,
+}
 LABELS = LabelSet(["a", "b", "c"])
 
 
@@ -72,7 +79,9 @@ def test_bad_dirs_are_one_line_errors(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         (folder / "model.safetensors").write_bytes((tmp_path / "good" / "model.safetensors").read_bytes())
-        (folder / "config.json").write_text(json.dumps({k: v for k, v in {**config, **changes}.items() if v != "-"}))
+        (folder / "config.json").write_text(
+            json.dumps({k: v for k, v in {**config, **changes}.items() if v != "-"})
+        )
         return folder
 
     cases = {

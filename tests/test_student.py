@@ -281,7 +281,9 @@ def test_family_interface(subsampling: int) -> None:
     from pipeline.students import build_student, student_class
 
     assert student_class("transformer") is SpeechStudent and SpeechStudent.config_class is StudentConfig
-    student = build_student("transformer", {**vars(make_config(subsampling=subsampling)), "ctc_vocab_size": 9})
+    student = build_student(
+        "transformer", {**vars(make_config(subsampling=subsampling)), "ctc_vocab_size": 9}
+    )
     assert student.num_layers == 2 and student.hidden_size == 32 and student.has_ctc
     assert build_frontend(student.default_frontend()).feature_dim == MEL_BINS
     lengths = torch.tensor([1, min_input_frames(subsampling), 100, 333])

@@ -214,7 +214,9 @@ def test_validation_normalises_with_the_train_split_statistics(corpus, tmp_path)
     labels, train_manifest, valid_manifest = read_manifests(inputs, config)
     student = build_student("transformer", {"num_intents": len(labels)})
     data = prepare_data(inputs, config, student, labels, train_manifest, valid_manifest)
-    np.testing.assert_allclose(data.frontend.to_config()["cmvn"]["mean"], train_store.statistics["mean"], rtol=1e-6)
+    np.testing.assert_allclose(
+        data.frontend.to_config()["cmvn"]["mean"], train_store.statistics["mean"], rtol=1e-6
+    )
 
     metrics = train_student(inputs, tmp_path / "run", config)
     again = evaluate_on_store(tmp_path / "run", corpus / "manifests/valid.jsonl", corpus / "fbank/valid",
