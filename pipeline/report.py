@@ -25,8 +25,7 @@ import html
 import json
 import logging
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,14 @@ from pipeline import __version__
 from pipeline.errors import SlukdError
 from pipeline.evaluate import EVAL_FOLDER, EVAL_FORMAT
 from pipeline.io import atomic_directory, write_json
+from pipeline.report_figures import (
+    ModelEvals,
+    plot_accuracy_vs_snr,
+    plot_confusion,
+    plot_per_intent_f1,
+    plot_training_curves,
+    safe_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +53,6 @@ TRAIN_LOG = "train_log.csv"
 
 class ReportError(SlukdError, RuntimeError):
     """No report can be written (no eval files, a bad output folder)."""
-
-
-@dataclass
-class ModelEvals:
-    """One model dir and its eval files, by split."""
-
-    name: str  # path relative to the experiment folder
-    folder: Path
-    kind: str  # student | teacher
-    evals: dict[str, dict] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,129 +154,6 @@ def read_train_log(folder: Path) -> dict[str, list[float]] | None:
             logger.warning("%s: no usable %r column", path, name)
             return None
     return columns if rows else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
-
-
-def plot_confusion(evaluation: dict, title: str, path: Path) -> None:
-    """Row-normalised confusion matrix (gold rows, predicted columns), counts in the cells."""
-    plt = _pyplot()
-    confusion = evaluation["metrics"]["confusion"]
-    labels, matrix = confusion["labels"], np.asarray(confusion["matrix"], dtype=np.float64)
-    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    size = max(5.0, 0.28 * len(labels) + 2.5)
-    figure, axes = plt.subplots(figsize=(size, size * 0.9))
-    image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
-    axes.set_yticks(range(len(labels)), labels, fontsize=6)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("gold")
-    for row, column in zip(*np.nonzero(matrix), strict=True):
-        axes.text(column, row, int(matrix[row, column]), ha="center", va="center", fontsize=5,
-                  color="white" if rates[row, column] > 0.5 else "black")  # fmt: skip
-    figure.colorbar(image, ax=axes, fraction=0.04, label="fraction of the gold intent")
-    axes.set_title(title, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def plot_accuracy_vs_snr(models: list[ModelEvals], split: str, path: Path) -> None:
-    """Accuracy per SNR, one line per model and noise type; clean at the left."""
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7.5, 4.5))
-    snrs = sorted({row["snr_db"] for m in models if split in m.evals for row in (m.evals[split].get("noise_sweep") or [])
-                   if row["snr_db"] is not None}, reverse=True)  # fmt: skip
-    positions = {snr: i + 1 for i, snr in enumerate(snrs)}
-    styles = ["-", "--", ":", "-."]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, model in enumerate(models):
-        evaluation = model.evals.get(split)
-        if evaluation is None:
-            continue
-        color = colors[index % len(colors)]
-        sweep = evaluation.get("noise_sweep")
-        if not sweep:  # the teacher reads text: a flat reference line
-            axes.axhline(evaluation["metrics"]["accuracy"], color=color, linestyle=(0, (1, 3)),
-                         label=f"{model.name} (clean {'text' if model.kind == 'teacher' else 'only'})")  # fmt: skip
-            continue
-        clean = next((row["accuracy"] for row in sweep if row["noise"] == "clean"), None)
-        noises = list(dict.fromkeys(row["noise"] for row in sweep if row["noise"] != "clean"))
-        for number, noise in enumerate(noises):
-            rows = sorted((row for row in sweep if row["noise"] == noise), key=lambda r: -r["snr_db"])
-            xs = ([0] if clean is not None else []) + [positions[row["snr_db"]] for row in rows]
-            ys = ([clean] if clean is not None else []) + [row["accuracy"] for row in rows]
-            axes.plot(xs, ys, marker="o", color=color, linestyle=styles[number % len(styles)],
-                      label=f"{model.name}, {noise}")  # fmt: skip
-    axes.set_xticks([0] + list(positions.values()), ["clean"] + [f"{snr:g}" for snr in snrs])
-    axes.set_xlabel("SNR (dB)")
-    axes.set_ylabel("accuracy")
-    axes.set_ylim(0, 1.02)
-    axes.grid(alpha=0.3)
-    axes.set_title(f"Accuracy under noise ({split})", fontsize=10)
-    axes.legend(fontsize=7, loc="lower left")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def plot_per_intent_f1(models: list[ModelEvals], split: str, path: Path) -> None:
-    """Heat map of per-intent F1, intents down, models across."""
-    plt = _pyplot()
-    present = [m for m in models if split in m.evals]
-    intents = list(present[0].evals[split]["metrics"]["per_intent"])
-    values = np.array([[m.evals[split]["metrics"]["per_intent"].get(i, {}).get("f1", np.nan) for m in present]
-                       for i in intents])  # fmt: skip
-    figure, axes = plt.subplots(figsize=(2.5 + 1.3 * len(present), 1.5 + 0.22 * len(intents)))
-    image = axes.imshow(values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-    axes.set_xticks(range(len(present)), [m.name for m in present], rotation=30, ha="right", fontsize=7)
-    axes.set_yticks(range(len(intents)), intents, fontsize=6)
-    for row in range(len(intents)):
-        for column in range(len(present)):
-            axes.text(column, row, f"{values[row, column]:.2f}", ha="center", va="center", fontsize=5.5,
-                      color="black" if values[row, column] > 0.6 else "white")  # fmt: skip
-    figure.colorbar(image, ax=axes, fraction=0.05, label="F1")
-    axes.set_title(f"Per-intent F1 ({split})", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def plot_training_curves(logs: dict[str, dict[str, list[float]]], path: Path) -> None:
-    """Train loss and valid accuracy per epoch, one line per model."""
-    plt = _pyplot()
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, log in logs.items():
-        loss_axes.plot(log["epoch"], log["train_loss"], marker=".", label=name)
-        accuracy_axes.plot(log["epoch"], log["valid_accuracy"], marker=".", label=name)
-    loss_axes.set_yscale("log")
-    loss_axes.set_xlabel("epoch")
-    loss_axes.set_ylabel("train loss (each model's own total, log scale)")
-    accuracy_axes.set_xlabel("epoch")
-    accuracy_axes.set_ylabel("valid accuracy")
-    accuracy_axes.set_ylim(0, 1.02)
-    for axes in (loss_axes, accuracy_axes):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
-    figure.suptitle("Training curves (train_log.csv)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +329,7 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
     with atomic_directory(out) as folder:
         figures: dict[str, Path] = {}
         for model in students:
-            name = f"confusion_{_safe(model.name)}"
+            name = f"confusion_{safe_name(model.name)}"
             plot_confusion(model.evals[split], f"{model.name} on {split}: confusion (rows normalised)",
                            folder / f"{name}.png")  # fmt: skip
             figures[name] = folder / f"{name}.png"
@@ -495,7 +369,7 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
         blocks += [("h2", f"Per-intent F1 ({split})"), ("figure", "per_intent_f1")]
         if students:
             blocks.append(("h2", f"Confusion matrices ({split})"))
-            blocks += [("figure", f"confusion_{_safe(m.name)}") for m in students]
+            blocks += [("figure", f"confusion_{safe_name(m.name)}") for m in students]
         if logs:
             blocks += [("h2", "Training curves"), ("figure", "training_curves")]
         markdown, page = _document(f"slukd report: {experiment.name}", blocks, figures)
