@@ -3,8 +3,11 @@
 Every pretrained family (``whisper``, ``hf``) describes its pretrained part as
 :class:`PretrainedParts`, bottom to top:
 
-- ``stem``: what sits below the first transformer layer (the convolutional feature encoder,
-  the feature projection, positional embeddings, a pre-encoder layer norm);
+- ``stem``: the convolutional front of the encoder (wav2vec2's CNN feature encoder, Whisper's
+  two convolutions);
+- ``embedding`` (may be empty): between the stem and the first layer (wav2vec2's feature
+  projection, positional convolution, pre-encoder layer norm, mask embedding); it trains only
+  when every layer trains;
 - ``layers``: the repeated transformer layers, bottom to top;
 - ``top``: pretrained modules above the last layer (a final layer norm).
 
@@ -15,8 +18,9 @@ A freeze spec (``student.freeze`` in a config) picks what of the pretrained part
 
 =================  ============================================================================
 ``encoder``        all of the pretrained part frozen; only the new parts train
-``top:N``          the top N pretrained layers and ``top`` train; the stem and lower layers are
-                   frozen (``top:0`` is ``encoder``; N larger than the layer count is ``stem``)
+``top:N``          the top N pretrained layers and ``top`` train; the stem, the embedding and
+                   lower layers are frozen (``top:0`` is ``encoder``; N >= the layer count is
+                   ``stem``)
 ``stem``           everything but the stem trains (wav2vec2's usual recipe: the CNN feature
                    encoder stays frozen, as ``freeze_feature_encoder()`` does)
 ``none``           full fine-tuning, the stem included
@@ -24,7 +28,7 @@ A freeze spec (``student.freeze`` in a config) picks what of the pretrained part
 
 :func:`parameter_groups` turns the trainable parameters into AdamW groups: new parts at ``lr``,
 the top pretrained layer (and ``top``) at ``pretrained_lr``, each lower layer a further factor
-``layer_decay`` down, the stem one factor below the bottom layer. Biases and normalisation
+``layer_decay`` down, the embedding and the stem one factor below the bottom layer. Biases and normalisation
 weights (every parameter with at most one dimension) get no weight decay. Frozen parameters are
 left out. :func:`group_lr_lambdas` gives one ``LambdaLR`` factor per group, so the pretrained
 groups can stay at zero for a number of steps and then warm up on their own.
@@ -96,13 +100,18 @@ PretrainedItem = nn.Module | nn.Parameter
 class PretrainedParts:
     """The pretrained part of a student, bottom to top (see the module docstring).
 
-    ``stem`` and ``top`` may hold bare parameters too (wav2vec2's ``masked_spec_embed`` belongs
-    to no submodule).
+    ``stem``, ``embedding`` and ``top`` may hold bare parameters too (wav2vec2's
+    ``masked_spec_embed`` belongs to no submodule).
     """
 
     layers: Sequence[nn.Module]
     stem: Sequence[PretrainedItem] = field(default_factory=tuple)
     top: Sequence[PretrainedItem] = field(default_factory=tuple)
+    embedding: Sequence[PretrainedItem] = field(default_factory=tuple)
+
+    def items(self) -> tuple[PretrainedItem, ...]:
+        """Every part, bottom to top."""
+        return (*self.stem, *self.embedding, *self.layers, *self.top)
 
     @property
     def num_layers(self) -> int:
@@ -111,7 +120,7 @@ class PretrainedParts:
     def parameters(self) -> Iterator[nn.Parameter]:
         """Every pretrained parameter once, trainable or not."""
         seen: set[int] = set()
-        for item in (*self.stem, *self.layers, *self.top):
+        for item in self.items():
             for parameter in _parameters_of(item):
                 if id(parameter) not in seen:
                     seen.add(id(parameter))
@@ -143,6 +152,7 @@ def apply_freeze(parts: PretrainedParts, spec: FreezeSpec | str) -> int:
     trainable = spec.trainable_layers(parts.num_layers)
     first_trainable = parts.num_layers - trainable
     _set_trainable(parts.stem, spec.stem_trains())
+    _set_trainable(parts.embedding, trainable == parts.num_layers)
     for index, layer in enumerate(parts.layers):
         _set_trainable([layer], index >= first_trainable)
     _set_trainable(parts.top, trainable > 0)
@@ -156,7 +166,7 @@ def hold_frozen_in_eval(parts: PretrainedParts) -> None:
     output for the same input in training and evaluation (and a store of its outputs stays
     valid). Modules without parameters and bare parameters are left alone.
     """
-    for item in (*parts.stem, *parts.layers, *parts.top):
+    for item in parts.items():
         if isinstance(item, nn.Parameter):
             continue
         parameters = list(item.parameters())
@@ -228,7 +238,7 @@ def parameter_groups(
 
     Returns:
         Groups with ``params``, ``lr``, ``weight_decay``, ``name`` (``new``, ``top``,
-        ``layer_<i>`` counted from 0 at the bottom, ``stem``; ``.no_decay`` appended for the
+        ``layer_<i>`` counted from 0 at the bottom, ``embedding``, ``stem``; ``.no_decay`` appended for the
         biases and norms) and ``pretrained`` (bool, for :func:`group_lr_lambdas`). Empty groups
         are dropped.
     """
@@ -247,9 +257,11 @@ def parameter_groups(
         groups += _split_decay(
             pretrained.layers[index].parameters(), f"layer_{index}", layer_lr, weight_decay, pretrained=True
         )
+    below_lr = pretrained_lr * layer_decay**pretrained.num_layers
+    embedding = [p for item in pretrained.embedding for p in _parameters_of(item)]
+    groups += _split_decay(embedding, "embedding", below_lr, weight_decay, pretrained=True)
     stem = [p for item in pretrained.stem for p in _parameters_of(item)]
-    stem_lr = pretrained_lr * layer_decay**pretrained.num_layers
-    groups += _split_decay(stem, "stem", stem_lr, weight_decay, pretrained=True)
+    groups += _split_decay(stem, "stem", below_lr, weight_decay, pretrained=True)
     _check_disjoint(groups)
     return groups
 

@@ -14,10 +14,11 @@ encoder's HF config is kept in the student's own config (``hf_config``); a stude
 ``hf_config`` is set is rebuilt from it alone (``from_config``, random weights that the model
 dir's state dict then overwrites), so a saved model dir never needs the hub.
 
-Fine-tuning follows :mod:`pipeline.finetune`: ``freeze`` picks what of the encoder trains
-(``stem`` = the CNN feature encoder, feature projection, positional convolution and the
-pre-encoder layer norm). Fully frozen parts run in eval mode, so a frozen encoder is
-deterministic. The encoder's own SpecAugment-style time masking (``mask_time_prob`` of its
+Fine-tuning follows :mod:`pipeline.finetune`: ``freeze`` picks what of the encoder trains.
+The stem is the CNN feature encoder; the feature projection, positional convolution and
+pre-encoder layer norm (the embedding) train when every layer does, so ``freeze: stem`` is the
+usual wav2vec2 recipe (``freeze_feature_encoder()``). Fully frozen parts run in eval mode, so a
+frozen encoder is deterministic. The encoder's own SpecAugment-style time masking (``mask_time_prob`` of its
 config) stays on while pretrained layers train (``spec_augment``); LayerDrop is switched off,
 since distillation reads every layer.
 
@@ -297,18 +298,28 @@ class HFStudent(nn.Module):
         )
 
     def pretrained_parts(self) -> PretrainedParts:
-        """Stem: everything of the encoder below its layers; top: the final norm of pre-LN encoders."""
+        """Stem: the CNN feature encoder. Embedding: the rest below the layers (feature projection,
+        positional convolution, the pre-encoder norm of post-LN encoders, the mask embedding).
+        Top: the final norm of pre-LN (``do_stable_layer_norm``) encoders."""
         transformer = self.encoder.encoder
         stable = bool(getattr(self.encoder.config, "do_stable_layer_norm", False))
-        stem: list[nn.Module | nn.Parameter] = list(self.encoder.parameters(recurse=False))
-        stem += [module for name, module in self.encoder.named_children() if name != "encoder"]
+        embedding: list[nn.Module | nn.Parameter] = list(self.encoder.parameters(recurse=False))
+        embedding += [
+            module
+            for name, module in self.encoder.named_children()
+            if name not in ("encoder", "feature_extractor")
+        ]
         top: list[nn.Module | nn.Parameter] = []
         for name, module in transformer.named_children():
-            if name == "layers":
-                continue
-            (top if stable and name == "layer_norm" else stem).append(module)
-        stem += list(transformer.parameters(recurse=False))
-        return PretrainedParts(layers=list(transformer.layers), stem=stem, top=top)
+            if name != "layers":
+                (top if stable and name == "layer_norm" else embedding).append(module)
+        embedding += list(transformer.parameters(recurse=False))
+        return PretrainedParts(
+            layers=list(transformer.layers),
+            stem=[self.encoder.feature_extractor],
+            embedding=embedding,
+            top=top,
+        )
 
     # -- the family interface -----------------------------------------------------------------
 

@@ -21,23 +21,27 @@ from pipeline.finetune import (
 
 
 class TinyPretrainedStudent(nn.Module):
-    """A stand-in with the shape of a pretrained family: stem, 4 layers, final norm, new head."""
+    """A stand-in with the shape of a pretrained family: stem, embedding, 4 layers, final norm, new head."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv1d(1, 8, 3), nn.Dropout(0.5))
         self.mask_embedding = nn.Parameter(torch.zeros(8))
+        self.projection = nn.Linear(8, 8)
         self.layers = nn.ModuleList(nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)) for _ in range(4))
         self.final_norm = nn.LayerNorm(8)
         self.head = nn.Linear(8, 3)
 
     def parts(self) -> PretrainedParts:
         return PretrainedParts(
-            layers=list(self.layers), stem=[self.stem, self.mask_embedding], top=[self.final_norm]
+            layers=list(self.layers),
+            stem=[self.stem],
+            embedding=[self.projection, self.mask_embedding],
+            top=[self.final_norm],
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x.unsqueeze(1)).transpose(1, 2) + self.mask_embedding
+        x = self.projection(self.stem(x.unsqueeze(1)).transpose(1, 2)) + self.mask_embedding
         for layer in self.layers:
             x = x + layer(x)
         return self.head(self.final_norm(x).mean(dim=1))
@@ -67,22 +71,25 @@ def test_bad_freeze_spec_is_a_one_line_error(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec, stem, layers, top, count",
+    "spec, stem, embedding, layers, top, count",
     [
-        ("encoder", False, [False] * 4, False, 0),
-        ("top:0", False, [False] * 4, False, 0),
-        ("top:1", False, [False, False, False, True], True, 1),
-        ("top:3", False, [False, True, True, True], True, 3),
-        ("top:9", False, [True] * 4, True, 4),
-        ("stem", False, [True] * 4, True, 4),
-        ("none", True, [True] * 4, True, 4),
+        ("encoder", False, False, [False] * 4, False, 0),
+        ("top:0", False, False, [False] * 4, False, 0),
+        ("top:1", False, False, [False, False, False, True], True, 1),
+        ("top:3", False, False, [False, True, True, True], True, 3),
+        ("top:9", False, True, [True] * 4, True, 4),
+        ("stem", False, True, [True] * 4, True, 4),
+        ("none", True, True, [True] * 4, True, 4),
     ],
 )
-def test_apply_freeze(spec: str, stem: bool, layers: list[bool], top: bool, count: int) -> None:
+def test_apply_freeze(
+    spec: str, stem: bool, embedding: bool, layers: list[bool], top: bool, count: int
+) -> None:
     model = TinyPretrainedStudent()
     parts = model.parts()
     assert apply_freeze(parts, spec) == count
-    assert trainable(parts.stem) == [stem, stem]
+    assert trainable(parts.stem) == [stem]
+    assert trainable(parts.embedding) == [embedding, embedding]
     assert trainable(parts.layers) == layers
     assert trainable(parts.top) == [top]
     assert model.head.weight.requires_grad  # new parts untouched
@@ -139,8 +146,10 @@ def test_parameter_groups_full_finetuning_reaches_the_stem() -> None:
     by_name = {group["name"]: group for group in groups}
     assert by_name["layer_0"]["lr"] == pytest.approx(1e-4 * 0.5**3)
     assert by_name["stem"]["lr"] == pytest.approx(1e-4 * 0.5**4)
-    assert {id(p) for p in by_name["stem.no_decay"]["params"]} == {
-        id(model.stem[0].bias), id(model.mask_embedding)
+    assert by_name["embedding"]["lr"] == pytest.approx(1e-4 * 0.5**4)
+    assert by_name["stem.no_decay"]["params"] == [model.stem[0].bias]
+    assert {id(p) for p in by_name["embedding.no_decay"]["params"]} == {
+        id(model.projection.bias), id(model.mask_embedding)
     }  # fmt: skip
 
 
@@ -200,7 +209,8 @@ def test_frozen_layers_are_held_in_eval_mode() -> None:
     apply_freeze(parts, "top:1")
     model.train()
     hold_frozen_in_eval(parts)
-    assert not model.stem.training and not model.layers[0].training and not model.layers[2].training
+    assert not model.stem.training and not model.projection.training
+    assert not model.layers[0].training and not model.layers[2].training
     assert model.layers[3].training and model.final_norm.training and model.head.training
     frozen_input = torch.randn(2, 10)
     first = model.layers[2](model.stem(frozen_input.unsqueeze(1)).transpose(1, 2))

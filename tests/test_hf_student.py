@@ -151,12 +151,12 @@ def test_short_inputs_are_padded_to_one_frame(wav2vec2_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "freeze, stem, layers, top, num_layers",
-    [("encoder", False, [False] * 3, False, 1), ("top:1", False, [False, False, True], True, 2),
-     ("stem", False, [True] * 3, True, 4), ("none", True, [True] * 3, True, 4)],
+    "freeze, stem, embedding, layers, top, num_layers",
+    [("encoder", False, False, [False] * 3, False, 1), ("top:1", False, False, [False, False, True], True, 2),
+     ("stem", False, True, [True] * 3, True, 4), ("none", True, True, [True] * 3, True, 4)],
 )  # fmt: skip
 def test_freeze_modes(
-    wavlm_dir: Path, freeze: str, stem: bool, layers: list[bool], top: bool, num_layers: int
+    wavlm_dir: Path, freeze: str, stem: bool, embedding: bool, layers: list[bool], top: bool, num_layers: int
 ) -> None:
     student = make_student(wavlm_dir, freeze=freeze, extra_layers=1)
     parts = student.pretrained_parts()
@@ -165,7 +165,9 @@ def test_freeze_modes(
         parameters = [item] if isinstance(item, torch.nn.Parameter) else list(item.parameters())
         return all(p.requires_grad for p in parameters) if parameters else None  # None: nothing to train
 
-    assert {trains(item) for item in parts.stem if trains(item) is not None} == {stem}
+    assert [trains(item) for item in parts.stem] == [stem]
+    assert parts.stem == [student.encoder.feature_extractor]
+    assert {trains(item) for item in parts.embedding if trains(item) is not None} == {embedding}
     assert [trains(layer) for layer in parts.layers] == layers
     assert [trains(item) for item in parts.top] == [top]
     assert student.num_layers == num_layers
@@ -189,13 +191,22 @@ def test_trainable_layers_keep_the_encoders_masking_and_dropout(wav2vec2_dir: Pa
     assert not student.encoder.encoder.layers[0].training and not student.encoder.feature_extractor.training
 
 
+def test_full_finetuning_groups_reach_the_feature_encoder(wav2vec2_dir: Path) -> None:
+    student = make_student(wav2vec2_dir, freeze="none")
+    rates = {group["name"]: group["lr"] for group in student.parameter_groups(1e-3, 1e-4, layer_decay=0.5)}
+    assert rates["stem"] == pytest.approx(1e-4 * 0.5**3) == rates["embedding"]
+    assert rates["layer_0"] == pytest.approx(1e-4 * 0.5**2)
+
+
 def test_parameter_groups(wav2vec2_dir: Path) -> None:
     student = make_student(wav2vec2_dir, freeze="top:2", extra_layers=1)
     groups = student.parameter_groups(1e-3, 1e-4, layer_decay=0.5, weight_decay=0.01)
     rates = {group["name"]: group["lr"] for group in groups}
     assert rates["new"] == 1e-3
     assert rates["layer_2"] == pytest.approx(1e-4) and rates["layer_1"] == pytest.approx(5e-5)
-    assert not any(name.startswith(("layer_0", "stem", "top")) for name in rates)  # frozen, or none (post-LN)
+    assert not any(
+        name.startswith(("layer_0", "embedding", "stem", "top")) for name in rates
+    )  # frozen, or none (post-LN)
     grouped = {id(p) for group in groups for p in group["params"]}
     assert grouped == {id(p) for p in student.parameters() if p.requires_grad}
 
