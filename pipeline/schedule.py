@@ -14,7 +14,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,20 +44,11 @@ def warmup_decay(warmup_steps: int, total_steps: int, decay: str = "cosine") -> 
 
 
 def warmup_scheduler(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    warmup_steps: int | Sequence[int],
-    decay: str = "cosine",
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, decay: str = "cosine"
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` with :func:`warmup_decay`; one warm-up length for all parameter groups, or
-    one per group (e.g. a longer warm-up for a pretrained encoder)."""
-    if isinstance(warmup_steps, int):
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(warmup_steps, total_steps, decay))
-    if len(warmup_steps) != len(optimizer.param_groups):
-        raise ValueError(f"{len(warmup_steps)} warm-up lengths for {len(optimizer.param_groups)} groups")
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, [warmup_decay(steps, total_steps, decay) for steps in warmup_steps]
-    )
+    """A ``LambdaLR`` with :func:`warmup_decay` for every parameter group (per-group factors for
+    pretrained parts: :func:`pipeline.finetune.group_lr_lambdas`)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(warmup_steps, total_steps, decay))
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
