@@ -99,6 +99,24 @@ class ConvSubsampling(nn.Module):
         return x, subsampled_lengths(lengths, self.subsampling)
 
 
+def pooling_scorer(width: int) -> nn.Module:
+    """The scorer of attention pooling: one score per frame."""
+    return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, 1))
+
+
+def masked_pool(x: Tensor, padding: Tensor, scorer: nn.Module | None = None) -> Tensor:
+    """One vector per utterance from ``x [batch, frames, width]``, ignoring ``padding`` (True = pad).
+
+    Mean over the valid frames, or, with a ``scorer`` (:func:`pooling_scorer`), their softmax-
+    weighted sum (attention pooling). Shared by every student family.
+    """
+    if scorer is not None:
+        scores = scorer(x).squeeze(-1).masked_fill(padding, float("-inf"))
+        return (scores.softmax(dim=-1).unsqueeze(-1) * x).sum(dim=1)
+    valid = (~padding).unsqueeze(-1).to(x.dtype)
+    return (x * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
+
+
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     frequencies = torch.exp(
@@ -175,9 +193,7 @@ class SpeechStudent(nn.Module):
         if config.pooling == "cls":
             self.cls_token = nn.Parameter(torch.randn(config.d_model) * 0.02)
         if config.pooling == "attention":
-            self.pooling_scorer = nn.Sequential(
-                nn.Linear(config.d_model, config.d_model), nn.Tanh(), nn.Linear(config.d_model, 1)
-            )
+            self.pooling_scorer = pooling_scorer(config.d_model)
         self.classifier = nn.Linear(config.d_model, config.num_intents)
         self.projection = nn.Linear(config.d_model, config.teacher_dim) if config.teacher_dim else None
         self.ctc_head = nn.Linear(config.d_model, config.ctc_vocab_size) if config.ctc_vocab_size else None
@@ -209,14 +225,12 @@ class SpeechStudent(nn.Module):
                 hidden_states.append(x)
                 attentions.append(attention)
         x = self.final_norm(x)
-        valid = (~padding).unsqueeze(-1).to(x.dtype)
         if self.config.pooling == "cls":
             utterance = x[:, 0]
-        elif self.config.pooling == "attention":
-            scores = self.pooling_scorer(x).squeeze(-1).masked_fill(padding, float("-inf"))
-            utterance = (scores.softmax(dim=-1).unsqueeze(-1) * x).sum(dim=1)
         else:
-            utterance = (x * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
+            utterance = masked_pool(
+                x, padding, self.pooling_scorer if self.config.pooling == "attention" else None
+            )
         ctc = None
         if self.ctc_head is not None:
             frames_only = x[:, 1:] if self.config.pooling == "cls" else x
