@@ -67,7 +67,7 @@ from pipeline.io import file_sha256, read_json, write_json
 from pipeline.labels import LABELS_FILENAME, LabelSet
 from pipeline.manifest import Manifest, find_manifests, read_manifest
 from pipeline.metrics import accuracy, agreement, classification_report, error_rates, macro_f1
-from pipeline.model_kinds import WAVEFORM, LoadedModel, load_model, model_kind
+from pipeline.model_kinds import MODEL_KINDS, TEXT, WAVEFORM, LoadedModel, load_model, model_kind
 from pipeline.speed import measure_on_devices, time_passes
 from pipeline.text import normalize_transcript
 
@@ -204,7 +204,7 @@ def measure_speed(model: LoadedModel, manifest: Manifest, config: EvaluateConfig
     chosen = list(range(min(len(manifest), needed)))
     weights = Path(model_dir) / "model.safetensors"
     result: dict[str, Any] = {
-        "parameters": int(sum(p.numel() for p in model.module.parameters())),
+        "parameters": model.num_parameters(),
         "weights_bytes": weights.stat().st_size if weights.is_file() else None,
         "input": model.input,
     }
@@ -372,8 +372,8 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     manifest_path = _manifest_for(data, split)
     target = eval_path(model_dir, split, out_dir)
     settings = {**to_dict(config), "snrs": list(config.snrs), "noise_types": list(config.noise_types)}
-    if kind == "teacher":
-        settings["noise"] = False  # the teacher reads gold transcripts: no noise sweep
+    if MODEL_KINDS[kind].input == TEXT:
+        settings["noise"] = False  # a text-in model (the teacher) reads gold transcripts: no noise sweep
     fingerprint = _fingerprint(model_dir, manifest_path, settings, teacher_dir)
     finished = None if force else _finished(target, fingerprint)
     if finished is not None:

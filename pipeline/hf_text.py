@@ -77,7 +77,7 @@ def _hub_error(source: ModelSource, what: str, error: Exception) -> TeacherError
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' load reports and progress bars (our own log says what was loaded)."""
     from transformers.utils import logging as hf_logging
 
@@ -105,7 +105,7 @@ def load_tokenizer(source: ModelSource | str | os.PathLike) -> Any:
             f"{folder}: no tokenizer in this model folder (none of {', '.join(TOKENIZER_FILES)})"
         )
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoTokenizer.from_pretrained(source.location)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _hub_error(source, "tokenizer", error) from None
@@ -122,7 +122,7 @@ def load_encoder(source: ModelSource, attn_implementation: str | None = None) ->
 
     options = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             return AutoModel.from_pretrained(source.location, **options)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise _hub_error(source, "encoder", error) from None

@@ -48,7 +48,7 @@ class LoadedModel:
     labels: LabelSet
     config: dict  # its config.json
     input: str  # WAVEFORM or TEXT
-    module: nn.Module  # every weight: counted for the parameters, moved between devices for speed
+    module: nn.Module  # its torch weights: moved between devices for speed, counted for the parameters
     device: torch.device  # where the accuracy passes run
     # Audio in: waveforms [B, S] + lengths [B] -> outputs, on the waveforms' device (the module's).
     waveform_forward: Callable[[Tensor, Tensor], WaveformOutput] | None = None
@@ -58,6 +58,13 @@ class LoadedModel:
     text_forward: Callable[[Sequence[str], torch.device], Tensor] | None = None
     ctc_characters: str | None = None  # the CTC vocabulary when the model has a CTC head
     teacher: Any = None  # the teacher kind's pipeline.teacher_model.Teacher
+    parameters: int | None = None  # the parameter count when it is not the module's (weights outside torch)
+
+    def num_parameters(self) -> int:
+        """Parameters of the model (``parameters``, else those of ``module``)."""
+        if self.parameters is not None:
+            return self.parameters
+        return int(sum(p.numel() for p in self.module.parameters()))
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,7 @@ class ModelKind:
     """How a kind of model dir is recognised (from its parsed config.json) and loaded."""
 
     name: str
+    input: str  # WAVEFORM (audio in: noise sweep, RTF) or TEXT (gold transcripts in)
     recognise: Callable[[dict], bool]
     load: Callable[[Path, torch.device], LoadedModel]
 
@@ -123,8 +131,8 @@ def _load_teacher(model_dir: Path, device: torch.device) -> LoadedModel:
     )  # fmt: skip
 
 
-register_model_kind(ModelKind("student", _is_student_config, _load_student))
-register_model_kind(ModelKind("teacher", _is_teacher_config, _load_teacher))
+register_model_kind(ModelKind("student", WAVEFORM, _is_student_config, _load_student))
+register_model_kind(ModelKind("teacher", TEXT, _is_teacher_config, _load_teacher))
 
 
 def model_kind(model_dir: str | os.PathLike) -> str:
