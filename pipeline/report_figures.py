@@ -65,6 +65,10 @@ def plot_accuracy_vs_snr(models: list[ModelEvals], split: str, path: Path) -> No
     snrs = sorted({row["snr_db"] for m in models if split in m.evals for row in (m.evals[split].get("noise_sweep") or [])
                    if row["snr_db"] is not None}, reverse=True)  # fmt: skip
     positions = {snr: i + 1 for i, snr in enumerate(snrs)}
+    others = list(dict.fromkeys(row["condition"] for m in models if split in m.evals  # reverb, telephone, ...
+                                for row in (m.evals[split].get("noise_sweep") or [])
+                                if row["snr_db"] is None and row["noise"] != "clean"))  # fmt: skip
+    other_positions = {name: len(snrs) + 1.5 + i for i, name in enumerate(others)}
     styles = ["-", "--", ":", "-."]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, model in enumerate(models):
@@ -78,15 +82,20 @@ def plot_accuracy_vs_snr(models: list[ModelEvals], split: str, path: Path) -> No
                          label=f"{model.name} (clean {'text' if model.kind == 'teacher' else 'only'})")  # fmt: skip
             continue
         clean = next((row["accuracy"] for row in sweep if row["noise"] == "clean"), None)
-        noises = list(dict.fromkeys(row["noise"] for row in sweep if row["noise"] != "clean"))
+        noises = list(dict.fromkeys(row["noise"] for row in sweep if row["snr_db"] is not None))
         for number, noise in enumerate(noises):
             rows = sorted((row for row in sweep if row["noise"] == noise), key=lambda r: -r["snr_db"])
             xs = ([0] if clean is not None else []) + [positions[row["snr_db"]] for row in rows]
             ys = ([clean] if clean is not None else []) + [row["accuracy"] for row in rows]
             axes.plot(xs, ys, marker="o", color=color, linestyle=styles[number % len(styles)],
                       label=f"{model.name}, {noise}")  # fmt: skip
-    axes.set_xticks([0] + list(positions.values()), ["clean"] + [f"{snr:g}" for snr in snrs])
-    axes.set_xlabel("SNR (dB)")
+        rows = [row for row in sweep if row["condition"] in other_positions]
+        axes.plot([other_positions[row["condition"]] for row in rows], [row["accuracy"] for row in rows],
+                  marker="s", color=color, linestyle="none")  # fmt: skip
+    axes.set_xticks([0] + list(positions.values()) + list(other_positions.values()),
+                    ["clean"] + [f"{snr:g}" for snr in snrs] + [name.replace("_", " ") for name in others],
+                    fontsize=7)  # fmt: skip
+    axes.set_xlabel("SNR (dB); conditions without an SNR at the right")
     axes.set_ylabel("accuracy")
     axes.set_ylim(0, 1.02)
     axes.grid(alpha=0.3)
