@@ -156,11 +156,14 @@ def train(data: Path, features_root: Path, out: Path, teacher_targets: Path | No
 def _teacher_config(config_path: Path | None, overrides: list[str] | None, device: str | None) -> Any:
     """The ``teacher`` section of a config file, with overrides and ``--device`` applied."""
     from pipeline.config import load_config
+    from pipeline.features import resolve_device
     from pipeline.teacher_config import TeacherConfig
 
     with settings_errors():
         config = load_config(TeacherConfig, config_path, overrides, section="teacher")
-    return dataclasses.replace(config, device=device) if device else config
+        config = dataclasses.replace(config, device=device) if device else config
+        resolve_device(config.device)  # a device this machine lacks is a settings error
+    return config
 
 
 def teacher_train(data: Path, out: Path, config_path: Path | None = None, overrides: list[str] | None = None,
@@ -221,9 +224,11 @@ def evaluate(model: Path, data: Path, split: str, teacher: Path | None = None, o
     """Evaluate a student or teacher model dir on one split (``pipeline.evaluate.evaluate``)."""
     from pipeline.evaluate import EvaluateConfig
     from pipeline.evaluate import evaluate as evaluate_model
+    from pipeline.features import resolve_device
 
     with settings_errors():
         config = EvaluateConfig(**(options or {}))
+        resolve_device(config.device)
     evaluate_model(model, data, split, config, teacher, out, force)
     return 0
 
