@@ -38,10 +38,11 @@ def write_ct2(path: Path, variables: dict[str, np.ndarray], spec: str = "Whisper
         struct.pack("<I", 3),
         struct.pack("<I", len(variables)),
     ]
-    for name, array in variables.items():
+    for name, value in variables.items():
+        code, array = value if isinstance(value, tuple) else (DTYPE_CODES[value.dtype], value)  # (code, raw)
         array = np.ascontiguousarray(array)
         parts += [_string(name), struct.pack("<B", array.ndim), struct.pack(f"<{array.ndim}I", *array.shape)]
-        parts += [struct.pack("<BI", DTYPE_CODES[array.dtype], array.nbytes), array.tobytes()]
+        parts += [struct.pack("<BI", code, array.nbytes), array.tobytes()]
     aliases = aliases or {}
     parts.append(struct.pack("<I", len(aliases)))
     for alias, target in aliases.items():
@@ -111,6 +112,14 @@ def test_whisper_encoder_mapping_splits_fused_qkv(tmp_path):
     assert "layers.1.self_attn.k_proj.bias" not in arrays
     np.testing.assert_array_equal(arrays["layers.0.fc2.bias"], variables["encoder/layer_0/ffn/linear_1/bias"])
     assert all(array.dtype == np.float32 for array in arrays.values())
+
+
+def test_bfloat16_variables_read_as_float32(tmp_path):
+    values = np.array([[1.5, -2.25], [0.0, 1e-3]], dtype=np.float32)
+    bfloat16 = (values.view(np.uint32) >> 16).astype(np.uint16)  # truncated to bfloat16
+    model = CT2Model(write_ct2(tmp_path / "model.bin", {"x": (5, bfloat16)}))
+    assert model.variable("x").dtype == "bfloat16"
+    np.testing.assert_allclose(model.float_array("x"), values, rtol=1e-2)
 
 
 def _corrupt(tmp_path: Path, variables: dict, **kwargs) -> Path:
