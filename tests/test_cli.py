@@ -61,3 +61,32 @@ def test_prepare_dispatches_and_rejects_unknown_corpora():
     assert result.returncode == 0 and "--size" in result.stdout
     result = run_slukd("prepare", "timit")
     assert result.returncode != 0 and "invalid choice" in result.stderr
+
+
+def test_one_error_handler_one_line_and_its_exit_status(tmp_path, caplog):
+    """main alone turns errors into one line: 1 for a bad input, 2 for bad settings."""
+
+    def last_error() -> str:
+        message = [r for r in caplog.records if r.levelname == "ERROR"][-1].getMessage()
+        assert "\n" not in message and "Traceback" not in caplog.text
+        return message
+
+    assert main(["teacher", "train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")]) == 1
+    assert last_error() == f"{tmp_path / 'nowhere'}: data folder not found"
+    make_split(tmp_path)
+    assert (
+        main(["teacher", "train", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--set", "epochs=0"])
+        == 2
+    )
+    assert "epochs must be at least 1" in last_error()
+    assert (
+        main(["teacher", "export", "--data", str(tmp_path), "--out", str(tmp_path / "x"), "--layers", "2,x"])
+        == 2
+    )
+    assert "--layers must be" in last_error()
+    assert main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path), "--split", "train",
+                 "--snrs", "10,loud"]) == 2  # fmt: skip
+    assert "--snrs must be numbers" in last_error()
+    assert main(["evaluate", "--model", str(tmp_path), "--data", str(tmp_path), "--split", "train"]) == 1
+    assert last_error() == f"{tmp_path}: not a model dir (no config.json)"
+    assert main(["report", str(tmp_path / "nowhere")]) == 1

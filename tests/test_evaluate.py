@@ -48,6 +48,17 @@ def test_accuracy_confusion_and_per_class_scores():
     assert macro_f1(gold, predicted, num_classes=4) == pytest.approx(0.5)
 
 
+def test_weighted_scores_equal_the_scores_of_repeated_items():
+    """The teacher scores unique transcripts weighted by their utterances: the same numbers as
+    scoring every utterance."""
+    gold, predicted, counts = np.array([0, 1, 2, 2]), np.array([0, 2, 2, 1]), np.array([3, 1, 2, 5])
+    repeated_gold, repeated_predicted = np.repeat(gold, counts), np.repeat(predicted, counts)
+    assert accuracy(gold, predicted, counts) == pytest.approx(accuracy(repeated_gold, repeated_predicted))
+    assert accuracy(gold, predicted, counts) == pytest.approx(5 / 11)
+    assert macro_f1(gold, predicted, weights=counts) == pytest.approx(macro_f1(repeated_gold, repeated_predicted))
+    assert macro_f1(gold, predicted, weights=counts) != pytest.approx(macro_f1(gold, predicted))
+
+
 def test_expected_calibration_error_by_hand():
     probabilities = np.array([[0.9, 0.1], [0.62, 0.38], [0.55, 0.45], [0.18, 0.82]])
     gold = np.array([0, 1, 0, 1])
