@@ -195,16 +195,14 @@ class WhisperEncoder(nn.Module):
         lengths = lengths.clamp_min(1)
         if features.shape[1] < 1:
             features = functional.pad(features, (0, 0, 0, 1))
-        valid = (
-            (~padding_mask(lengths, features.shape[1])).unsqueeze(1).to(features.dtype)
-        )  # [batch, 1, frames]
-        x = functional.gelu(self.conv1(features.transpose(1, 2) * valid)) * valid
-        x = functional.gelu(self.conv2(x)).transpose(1, 2)  # [batch, frames, d_model]
         limit = self.embed_positions.weight.shape[0]
-        if x.shape[1] > limit:
+        if (features.shape[1] + 1) // 2 > limit:
             raise WhisperInputError(
                 f"an input of {features.shape[1]} frames is longer than the Whisper encoder's {2 * limit} (30 s)"
             )
+        valid = (~padding_mask(lengths, features.shape[1])).unsqueeze(1).to(features.dtype)
+        x = functional.gelu(self.conv1(features.transpose(1, 2) * valid)) * valid  # [batch, d_model, frames]
+        x = functional.gelu(self.conv2(x)).transpose(1, 2)  # [batch, frames / 2, d_model]
         output_lengths = encoder_frames(lengths)
         x = x + self.embed_positions.weight[: x.shape[1]].to(x.dtype)
         return x * (~padding_mask(output_lengths, x.shape[1])).unsqueeze(-1).to(x.dtype), output_lengths
