@@ -223,3 +223,24 @@ def test_validation_normalises_with_the_train_split_statistics(corpus, tmp_path)
                               device="cpu", max_frames=4000)  # fmt: skip
     assert again["accuracy"] == metrics["valid_accuracy"]
     assert again["loss"] == pytest.approx(metrics["valid_loss"], rel=1e-6, abs=1e-6)
+
+
+def test_a_pretrained_family_trains_on_its_own_front_end(corpus, tmp_path):
+    """The hf family (a tiny random wav2vec2 saved locally): waveform front-end on the fly beside
+    fbank stores, pretrained layers in their own parameter groups, a model dir that reloads."""
+    transformers = pytest.importorskip("transformers")
+    encoder = tmp_path / "wav2vec2"
+    torch.manual_seed(0)
+    tiny = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    transformers.AutoModel.from_config(tiny).save_pretrained(encoder)
+    settings = ["student.family=hf", f"student.pretrained={encoder}", "train.epochs=1", "train.device=cpu",
+                "train.max_frames=4000", "train.pretrained_lr=1e-4", "train.layer_decay=0.8",
+                "train.train_fraction=0.1"]  # fmt: skip
+    metrics = train_student(inputs_for(corpus), tmp_path / "run", load_experiment_config(None, settings))
+    assert metrics["epochs"] == 1 and 0 <= metrics["valid_accuracy"] <= 1
+    loaded = load_model_dir(tmp_path / "run")
+    assert loaded.family == "hf" and loaded.frontend.name != "fbank"
+    assert loaded.config["training"]["student"]["family"] == "hf"
