@@ -250,8 +250,8 @@ def load_cascade(folder: str | os.PathLike, device: str = "cpu", threads: int | 
         raise CascadeError(f"{config.folder}: {error}") from None
     if teacher.labels.intents != config.labels.intents:
         raise CascadeError(
-            f"{config.folder}: the teacher {config.teacher} now has {len(teacher.labels)} intents, the cascade "
-            f"was made with {len(config.labels)} in another order or set; run create_cascade again"
+            f"{config.folder}: the label map of the teacher {config.teacher} ({len(teacher.labels)} intents) is "
+            f"not the one the cascade was made with ({len(config.labels)}); run create_cascade again"
         )
     return CascadeModel(config, load_asr(config.asr), teacher)
 
@@ -331,7 +331,9 @@ def transcribe_manifest(
     if todo:
         recognizer = asr if isinstance(asr, SpeechRecognizer) else load_asr(asr)
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(partial, "w" if force else "a", encoding="utf-8") as stream:
+        with open(partial, "w", encoding="utf-8") as stream:  # rewritten whole: no torn line survives
+            for identifier, text in done.items():
+                stream.write(json.dumps({"id": identifier, "hypothesis": text}, ensure_ascii=False) + "\n")
             for start in tqdm(
                 range(0, len(todo), chunk_size), desc=f"ASR {manifest_path.name}", unit="chunk"
             ):

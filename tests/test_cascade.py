@@ -236,6 +236,9 @@ def test_transcribe_manifest_resumes_and_keeps_ids_intents_and_audio(experiment,
     with pytest.raises(Interrupted):
         transcribe_manifest(source, out, StopsAfter(asr, calls=1), chunk_size=4)
     assert not out.exists()
+    (partial,) = out.parent.glob(".valid.jsonl.*.partial")
+    with open(partial, "a") as stream:
+        stream.write('{"id": "valid-0000')  # torn by the interruption
     again = StopsAfter(asr, calls=100)
     transcribe_manifest(source, out, again, chunk_size=4)
     assert again.heard == len(gold) - 4  # the first chunk came from the partial file
