@@ -34,6 +34,7 @@ import numpy as np
 
 from pipeline.audio import SAMPLE_RATE
 from pipeline.errors import SlukdError
+from pipeline.hf_text import quiet_transformers
 from pipeline.pretrained import PACKAGED_WHISPER, packaged_whisper_weights
 
 logger = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         from pipeline.features import resolve_device
 
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 self.processor = WhisperProcessor.from_pretrained(location)
                 model = WhisperForConditionalGeneration.from_pretrained(location)
         except Exception as error:  # OSError, ValueError, SafetensorError, RuntimeError, ...
@@ -324,7 +325,7 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
                                    "max_new_tokens": self.max_new_tokens}  # fmt: skip
         if self.multilingual:
             options.update(language=self.config.language, task="transcribe")
-        with torch.inference_mode(), _quiet_transformers():
+        with torch.inference_mode(), quiet_transformers():
             tokens = self.model.generate(
                 inputs.input_features.to(self.device, self.dtype),
                 attention_mask=inputs.attention_mask.to(self.device), **options,
@@ -351,23 +352,6 @@ def load_asr(config: AsrConfig | None = None) -> SpeechRecognizer:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports, generation notes and progress bars for a block."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    progress = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if progress:
-            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
