@@ -13,12 +13,15 @@ all normalise the same way: with the statistics of the model's training split.
     frontend = frontend.with_statistics(train_store.statistics)   # CMVN of the train split
     features, frames = frontend(waveforms, lengths)
 
-New front-ends subclass :class:`FrontEnd` and register with :func:`register_frontend`.
+New front-ends subclass :class:`FrontEnd` and register with :func:`register_frontend` in their
+own module; :data:`FRONTEND_MODULES` names that module, so :func:`build_frontend` imports it on
+first use (a model dir or feature store of any front-end loads in a fresh process).
 """
 
 from __future__ import annotations
 
 import abc
+import importlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +41,12 @@ from pipeline.features import (
 )
 
 FRONTENDS: dict[str, type[FrontEnd]] = {}
+# front-end name -> the module that registers it (imported on first use, as students.FAMILY_MODULES)
+FRONTEND_MODULES = {
+    "fbank": "pipeline.frontend",
+    "whisper_logmel": "pipeline.whisper_frontend",
+    "waveform": "pipeline.hf_student",
+}
 
 
 class FrontEndError(SlukdError):
@@ -113,6 +122,28 @@ def register_frontend(cls: type[FrontEnd]) -> type[FrontEnd]:
     return cls
 
 
+def frontend_class(name: str) -> type[FrontEnd]:
+    """The class of the front-end called ``name`` (importing its module on first use).
+
+    Raises:
+        FrontEndError: an unknown name, or its module cannot be imported (a missing package).
+    """
+    if name not in FRONTENDS:
+        module = FRONTEND_MODULES.get(name) if isinstance(name, str) else None
+        if module is None:
+            known = sorted({*FRONTENDS, *FRONTEND_MODULES})
+            raise FrontEndError(f"unknown front-end {name!r}; known: {', '.join(known)}")
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise FrontEndError(
+                f"front-end {name!r} needs {module}, which cannot be imported ({error})"
+            ) from None
+        if name not in FRONTENDS:
+            raise FrontEndError(f"{module} does not register a front-end {name!r}")
+    return FRONTENDS[name]
+
+
 def build_frontend(config: dict[str, Any]) -> FrontEnd:
     """The front-end ``config["name"]`` names, built from the rest of ``config``.
 
@@ -120,10 +151,9 @@ def build_frontend(config: dict[str, Any]) -> FrontEnd:
         FrontEndError: an unknown name or settings that do not fit it.
     """
     name = config.get("name")
-    if name not in FRONTENDS:
-        raise FrontEndError(f"unknown front-end {name!r}; known: {', '.join(sorted(FRONTENDS))}")
+    cls = frontend_class(name)
     try:
-        return FRONTENDS[name].from_config(config)
+        return cls.from_config(config)
     except (ConfigError, ValueError, TypeError) as error:
         raise FrontEndError(f"front-end {name!r}: {error}") from None
 
@@ -241,12 +271,14 @@ def fbank_frontend_config(config: FbankConfig) -> dict[str, Any]:
 
 __all__ = [
     "FRONTENDS",
+    "FRONTEND_MODULES",
     "FbankFrontEnd",
     "FrontEnd",
     "FrontEndError",
     "GraphFbank",
     "build_frontend",
     "fbank_frontend_config",
+    "frontend_class",
     "register_frontend",
     "valid_frames",
 ]

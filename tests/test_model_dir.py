@@ -97,3 +97,60 @@ def test_bad_dirs_are_one_line_errors(tmp_path):
         assert str(folder) in error.value.one_line() and "\n" not in error.value.one_line()
     with pytest.raises(ModelDirError, match="no statistics to save"):
         save_model_dir(tmp_path / "nostats", model, FbankFrontEnd(), LABELS)
+
+
+FRESH_PROCESS_LOAD = """
+import sys, torch
+from pipeline.model_dir import load_model_dir
+for folder in sys.argv[1:]:
+    loaded = load_model_dir(folder)
+    expected = torch.load(f"{folder}/expected.pt")
+    features, frames = loaded.frontend(expected["waveforms"], expected["lengths"])
+    with torch.no_grad():
+        logits = loaded.model(features, frames).logits
+    torch.testing.assert_close(logits, expected["logits"])
+    print(loaded.family, loaded.frontend.name)
+"""
+
+
+def test_pretrained_family_dirs_load_in_a_fresh_process(tmp_path):
+    """The bug this guards against: load_model_dir built the front-end before anything had
+    imported the module that registers it ("unknown front-end 'waveform'; known: fbank")."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    transformers = pytest.importorskip("transformers")
+    tiny_wav2vec2 = transformers.Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
+        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    tiny_whisper = {"num_mel_bins": 8, "d_model": 16, "encoder_layers": 1, "num_heads": 2, "ffn_dim": 32,
+                    "max_positions": 50}  # fmt: skip
+    students = {
+        "hf": {"hf_config": tiny_wav2vec2.to_dict(), "num_intents": 3},
+        "whisper": {**tiny_whisper, "num_intents": 3},
+    }
+    torch.manual_seed(0)
+    waveforms, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 5000])
+    folders = []
+    for family, values in students.items():
+        from pipeline.frontend import build_frontend
+
+        model = build_student(family, values).eval()
+        front = build_frontend(model.default_frontend())
+        save_model_dir(tmp_path / family, model, front, LABELS)
+        with torch.no_grad():
+            expected = model(*front(waveforms, lengths)).logits
+        torch.save(
+            {"waveforms": waveforms, "lengths": lengths, "logits": expected},
+            tmp_path / family / "expected.pt",
+        )
+        folders.append(str(tmp_path / family))
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS_LOAD, *folders], capture_output=True, text=True, timeout=300,
+        cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[:2] == ["hf waveform", "whisper whisper_logmel"]
