@@ -280,6 +280,8 @@ def transcribe_manifest(
     asr: AsrConfig | SpeechRecognizer | None = None,
     chunk_size: int = 16,
     force: bool = False,
+    max_utterances: int = 0,
+    seed: int = 0,
 ) -> Path:
     """Write a manifest whose transcripts are the (normalised) ASR hypotheses of ``manifest_path``.
 
@@ -297,6 +299,9 @@ def transcribe_manifest(
         asr: the ASR settings or a loaded ASR (default: faster-whisper on the packaged tiny.en).
         chunk_size: utterances between two appends to the partial file.
         force: transcribe again even when a finished run matches.
+        max_utterances: transcribe a seeded random subset of this many utterances (kept in
+            manifest order; 0: all), for a time budget.
+        seed: seeds the subset.
 
     Returns:
         ``out_path``.
@@ -310,7 +315,9 @@ def transcribe_manifest(
     manifest_path, out_path = Path(manifest_path), Path(out_path)
     asr = asr or AsrConfig()
     asr_settings = asr.fingerprint() if isinstance(asr, SpeechRecognizer) else asr_fingerprint(asr)
-    fingerprint = json.loads(json.dumps({"manifest_sha256": file_sha256(manifest_path), "asr": asr_settings}))
+    subset = {"max_utterances": max_utterances, "seed": seed} if max_utterances else None
+    fingerprint = {"manifest_sha256": file_sha256(manifest_path), "asr": asr_settings, "subset": subset}
+    fingerprint = json.loads(json.dumps(fingerprint))
     meta_path = out_path.with_name(out_path.name.removesuffix(".jsonl") + ".asr.json")
     if not force and out_path.is_file() and meta_path.is_file():
         try:
@@ -320,6 +327,9 @@ def transcribe_manifest(
         except (json.JSONDecodeError, OSError, AttributeError):
             pass
     manifest = read_manifest(manifest_path)
+    if 0 < max_utterances < len(manifest):
+        chosen = np.random.default_rng(seed).choice(len(manifest), max_utterances, replace=False)
+        manifest.utterances = [manifest[int(i)] for i in sorted(chosen)]
     key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
     partial = out_path.with_name(f".{out_path.name}.{key}.partial")
     done = {} if force else _read_partial(partial)

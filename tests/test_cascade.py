@@ -268,3 +268,15 @@ def test_utterances_the_asr_heard_nothing_in_are_left_out(experiment, corpus, tm
     assert [u.id for u in read_manifest(out)] == [u.id for i, u in enumerate(gold) if i not in (0, 2)]
     meta = json.loads((tmp_path / "valid.asr.json").read_text())
     assert meta["empty_hypotheses"] == [gold[0].id, gold[2].id] and meta["written"] == len(gold) - 2
+
+
+def test_a_seeded_subset(experiment, corpus, tmp_path):
+    source = corpus / "manifests" / "valid.jsonl"
+    asr = load_asr(read_cascade_config(experiment / "cascade").asr)
+    first = read_manifest(transcribe_manifest(source, tmp_path / "a.jsonl", asr, max_utterances=5, seed=1))
+    again = read_manifest(transcribe_manifest(source, tmp_path / "b.jsonl", asr, max_utterances=5, seed=1))
+    other = read_manifest(transcribe_manifest(source, tmp_path / "c.jsonl", asr, max_utterances=5, seed=2))
+    ids = [u.id for u in first]
+    assert len(ids) == 5 and ids == sorted(ids) and ids == [u.id for u in again] != [u.id for u in other]
+    meta = json.loads((tmp_path / "a.asr.json").read_text())
+    assert meta["utterances"] == 5 and meta["fingerprint"]["subset"] == {"max_utterances": 5, "seed": 1}
