@@ -22,10 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.augment import AugmentConfig, Augmenter
+from pipeline.config import ConfigError
 from pipeline.data import Batch, DataError, UtteranceDataset
 from pipeline.experiment import ExperimentConfig
 from pipeline.feature_store import FeatureStore
-from pipeline.frontend import FrontEnd, build_frontend
+from pipeline.frontend import FbankFrontEnd, FrontEnd, build_frontend
 from pipeline.labels import LabelSet
 from pipeline.manifest import Manifest, read_manifest
 
@@ -57,12 +58,33 @@ class TrainingFeatures:
     """A batch -> the front-end's normalised features on the device, augmented when training.
 
     Store batches hold raw features: only :meth:`FrontEnd.normalize` runs. Waveform batches go
-    through waveform augmentation (training only), then the whole front-end.
+    through waveform augmentation (training only), then the whole front-end. Training batches
+    then get the feature augmentations (VTLP, SpecAugment); a front-end without a frequency axis
+    (``waveform``: one value per sample) gets no SpecAugment, since masking "frequency bands" of
+    a one-bin feature would erase whole utterances (the hf family masks time itself:
+    ``student.spec_augment``).
+
+    Raises:
+        ConfigError: VTLP asked for with a front-end other than fbank (it warps the fbank's mel bands).
     """
 
     def __init__(self, frontend: FrontEnd, augment: AugmentConfig, device: torch.device) -> None:
+        if augment.vtlp_prob > 0 and not isinstance(frontend, FbankFrontEnd):
+            raise ConfigError(
+                f"augment.vtlp_prob={augment.vtlp_prob} needs the fbank front-end (VTLP warps its mel bands); "
+                f"this student's front-end is {frontend.name}: set augment.vtlp_prob=0"
+            )
         self.frontend = frontend
-        self.augmenter = Augmenter(augment, frontend.sample_rate)
+        fbank = frontend.config if isinstance(frontend, FbankFrontEnd) else None
+        self.augmenter = Augmenter(augment, frontend.sample_rate, fbank=fbank)
+        self.augment_features = has_frequency_axis(frontend) and (
+            augment.spec_augment or augment.vtlp_prob > 0
+        )
+        if augment.spec_augment and not has_frequency_axis(frontend):
+            logger.warning(
+                "augment.spec_augment is skipped for the %s front-end (no frequency axis to mask)",
+                frontend.name,
+            )
         self.device = device
 
     def __call__(self, batch: Batch, generator: torch.Generator | None, train: bool) -> tuple[Tensor, Tensor]:
@@ -74,9 +96,14 @@ class TrainingFeatures:
             if train:
                 waveforms, samples = self.augmenter(waveforms, samples, generator)
             features, lengths = self.frontend(waveforms, samples)
-        if train:
-            features = self.augmenter.spec_augment(features, lengths, generator)
+        if train and self.augment_features:
+            features = self.augmenter.augment_features(features, lengths, generator)
         return features, lengths
+
+
+def has_frequency_axis(frontend: FrontEnd) -> bool:
+    """Whether the front-end's features have bins to mask (not the one-value-per-sample waveform)."""
+    return frontend.feature_dim > 1
 
 
 def read_manifests(inputs: TrainInputs, config: ExperimentConfig) -> tuple[LabelSet, Manifest, Manifest]:
@@ -131,7 +158,7 @@ def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Modu
                 f"{inputs.train_features} holds {stored.name} features"
             )
         frontend = frontend.with_statistics(train_store.statistics)
-    on_the_fly = config.train.on_the_fly or config.augment.speed_perturb or config.augment.noise_prob > 0
+    on_the_fly = config.train.on_the_fly or config.augment.needs_waveforms
     train_set = UtteranceDataset(
         train_manifest, labels, train_store if use_stores and not on_the_fly else None
     )

@@ -108,11 +108,41 @@ def test_on_the_fly_features_with_augmentation(corpus, tmp_path):
             "train.epochs=1",
             "augment.speed_perturb=true",
             "augment.noise_prob=0.5",
+            "augment.reverb_prob=0.5",
+            "augment.telephone_prob=0.3",
+            "augment.vtlp_prob=0.5",
             "augment.spec_augment=true",
         ],
     )
     metrics = train_student(inputs_for(corpus), tmp_path / "run", config)
     assert metrics["epochs"] == 1 and 0 <= metrics["valid_accuracy"] <= 1
+
+
+def test_training_features_apply_the_feature_augmentations_their_front_end_allows():
+    from pipeline.augment import AugmentConfig
+    from pipeline.config import ConfigError
+    from pipeline.data import Batch
+    from pipeline.frontend import FbankFrontEnd, build_frontend
+    from pipeline.train_data import TrainingFeatures
+
+    waveforms = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    batch = Batch(
+        ["a", "b"], torch.tensor([0, 1]), ["x", "y"], None, None, waveforms, torch.tensor([16000, 12000])
+    )
+    masking = AugmentConfig(spec_augment=True, num_time_masks=4, time_mask_width=40)
+    fbank = FbankFrontEnd().with_statistics({"mean": [0.0] * 80, "std": [1.0] * 80})
+    for frontend, masked in [(fbank, True), (build_frontend({"name": "waveform"}), False)]:
+        plain, _ = TrainingFeatures(frontend, AugmentConfig(), torch.device("cpu"))(batch, None, train=True)
+        augmented, lengths = TrainingFeatures(frontend, masking, torch.device("cpu"))(
+            batch, torch.Generator().manual_seed(1), train=True
+        )
+        assert (not torch.equal(plain, augmented)) == masked, frontend.name
+        evaluation, _ = TrainingFeatures(frontend, masking, torch.device("cpu"))(batch, None, train=False)
+        assert torch.equal(evaluation, plain)
+    vtlp = AugmentConfig(vtlp_prob=0.5)
+    TrainingFeatures(fbank, vtlp, torch.device("cpu"))
+    with pytest.raises(ConfigError, match="vtlp_prob=0.5 needs the fbank front-end.*whisper_logmel"):
+        TrainingFeatures(build_frontend({"name": "whisper_logmel"}), vtlp, torch.device("cpu"))
 
 
 def test_bad_inputs(corpus, tmp_path):
