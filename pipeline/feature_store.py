@@ -94,40 +94,33 @@ def store_fingerprint(frontend: FbankConfig | FrontEnd, manifest_path: str | os.
     }
 
 
-class FeatureStore:
-    """Read access to a finished store (memory-mapped; cheap to open in every worker)."""
+class FrameStore:
+    """Read access to a finished store of per-utterance float16 frames ``[frames, dim]`` (the layout
+    above; memory-mapped, cheap to open in every worker). :class:`FeatureStore` holds front-end
+    features; :mod:`pipeline.encoder_cache` keeps a frozen encoder's outputs in the same layout."""
+
+    kind, content, missing_hint = "store", "frames", "nothing has written one"
 
     def __init__(self, folder: str | os.PathLike) -> None:
         self.folder = Path(folder)
         if not is_done(self.folder):
-            raise FeatureStoreError(f"{self.folder}: no finished feature store here (run `slukd features`)")
+            raise FeatureStoreError(f"{self.folder}: no finished {self.kind} here ({self.missing_hint})")
         self.meta = read_json(self.folder / META_FILE)
         index = read_json(self.folder / INDEX_FILE)
         self.ids: list[str] = index["ids"]
         self.offsets = np.asarray(index["offsets"], dtype=np.int64)
         self.num_frames = np.asarray(index["frames"], dtype=np.int64)
         self._position = {utterance_id: i for i, utterance_id in enumerate(self.ids)}
-        # stores written before front-ends had names hold fbank features
-        self.feature_config = {"name": FbankFrontEnd.name, **self.meta["feature_config"]}
-        try:
-            self.frontend = build_frontend(self.feature_config)
-        except FrontEndError as error:
-            raise FeatureStoreError(f"{self.folder / META_FILE}: {error}") from None
-        shape = (int(self.meta["total_frames"]), self.frontend.feature_dim)
+        shape = (int(self.meta["total_frames"]), self.frame_dim())
         self.frames = (
             np.memmap(self.folder / FRAMES_FILE, dtype=np.float16, mode="r", shape=shape)
             if shape[0]
             else np.zeros(shape, np.float16)
         )
 
-    @property
-    def statistics(self) -> dict:
-        """This split's global CMVN statistics ``{"mean": [...], "std": [...]}`` (per feature bin).
-
-        Only the train split's statistics ever normalise anything (through the model's front-end).
-        """
-        cmvn = self.meta["cmvn"]
-        return {"mean": cmvn["mean"], "std": cmvn["std"]}
+    def frame_dim(self) -> int:
+        """Width of one stored frame."""
+        return int(self.meta["feature_dim"])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -140,20 +133,48 @@ class FeatureStore:
         try:
             return int(self.num_frames[self._position[utterance_id]])
         except KeyError:
-            raise FeatureStoreError(f"{self.folder}: no features for utterance {utterance_id!r}") from None
+            raise FeatureStoreError(
+                f"{self.folder}: no {self.content} for utterance {utterance_id!r}"
+            ) from None
 
     def frames_of(self, utterance_id: str) -> np.ndarray:
-        """The stored float16 frames ``[frames, num_mel_bins]`` of one utterance (a view)."""
+        """The stored float16 frames ``[frames, dim]`` of one utterance (a view)."""
         try:
             position = self._position[utterance_id]
         except KeyError:
-            raise FeatureStoreError(f"{self.folder}: no features for utterance {utterance_id!r}") from None
+            raise FeatureStoreError(
+                f"{self.folder}: no {self.content} for utterance {utterance_id!r}"
+            ) from None
         start = self.offsets[position]
         return self.frames[start : start + self.num_frames[position]]
 
     def features(self, utterance_id: str) -> torch.Tensor:
-        """Raw float32 features ``[frames, feature_dim]`` of one utterance (not normalised)."""
+        """Float32 frames ``[frames, dim]`` of one utterance (raw features of a feature store: not normalised)."""
         return torch.from_numpy(self.frames_of(utterance_id).astype(np.float32))
+
+
+class FeatureStore(FrameStore):
+    """A finished feature store: raw front-end features (see the module docstring)."""
+
+    kind, content, missing_hint = "feature store", "features", "run `slukd features`"
+
+    def frame_dim(self) -> int:
+        # stores written before front-ends had names hold fbank features
+        self.feature_config = {"name": FbankFrontEnd.name, **self.meta["feature_config"]}
+        try:
+            self.frontend = build_frontend(self.feature_config)
+        except FrontEndError as error:
+            raise FeatureStoreError(f"{self.folder / META_FILE}: {error}") from None
+        return self.frontend.feature_dim
+
+    @property
+    def statistics(self) -> dict:
+        """This split's global CMVN statistics ``{"mean": [...], "std": [...]}`` (per feature bin).
+
+        Only the train split's statistics ever normalise anything (through the model's front-end).
+        """
+        cmvn = self.meta["cmvn"]
+        return {"mean": cmvn["mean"], "std": cmvn["std"]}
 
     def check_compatible(self, frontend: FbankConfig | FrontEnd,
                          manifest_path: str | os.PathLike | None = None) -> None:  # fmt: skip
