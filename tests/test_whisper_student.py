@@ -219,7 +219,7 @@ def test_onnx_export_with_logmel_in_the_graph(tiny_whisper, tmp_path):
 
     student = make_student(tiny_whisper[0])
     student = WhisperStudent(dataclasses.replace(student.config, num_mel_bins=80))  # the real log-mel width
-    module = WaveformWhisper(student)
+    module = WaveformWhisper(student).eval()
     example = (torch.randn(2, 4000) * 0.1, torch.tensor([4000, 2500]))
     path = tmp_path / "whisper.onnx"
     with warnings.catch_warnings(), torch.no_grad():
