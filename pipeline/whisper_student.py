@@ -19,6 +19,19 @@ gradients, so training can store its outputs; :meth:`WhisperStudent.forward_from
 the rest: ``forward(f, n) == forward_from_frozen(*encode_frozen(f, n))``. ``return_layers``
 returns the hidden states and head-averaged attention of the trainable layers only (trainable
 pretrained layers, then the extra layers, bottom to top).
+
+Measured with the packaged tiny.en (2026-12-01, 2 shared CPU cores, espeak ``small`` corpus):
+the encoder matches ctranslate2's own Whisper encoder on a 30 s window to 3e-4 (outputs up to
+12). Sliced to the utterance instead of padded to 30 s, the encoder states of the valid frames
+keep a mean cosine of 0.93 (5th percentile 0.78) to the padded ones and the mean-pooled
+utterance vectors 0.96; a logistic-regression probe on mean-pooled frozen states, trained and
+tested within each condition (310 train, 64 + 64 test utterances), scores 68.8 / 67.2 %
+(test / test_unseen_phrasing) sliced against 68.8 / 70.3 % padded, i.e. equal within the
+noise of 64 utterances; trained on all 2,480 train utterances, the sliced probe reaches 92.1 /
+87.4 % on the full splits. Encoding is 15x cheaper sliced (0.06 s against 0.97 s per utterance,
+batched). One 3 s command on one thread: log-mel 0.6 ms, encoder + head 29 ms (+ one extra
+layer 37 ms) in PyTorch fp32; as ONNX with the log-mel in the graph 17 ms fp32 (logits equal to
+PyTorch's) and 8.6 ms with int8 MatMuls (the log-mel left in fp32).
 """
 
 from __future__ import annotations
