@@ -110,3 +110,49 @@ def test_csv_stage_0_and_the_split_list(tmp_path):
     assert listed.stdout.split() == ["train", "valid", "test"]
     result = run_recipe("csv", "--stop-stage", "0", cwd=tmp_path)
     assert result.returncode == 1 and "stage 0 needs --csv" in result.stderr
+
+
+def run_step_twice(tmp_path: Path, *step: str) -> subprocess.CompletedProcess:
+    """``run_step`` of recipes/common.sh on a command that counts its runs in ``runs.txt``."""
+    script = (
+        f'set -euo pipefail; . "{RECIPES / "common.sh"}"; cd "{tmp_path}"; '
+        "run_step out.txt out.recipe.done "
+        + " ".join(step)
+        + ' -- sh -c "echo run >> runs.txt; cp in.txt out.txt" in.txt'
+    )
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+
+def test_run_step_skips_in_the_shell_until_a_setting_changes(tmp_path):
+    (tmp_path / "in.txt").write_text("a\n")
+    (tmp_path / "upstream.done").write_text("{}\n")
+    step = ("--input", "upstream.done", "--setting", "'voices: 1'")
+
+    def runs() -> int:
+        return len((tmp_path / "runs.txt").read_text().splitlines())
+
+    first = run_step_twice(tmp_path, *step)
+    assert first.returncode == 0, first.stderr
+    assert runs() == 1 and "running: " in first.stderr
+    marker = (tmp_path / "out.recipe.done").read_text()
+    assert "command: sh -c" in marker and "file: in.txt" in marker and "input: upstream.done" in marker
+    assert "setting:voices: 1" in marker
+    again = run_step_twice(tmp_path, *step)
+    assert runs() == 1 and "done with these settings, skipping: out.txt" in again.stderr
+    (tmp_path / "in.txt").write_text("b\n")  # a file the command line names
+    run_step_twice(tmp_path, *step)
+    assert runs() == 2 and (tmp_path / "out.txt").read_text() == "b\n"
+    (tmp_path / "upstream.done").write_text('{"seed": 1}\n')  # an earlier stage redone
+    run_step_twice(tmp_path, *step)
+    assert runs() == 3
+    run_step_twice(tmp_path, "--input", "upstream.done", "--setting", "'voices: 2'")  # another setting
+    assert runs() == 4
+    (tmp_path / "out.txt").unlink()  # the output is gone
+    run_step_twice(tmp_path, "--input", "upstream.done", "--setting", "'voices: 2'")
+    assert runs() == 5
+    failing = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; . "{RECIPES / "common.sh"}"; cd "{tmp_path}"; run_step missing.txt m.done -- true'],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert failing.returncode == 1 and "missing.txt is missing after: true" in failing.stderr
+    assert not (tmp_path / "m.done").exists()
