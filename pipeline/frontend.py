@@ -59,6 +59,20 @@ def valid_frames(lengths: Tensor, max_frames: int) -> Tensor:
     return (frames[None, :] < lengths[:, None]).unsqueeze(-1).float()
 
 
+def pad_to_length(waveforms: Tensor, min_samples: int) -> Tensor:
+    """``waveforms [batch, samples]`` right-padded with zeros to at least ``min_samples`` samples.
+
+    Traceable: the output length follows the input length in an exported graph (a Python
+    ``if`` on the shape would be frozen at the traced example's length).
+    """
+    if min_samples <= 0:
+        return waveforms
+    from torch.onnx.operators import shape_as_tensor
+
+    size = shape_as_tensor(waveforms)[1].clamp_min(min_samples)
+    return torch.cat([waveforms, waveforms.new_zeros(waveforms.shape[0], min_samples)], dim=1)[:, :size]
+
+
 class FrontEnd(abc.ABC):
     """Waveforms ``[batch, samples]`` + lengths -> features ``[batch, frames, feature_dim]`` + frames."""
 
@@ -279,6 +293,7 @@ __all__ = [
     "build_frontend",
     "fbank_frontend_config",
     "frontend_class",
+    "pad_to_length",
     "register_frontend",
     "valid_frames",
 ]

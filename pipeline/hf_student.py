@@ -45,8 +45,8 @@ from pipeline.audio import SAMPLE_RATE
 from pipeline.errors import SlukdError
 from pipeline.finetune import FreezeSpec, PretrainedParts, apply_freeze, hold_frozen_in_eval
 from pipeline.finetune import parameter_groups as finetune_parameter_groups
-from pipeline.frontend import FrontEnd, register_frontend
-from pipeline.student import EncoderLayer, StudentConfig, StudentOutput
+from pipeline.frontend import FrontEnd, pad_to_length, register_frontend
+from pipeline.student import EncoderLayer, PooledHeads, StudentConfig, StudentOutput
 from pipeline.students import register_student
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,10 @@ class WaveformFrontEnd(FrontEnd):
     def frame_counts(self, num_samples: Tensor) -> Tensor:
         return num_samples
 
+    def graph_module(self, min_frames: int = 1) -> GraphWaveform:
+        """This front-end as a traceable module (:class:`GraphWaveform`), at least ``min_frames`` samples."""
+        return GraphWaveform(self, min_frames)
+
     def extraction_config(self) -> dict[str, Any]:
         return {"name": self.name, "sample_rate": self.sample_rate}
 
@@ -122,6 +126,19 @@ class WaveformFrontEnd(FrontEnd):
         if unknown:
             raise ValueError(f"unknown waveform front-end key(s) {', '.join(unknown)}")
         return cls(bool(config.get("normalize", True)), int(config.get("sample_rate", SAMPLE_RATE)))
+
+
+class GraphWaveform(nn.Module):
+    """:class:`WaveformFrontEnd` for ONNX export: inputs shorter than ``min_samples`` are zero-padded
+    to it (the student pads them so in PyTorch), then the front-end runs as it is."""
+
+    def __init__(self, frontend: WaveformFrontEnd, min_samples: int = 1) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.min_samples = min_samples
+
+    def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.frontend(pad_to_length(waveforms, self.min_samples), lengths)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +246,7 @@ def _check_encoder(encoder: nn.Module, source: str) -> None:
 
 
 @register_student
-class HFStudent(nn.Module):
+class HFStudent(PooledHeads, nn.Module):
     """Normalised waveforms in, intent logits and distillation views out (see the module docstring)."""
 
     family: ClassVar[str] = "hf"
@@ -269,13 +286,9 @@ class HFStudent(nn.Module):
             EncoderLayer(self._extra_layer_config(config)) for _ in range(config.extra_layers)
         )
         self.final_norm = nn.LayerNorm(self.hidden_size) if config.extra_layers else None
-        if config.pooling == "attention":
-            self.pooling_scorer = nn.Sequential(
-                nn.Linear(self.hidden_size, self.hidden_size), nn.Tanh(), nn.Linear(self.hidden_size, 1)
-            )
-        self.classifier = nn.Linear(self.hidden_size, config.num_intents)
-        self.projection = nn.Linear(self.hidden_size, config.teacher_dim) if config.teacher_dim else None
-        self.ctc_head = nn.Linear(self.hidden_size, config.ctc_vocab_size) if config.ctc_vocab_size else None
+        self.build_heads(
+            self.hidden_size, config.pooling, config.num_intents, config.teacher_dim, config.ctc_vocab_size
+        )
 
         self.trainable_pretrained_layers = apply_freeze(self.pretrained_parts(), config.freeze)
         self.train()
@@ -465,24 +478,7 @@ class HFStudent(nn.Module):
                 attentions.append(attention)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        utterance = self._pool(x, padding)
-        ctc = self.ctc_head(x).float().log_softmax(dim=-1) if self.ctc_head is not None else None
-        return StudentOutput(
-            logits=self.classifier(utterance),
-            utterance=utterance,
-            projected=self.projection(utterance) if self.projection is not None else None,
-            lengths=lengths,
-            hidden_states=hidden_states,
-            attentions=attentions,
-            ctc_log_probs=ctc,
-        )
-
-    def _pool(self, x: Tensor, padding: Tensor) -> Tensor:
-        if self.config.pooling == "attention":
-            scores = self.pooling_scorer(x).squeeze(-1).masked_fill(padding, float("-inf"))
-            return (scores.softmax(dim=-1).unsqueeze(-1) * x).sum(dim=1)
-        valid = (~padding).unsqueeze(-1).to(x.dtype)
-        return (x * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
+        return self.heads_output(x, lengths, hidden_states, attentions)
 
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())

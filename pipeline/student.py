@@ -117,6 +117,36 @@ def masked_pool(x: Tensor, padding: Tensor, scorer: nn.Module | None = None) -> 
     return (x * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
 
 
+class PooledHeads:
+    """Mixin for the pretrained student families (an ``nn.Module`` subclass calls
+    :meth:`build_heads` in ``__init__``): pooling, the intent head, the projection to the
+    teacher's width and the CTC head, under the parameter names every family uses
+    (``pooling_scorer``, ``classifier``, ``projection``, ``ctc_head``)."""
+
+    def build_heads(self, width: int, pooling: str, num_intents: int, teacher_dim: int,
+                    ctc_vocab_size: int) -> None:  # fmt: skip
+        """Create the heads on top of ``width``-wide frames (``pooling``: ``attention`` or ``mean``)."""
+        self.pooling_scorer = pooling_scorer(width) if pooling == "attention" else None
+        self.classifier = nn.Linear(width, num_intents)
+        self.projection = nn.Linear(width, teacher_dim) if teacher_dim else None
+        self.ctc_head = nn.Linear(width, ctc_vocab_size) if ctc_vocab_size else None
+
+    def heads_output(self, x: Tensor, lengths: Tensor, hidden_states: list[Tensor],
+                     attentions: list[Tensor]) -> StudentOutput:  # fmt: skip
+        """The :class:`StudentOutput` of the top frames ``x [batch, frames, width]`` (``lengths`` valid)."""
+        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
+        utterance = masked_pool(x, padding, self.pooling_scorer)
+        return StudentOutput(
+            logits=self.classifier(utterance),
+            utterance=utterance,
+            projected=self.projection(utterance) if self.projection is not None else None,
+            lengths=lengths,
+            hidden_states=hidden_states,
+            attentions=attentions,
+            ctc_log_probs=self.ctc_head(x).float().log_softmax(dim=-1) if self.ctc_head is not None else None,
+        )
+
+
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
     position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     frequencies = torch.exp(

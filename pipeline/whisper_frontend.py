@@ -33,7 +33,7 @@ import torchaudio
 from torch import Tensor, nn
 from torch.nn import functional
 
-from pipeline.frontend import FrontEnd, register_frontend
+from pipeline.frontend import FrontEnd, pad_to_length, register_frontend
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -108,6 +108,10 @@ class WhisperLogMel(FrontEnd):
     def frame_counts(self, num_samples: Tensor) -> Tensor:
         return frame_counts(num_samples)
 
+    def graph_module(self, min_frames: int = 1) -> GraphLogMel:
+        """This log-mel as export-friendly ops (:class:`GraphLogMel`), at least ``min_frames`` frames."""
+        return GraphLogMel(self.feature_dim, min_frames)
+
     def extraction_config(self) -> dict:
         return {"name": self.name, "num_mel_bins": self.feature_dim}
 
@@ -131,17 +135,20 @@ class GraphLogMel(nn.Module):
 
     ``forward(waveforms [batch, samples], lengths [batch]) -> (features [batch, frames, mels],
     frames [batch])``; traceable by ``torch.onnx.export(..., dynamo=False)`` at opset 17.
+    Inputs shorter than ``min_frames`` frames are zero-padded to that many (zero) frames, as the
+    student pads them in PyTorch; otherwise the output equals :class:`WhisperLogMel`'s.
     """
 
-    def __init__(self, num_mel_bins: int = NUM_MEL_BINS) -> None:
+    def __init__(self, num_mel_bins: int = NUM_MEL_BINS, min_frames: int = 0) -> None:
         super().__init__()
+        self.min_samples = max(min_frames, 0) * HOP_LENGTH
         analysis = torch.from_numpy(dft_analysis_matrix()).float()
         self.register_buffer("analysis", analysis[:, None, :].contiguous(), persistent=False)
         self.register_buffer("banks", mel_filters(num_mel_bins).contiguous(), persistent=False)
         self.bins = N_FFT // 2 + 1
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        centred = _centre(waveforms, lengths)
+        centred = _centre(pad_to_length(waveforms, self.min_samples), lengths)
         spectrum = functional.conv1d(centred.unsqueeze(1), self.analysis, stride=HOP_LENGTH)[..., :-1]
         real, imaginary = spectrum[:, : self.bins], spectrum[:, self.bins :]
         counts = frame_counts(lengths)

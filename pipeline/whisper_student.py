@@ -49,7 +49,7 @@ from pipeline.config import from_dict
 from pipeline.errors import SlukdError
 from pipeline.finetune import FreezeSpec, PretrainedParts, apply_freeze, hold_frozen_in_eval, parameter_groups
 from pipeline.pretrained import PretrainedError, WhisperEncoderWeights, load_whisper_encoder
-from pipeline.student import StudentOutput
+from pipeline.student import PooledHeads, StudentOutput
 from pipeline.students import register_student
 from pipeline.whisper_frontend import WhisperLogMel
 
@@ -227,7 +227,7 @@ def encoder_frames(lengths: Tensor) -> Tensor:
 
 
 @register_student
-class WhisperStudent(nn.Module):
+class WhisperStudent(PooledHeads, nn.Module):
     """Whisper log-mel in, intent logits and distillation views out (see the module docstring)."""
 
     family: ClassVar[str] = "whisper"
@@ -248,13 +248,9 @@ class WhisperStudent(nn.Module):
             for _ in range(config.extra_layers)
         )
         self.extra_norm = nn.LayerNorm(config.d_model) if config.extra_layers else None
-        if config.pooling == "attention":
-            self.pooling_scorer = nn.Sequential(
-                nn.Linear(config.d_model, config.d_model), nn.Tanh(), nn.Linear(config.d_model, 1)
-            )
-        self.classifier = nn.Linear(config.d_model, config.num_intents)
-        self.projection = nn.Linear(config.d_model, config.teacher_dim) if config.teacher_dim else None
-        self.ctc_head = nn.Linear(config.d_model, config.ctc_vocab_size) if config.ctc_vocab_size else None
+        self.build_heads(
+            config.d_model, config.pooling, config.num_intents, config.teacher_dim, config.ctc_vocab_size
+        )
         self.freeze = FreezeSpec.parse(config.freeze)
         self.trainable_pretrained_layers = apply_freeze(self.pretrained_parts(), self.freeze)
         self.frozen_layers = config.encoder_layers - self.trainable_pretrained_layers
@@ -312,9 +308,11 @@ class WhisperStudent(nn.Module):
         )
 
     def parameter_groups(
-        self, lr: float, pretrained_lr: float, layer_decay: float = 1.0, weight_decay: float = 0.0
+        self, lr: float, pretrained_lr: float, layer_decay: float = 1.0, weight_decay: float | None = None
     ) -> list[dict]:
-        """AdamW groups (see :func:`pipeline.finetune.parameter_groups`); frozen parameters left out."""
+        """AdamW groups (:func:`pipeline.finetune.parameter_groups`); frozen parameters left out.
+        Matrices take the optimiser's weight decay unless ``weight_decay`` is given; biases and
+        norms none."""
         return parameter_groups([self], self.pretrained_parts(), lr, pretrained_lr, layer_decay, weight_decay)
 
     def train(self, mode: bool = True) -> WhisperStudent:
@@ -374,20 +372,4 @@ class WhisperStudent(nn.Module):
             x = self.encoder.layer_norm(x)
         if self.extra_norm is not None:
             x = self.extra_norm(x)
-        utterance = self._pool(x, padding)
-        return StudentOutput(
-            logits=self.classifier(utterance),
-            utterance=utterance,
-            projected=self.projection(utterance) if self.projection is not None else None,
-            lengths=lengths,
-            hidden_states=hidden_states,
-            attentions=attentions,
-            ctc_log_probs=self.ctc_head(x).float().log_softmax(dim=-1) if self.ctc_head is not None else None,
-        )
-
-    def _pool(self, x: Tensor, padding: Tensor) -> Tensor:
-        if self.config.pooling == "attention":
-            scores = self.pooling_scorer(x).squeeze(-1).masked_fill(padding, float("-inf"))
-            return (scores.softmax(dim=-1).unsqueeze(-1) * x).sum(dim=1)
-        valid = (~padding).unsqueeze(-1).to(x.dtype)
-        return (x * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1.0)
+        return self.heads_output(x, lengths, hidden_states, attentions)
