@@ -25,7 +25,8 @@ import contextlib
 import hashlib
 import importlib.util
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from pipeline.audio import SAMPLE_RATE
 from pipeline.errors import SlukdError
 from pipeline.hf_text import quiet_transformers
 from pipeline.pretrained import PACKAGED_WHISPER, packaged_whisper_weights
+from pipeline.speed import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ HF_WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 WHISPER_WINDOW_SECONDS = 30.0  # one Whisper input window; the transformers back-end refuses longer
 # Settings that change speed, not the text: left out of the fingerprint.
-RUN_ONLY_KEYS = ("threads", "batch_size")
+RUN_ONLY_KEYS = ("threads", "batch_size", "workers")
 
 
 class AsrError(SlukdError, ValueError):
@@ -68,6 +70,7 @@ class AsrConfig:
     language: str = "en"  # ignored by English-only models
     device: str = "cpu"  # cpu | cuda | auto
     threads: int = 1  # CPU threads of one transcription (0: the library's default)
+    workers: int = 1  # faster-whisper: utterances of a batch transcribed in parallel, each on `threads`
     max_new_tokens: int = 128  # transformers: longest hypothesis in tokens
     batch_size: int = 8  # transformers: utterances per generate call
 
@@ -81,7 +84,7 @@ class AsrConfig:
                 f"compute_type {self.compute_type!r} is not for the transformers backend; "
                 f"choose from {', '.join(TORCH_DTYPES)}"
             )
-        for name in ("beam_size", "max_new_tokens", "batch_size"):
+        for name in ("beam_size", "max_new_tokens", "batch_size", "workers"):
             if getattr(self, name) < 1:
                 raise AsrError(f"ASR {name} must be at least 1, got {getattr(self, name)}")
         if self.threads < 0:
@@ -214,6 +217,11 @@ class SpeechRecognizer(abc.ABC):
     def size_bytes(self) -> int:
         """Bytes of the weights (on disk for a folder)."""
 
+    @property
+    @abc.abstractmethod
+    def num_parameters(self) -> int:
+        """Number of weights (scalars) of the model."""
+
     @abc.abstractmethod
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[str]:
         """One raw hypothesis per waveform (16 kHz mono float32); ``""`` when nothing was heard."""
@@ -231,7 +239,7 @@ class FasterWhisperRecognizer(SpeechRecognizer):
         try:
             self.model = WhisperModel(
                 location, device=config.device, compute_type=config.compute_type,
-                cpu_threads=config.threads, num_workers=1, local_files_only=True,
+                cpu_threads=config.threads, num_workers=config.workers, local_files_only=True,
             )  # fmt: skip
         except (RuntimeError, ValueError, OSError) as error:
             raise AsrError(
@@ -247,19 +255,32 @@ class FasterWhisperRecognizer(SpeechRecognizer):
     def size_bytes(self) -> int:
         return _weights_bytes(Path(self.location), ("model.bin",))
 
+    @property
+    def num_parameters(self) -> int:
+        from pipeline.ct2 import CT2Model
+
+        model = CT2Model(Path(self.location) / "model.bin")
+        sizes = [(v.name, int(np.prod(v.shape, dtype=np.int64))) for v in model.variables.values()]
+        return sum(
+            size for name, size in sizes if size > 2 and not name.endswith("_scale")
+        )  # no flags, scales
+
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[str]:
-        hypotheses = []
-        for waveform in _check_waveforms(waveforms):
-            if not waveform.size:
-                hypotheses.append("")
-                continue
-            segments, _ = self.model.transcribe(
-                waveform, language="en" if self.english_only else self.config.language,
-                beam_size=self.config.beam_size, temperature=0.0, vad_filter=False,
-                condition_on_previous_text=False, without_timestamps=True,
-            )  # fmt: skip
-            hypotheses.append(" ".join(segment.text.strip() for segment in segments).strip())
-        return hypotheses
+        waveforms = _check_waveforms(waveforms)
+        if self.config.workers > 1 and len(waveforms) > 1:  # CTranslate2 releases the GIL
+            with ThreadPoolExecutor(self.config.workers) as pool:
+                return list(pool.map(self._transcribe_one, waveforms))
+        return [self._transcribe_one(waveform) for waveform in waveforms]
+
+    def _transcribe_one(self, waveform: np.ndarray) -> str:
+        if not waveform.size:
+            return ""
+        segments, _ = self.model.transcribe(
+            waveform, language="en" if self.english_only else self.config.language,
+            beam_size=self.config.beam_size, temperature=0.0, vad_filter=False,
+            condition_on_previous_text=False, without_timestamps=True,
+        )  # fmt: skip
+        return " ".join(segment.text.strip() for segment in segments).strip()
 
 
 class TransformersWhisperRecognizer(SpeechRecognizer):
@@ -290,6 +311,10 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         self.max_new_tokens = min(config.max_new_tokens, model.config.max_target_positions - 4)
 
     @property
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
+    @property
     def size_bytes(self) -> int:
         folder = Path(self.location)
         if folder.is_dir():
@@ -308,7 +333,8 @@ class TransformersWhisperRecognizer(SpeechRecognizer):
         hypotheses = [""] * len(waveforms)
         todo = [i for i, waveform in enumerate(waveforms) if waveform.size]
         size = self.config.batch_size
-        with _torch_threads(self.config.threads if self.device.type == "cpu" else 0):
+        threads = self.config.threads if self.device.type == "cpu" else 0
+        with torch_threads(threads) if threads else contextlib.nullcontext():
             for start in range(0, len(todo), size):
                 chunk = todo[start : start + size]
                 for index, text in zip(chunk, self._generate([waveforms[i] for i in chunk]), strict=True):
@@ -352,17 +378,3 @@ def load_asr(config: AsrConfig | None = None) -> SpeechRecognizer:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    """Run a block on ``count`` torch intra-op threads (0: leave the setting alone)."""
-    import torch
-
-    saved = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)

@@ -190,7 +190,7 @@ class CascadeModel:
     def __init__(self, config: CascadeConfig, asr: SpeechRecognizer, teacher: Any) -> None:
         self.config = config
         self.asr = asr
-        self.teacher = teacher  # pipeline.teacher.Teacher
+        self.teacher = teacher  # pipeline.teacher_model.Teacher
         self.labels = config.labels
 
     @property
@@ -227,23 +227,34 @@ class CascadeModel:
     def size_bytes(self) -> int:
         return self.size()["total"]
 
+    def num_parameters(self) -> int:
+        """Weights of the ASR and of the teacher."""
+        return self.asr.num_parameters + int(sum(p.numel() for p in self.teacher.model.parameters()))
 
-def load_cascade(folder: str | os.PathLike, device: str = "cpu", threads: int | None = None) -> CascadeModel:
+
+def load_cascade(
+    folder: str | os.PathLike, device: str = "cpu", threads: int | None = None, workers: int | None = None
+) -> CascadeModel:
     """Load a cascade dir: its ASR and its teacher (which must still have the same label map).
 
     Args:
         folder: the cascade dir (:func:`create_cascade`).
         device: where the teacher runs (``cpu``, ``cuda``, ``auto``); the ASR's own ``device``
             setting stays as configured.
-        threads: CPU threads of the ASR, overriding the config (``None``: as configured).
+        threads: CPU threads of one transcription, overriding the config (``None``: as configured).
+        workers: utterances of a batch transcribed in parallel (faster-whisper; ``None``: as configured).
     """
-    from pipeline.teacher import TeacherError, load_teacher
+    from pipeline.teacher_config import TeacherError
+    from pipeline.teacher_model import load_teacher
 
     config = read_cascade_config(folder)
     if not config.teacher.is_dir():
         raise CascadeError(f"{config.folder}: teacher dir {config.teacher} not found")
-    if threads is not None:
-        config.asr = from_dict(AsrConfig, {**to_dict(config.asr), "threads": threads})
+    overrides = {
+        name: value for name, value in (("threads", threads), ("workers", workers)) if value is not None
+    }
+    if overrides:
+        config.asr = from_dict(AsrConfig, {**to_dict(config.asr), **overrides})
     try:
         teacher = load_teacher(config.teacher, device)
     except TeacherError as error:

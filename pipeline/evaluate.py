@@ -3,21 +3,27 @@
 What one eval file holds (top-level keys):
 
 - ``format``, ``version``: ``slukd-eval`` v1;
-- ``model``: the model dir, its kind (``student`` or ``teacher``), parameters, weights size;
-- ``split``, ``data``: the manifest, its sha256, the utterance count;
+- ``model``: the model dir, its kind (``student``, ``teacher`` or ``cascade``), its ASR (cascades);
+- ``split``, ``data``: the manifest, its sha256, the utterance count, and ``subset`` when a
+  seeded subset was evaluated (``max_utterances``, ``noisy_utterances``; see :func:`choose_subset`);
 - ``settings``: the resolved :class:`EvaluateConfig`; ``fingerprint``: what a rerun must match
-  to be skipped (settings, manifest and weights hashes, the teacher's);
+  to be skipped (settings, manifest and weights hashes, the teacher's, the kind's own: a
+  cascade's ASR and teacher weights);
 - ``metrics``: on the clean split: accuracy, macro-F1, expected calibration error, per-slot
   accuracy, per-intent precision/recall/F1/support, the confusion matrix (with its label
   order), NLL, and agreement with the teacher when one is given (definitions:
   :mod:`pipeline.metrics`);
-- ``noise_sweep``: audio-in models only: accuracy and macro-F1 per condition (clean, then every
-  noise type x SNR, then a reverberant room and a telephone channel, ``snr_db`` null for those;
-  see :mod:`pipeline.conditions`), applied to the waveforms on the fly; ``null`` for the teacher;
+- ``noise_sweep``: audio-in models only: per condition (clean, then every noise type x SNR, then
+  a reverberant room and a telephone channel, ``snr_db`` null for those; see
+  :mod:`pipeline.conditions`) the utterances, accuracy, macro-F1, per-slot accuracy, and for a
+  cascade the WER and CER of its ASR; ``null`` for the teacher;
 - ``ctc``: WER/CER of the greedy CTC transcript on the clean split, when the student has a head;
-- ``speed``: parameters, latency at batch 1 on one CPU thread (waveform in, logits out, or text
-  in for the teacher), real-time factor, throughput at batch 64, on CPU and on a GPU if present
-  (:mod:`pipeline.speed`);
+- ``asr``: a cascade's WER/CER per condition and every hypothesis (:mod:`pipeline.eval_records`);
+- ``predictions``: every model's predicted intent per utterance and condition, so that models
+  evaluated on different subsets are compared on the same utterances;
+- ``speed``: parameters, weights size (by part for a cascade), latency at batch 1 on one CPU
+  thread (waveform in, logits out, or text in for the teacher), real-time factor, throughput at
+  batch 64, on CPU and on a GPU if present (:mod:`pipeline.eval_speed`; a cascade: CPU, batch 1);
 - ``environment``: date, slukd and torch versions, CPU model, threads, GPU name.
 
 Model kinds: :data:`MODEL_KINDS` maps a kind name to how its ``config.json`` is recognised and
@@ -33,7 +39,6 @@ that the SNR over the utterance's own samples is exactly the one named.
 from __future__ import annotations
 
 import datetime
-import itertools
 import json
 import logging
 import os
@@ -41,16 +46,13 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import __version__
-from pipeline.audio import SAMPLE_RATE
 from pipeline.conditions import (
     SWEEP_NOISE_TYPES,
     BabbleBank,
@@ -60,15 +62,22 @@ from pipeline.conditions import (
 )
 from pipeline.config import to_dict
 from pipeline.ctc import ctc_greedy_decode
-from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms, pad_sequences
+from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.errors import SlukdError
+from pipeline.eval_records import (
+    asr_record,
+    condition_scores,
+    predictions_record,
+    reusable_hypotheses,
+    subset_note,
+)
+from pipeline.eval_speed import measure_speed
 from pipeline.features import resolve_device
 from pipeline.io import file_sha256, read_json, write_json
 from pipeline.labels import LABELS_FILENAME, LabelSet
 from pipeline.manifest import Manifest, find_manifests, read_manifest
-from pipeline.metrics import accuracy, agreement, classification_report, error_rates, macro_f1
+from pipeline.metrics import accuracy, agreement, classification_report, error_rates
 from pipeline.model_kinds import MODEL_KINDS, TEXT, WAVEFORM, LoadedModel, load_model, model_kind
-from pipeline.speed import measure_on_devices, time_passes
 from pipeline.text import normalize_transcript
 
 logger = logging.getLogger(__name__)
@@ -103,6 +112,8 @@ class EvaluateConfig:
     warmup: int = 3  # untimed passes before timing
     throughput_batch: int = 64
     throughput_repeats: int = 3
+    max_utterances: int = 0  # evaluate a seeded subset of this many utterances (0: the whole split)
+    noisy_utterances: int = 0  # run the noisy conditions on a seeded subset of those (0: all of them)
 
     def __post_init__(self) -> None:
         self.snrs = tuple(float(s) for s in self.snrs)
@@ -118,19 +129,42 @@ class EvaluateConfig:
             )
         if self.latency_utterances < 1 or self.throughput_batch < 1:
             raise ValueError("latency_utterances and throughput_batch must be at least 1")
+        if self.max_utterances < 0 or self.noisy_utterances < 0:
+            raise ValueError("max_utterances and noisy_utterances must be >= 0 (0: all)")
 
 
 # ---------------------------------------------------------------------------------------------
 # Passes over the split
 
 
-def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfig, device: torch.device):
-    """Logits per condition ``{name: [N, C]}`` in manifest order, and the clean CTC transcripts."""
+def choose_subset(size: int, config: EvaluateConfig) -> tuple[list[int], list[int]]:
+    """The utterances evaluated (clean) and those of them the noisy conditions run on: indices into
+    the split, in manifest order. Seeded; the noisy subset is a prefix of the same permutation, so
+    it lies inside the clean one and stays the same for every model."""
+    order = np.random.default_rng([config.seed, 11]).permutation(size)
+    evaluated = config.max_utterances or size
+    noisy = min(config.noisy_utterances or evaluated, evaluated)
+    return sorted(order[:evaluated].tolist()), sorted(order[:noisy].tolist())
+
+
+@dataclass
+class WaveformPass:
+    """What one pass over the split under every condition gives (manifest order)."""
+
+    logits: dict[str, np.ndarray]  # condition -> [N, C]; NaN rows where the condition did not run
+    ctc_transcripts: list[str]  # greedy CTC text on the clean audio ("" without a CTC head)
+    hypotheses: dict[str, list[str | None]]  # condition -> a cascade's ASR text (None: not run)
+
+
+def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfig, device: torch.device,
+                   bank: BabbleBank | None, noisy_rows: set[int],
+                   known: dict[tuple[str, str], str] | None = None) -> WaveformPass:  # fmt: skip
+    """Every condition over the split; the noisy ones only on ``noisy_rows``. ``known`` holds ASR
+    hypotheses by (condition, utterance id) that a cascade classifies instead of transcribing again."""
     conditions = noise_conditions(config)
-    bank = None
-    if any(c.noise == "babble" for c in conditions):
-        bank = BabbleBank(manifest, config.babble_bank_size, config.seed)
-    logits = {c.name: np.zeros((len(manifest), len(model.labels)), np.float32) for c in conditions}
+    known = known or {}
+    logits = {c.name: np.full((len(manifest), len(model.labels)), np.nan, np.float32) for c in conditions}
+    hypotheses: dict[str, list[str | None]] = {c.name: [None] * len(manifest) for c in conditions}
     transcripts: list[str] = [""] * len(manifest)
     batches = batches_by_duration([u.duration for u in manifest], config.batch_seconds, config.max_batch_size)
     loader = DataLoader(WaveformDataset(manifest), batch_sampler=batches, collate_fn=collate_waveforms)
@@ -139,89 +173,36 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
         bad = [error for error in batch.errors if error]
         if bad:
             raise EvaluationError(f"{len(bad)} unreadable utterance(s) in {manifest.path}, first: {bad[0]}")
-        ids = [manifest[i].id for i in batch.indices]
         for condition in conditions:
-            waveforms = noisy_waveforms(batch.waveforms, batch.lengths, ids, condition, config.seed, bank)
-            output = model.waveform_forward(waveforms.to(device), batch.lengths.to(device))
-            logits[condition.name][batch.indices] = output.logits.float().cpu().numpy()
+            rows = [r for r, i in enumerate(batch.indices) if condition.noise == "clean" or i in noisy_rows]
+            ids = [manifest[batch.indices[r]].id for r in rows]
+            cached = [r for r, i in zip(rows, ids, strict=True) if (condition.name, i) in known]
+            if cached and model.text_logits is not None:
+                texts = [known[(condition.name, manifest[batch.indices[r]].id)] for r in cached]
+                indices = [batch.indices[r] for r in cached]
+                logits[condition.name][indices] = model.text_logits(texts)
+                for index, text in zip(indices, texts, strict=True):
+                    hypotheses[condition.name][index] = text
+                rows = [r for r in rows if r not in set(cached)]
+            if not rows:
+                continue
+            selected = torch.tensor(rows)
+            waveforms, lengths = batch.waveforms[selected], batch.lengths[selected]
+            waveforms = noisy_waveforms(waveforms, lengths, [manifest[batch.indices[r]].id for r in rows],
+                                        condition, config.seed, bank)  # fmt: skip
+            output = model.waveform_forward(waveforms.to(device), lengths.to(device))
+            indices = [batch.indices[r] for r in rows]
+            logits[condition.name][indices] = output.logits.float().cpu().numpy()
+            if output.hypotheses is not None:
+                for index, text in zip(indices, output.hypotheses, strict=True):
+                    hypotheses[condition.name][index] = text
             if condition.noise == "clean" and output.ctc_log_probs is not None and model.ctc_characters:
                 decoded = ctc_greedy_decode(
                     output.ctc_log_probs.cpu().numpy(), output.lengths.tolist(), model.ctc_characters
                 )
-                for index, text in zip(batch.indices, decoded, strict=True):
+                for index, text in zip(indices, decoded, strict=True):
                     transcripts[index] = text
-    return logits, transcripts
-
-
-# ---------------------------------------------------------------------------------------------
-# Speed
-
-
-def _waveform_speed(
-    model: LoadedModel, clips: list[Tensor], config: EvaluateConfig, device: torch.device
-) -> dict:
-    """Audio in, logits out: latency per clip at batch 1, RTF, and batch throughput on ``device``."""
-    model.module.to(device).eval()
-    batch_clips = list(itertools.islice(itertools.cycle(clips), config.throughput_batch))
-    padded, lengths = pad_sequences(batch_clips)
-    padded, lengths = padded.to(device), lengths.to(device)
-
-    def one(index: int) -> None:
-        clip = clips[index]
-        model.waveform_forward(clip[None].to(device), torch.tensor([clip.numel()], device=device))
-
-    measured = min(config.latency_utterances, len(clips))
-    timing = time_passes(one, lambda: model.waveform_forward(padded, lengths), measured, len(batch_clips),
-                         device, min(config.warmup, len(clips)), config.throughput_repeats)  # fmt: skip
-    latencies = timing.pop("latencies")
-    seconds = sum(clip.numel() for clip in clips[:measured]) / SAMPLE_RATE
-    return {**_speed_fields(timing, latencies), "real_time_factor": sum(latencies) / seconds}
-
-
-def _text_speed(model: LoadedModel, texts: list[str], config: EvaluateConfig, device: torch.device) -> dict:
-    """Text in, logits out (tokenising counts): latency at batch 1 and batch throughput on ``device``."""
-    model.module.to(device).eval()
-    batch = list(itertools.islice(itertools.cycle(texts), config.throughput_batch))
-    measured = min(config.latency_utterances, len(texts))
-    timing = time_passes(lambda i: model.text_forward([texts[i]], device), lambda: model.text_forward(batch, device),
-                         measured, len(batch), device, min(config.warmup, len(texts)), config.throughput_repeats)  # fmt: skip
-    latencies = timing.pop("latencies")
-    return {**_speed_fields(timing, latencies), "real_time_factor": None}  # no audio to be real time against
-
-
-def _speed_fields(timing: dict, latencies: list[float]) -> dict:
-    return {
-        "latency_ms": timing["latency_ms"],
-        "latency_utterances": len(latencies),
-        "throughput_batch": timing["throughput_batch"],
-        "throughput_utterances_per_second": timing["throughput_utterances_per_second"],
-    }
-
-
-def measure_speed(model: LoadedModel, manifest: Manifest, config: EvaluateConfig, model_dir: Path) -> dict:
-    """Parameters, weights size, latency (batch 1, one CPU thread), RTF and throughput (CPU, GPU)."""
-    needed = max(config.latency_utterances, config.warmup, min(config.throughput_batch, len(manifest)))
-    chosen = list(range(min(len(manifest), needed)))
-    weights = Path(model_dir) / "model.safetensors"
-    result: dict[str, Any] = {
-        "parameters": model.num_parameters(),
-        "weights_bytes": weights.stat().st_size if weights.is_file() else None,
-        "input": model.input,
-    }
-    if model.input == WAVEFORM:
-        dataset = WaveformDataset(manifest)
-        clips = []
-        for index in chosen:
-            item = dataset[index]
-            if item.error:
-                raise EvaluationError(item.error)
-            clips.append(item.waveform)
-        result.update(measure_on_devices(lambda device: _waveform_speed(model, clips, config, device)))
-    else:
-        texts = [manifest[i].transcript for i in chosen]
-        result.update(measure_on_devices(lambda device: _text_speed(model, texts, config, device)))
-    model.module.to(model.device)  # back where the accuracy passes need it
-    return result
+    return WaveformPass(logits, transcripts, hypotheses)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,15 +265,17 @@ def eval_path(model_dir: str | os.PathLike, split: str, out_dir: str | os.PathLi
 
 
 def _fingerprint(
-    model_dir: Path, manifest_path: Path, settings: dict, teacher_dir: str | os.PathLike | None
+    model_dir: Path, kind: str, manifest_path: Path, settings: dict, teacher_dir: str | os.PathLike | None
 ) -> dict:
     weights = model_dir / "model.safetensors"
+    kind_fingerprint = MODEL_KINDS[kind].fingerprint
     return {
         "settings": settings,
         "manifest_sha256": file_sha256(manifest_path),
         "model_sha256": file_sha256(weights) if weights.is_file() else None,
         "config_sha256": file_sha256(model_dir / "config.json"),
         "teacher_sha256": file_sha256(Path(teacher_dir) / "model.safetensors") if teacher_dir else None,
+        "kind": kind_fingerprint(model_dir) if kind_fingerprint is not None else None,
     }
 
 
@@ -309,27 +292,49 @@ def _finished(target: Path, fingerprint: dict) -> dict | None:
     return None
 
 
-def _audio_metrics(model: LoadedModel, manifest: Manifest, gold: np.ndarray, config: EvaluateConfig,
-                   device: torch.device) -> tuple[np.ndarray, list[dict], dict | None]:  # fmt: skip
-    """Clean logits, the noise sweep and the CTC scores of an audio-in model."""
-    logits_by_condition, hypotheses = _waveform_pass(model, manifest, config, device)
+@dataclass
+class AudioResults:
+    """The audio-in parts of an eval file."""
+
+    clean_logits: np.ndarray  # [N, C]
+    noise_sweep: list[dict]
+    ctc: dict | None
+    predictions: dict
+    asr: dict | None
+
+
+def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manifest, gold: np.ndarray,
+                   config: EvaluateConfig, device: torch.device, noisy_rows: set[int],
+                   known: dict[tuple[str, str], str]) -> AudioResults:  # fmt: skip
+    """Every condition's scores, the CTC scores, the predictions and a cascade's ASR section."""
+    conditions = noise_conditions(config)
+    bank = None
+    if any(
+        c.noise == "babble" for c in conditions
+    ):  # drawn from the whole split: the same babble for every model
+        bank = BabbleBank(split_manifest, config.babble_bank_size, config.seed)
+    result = _waveform_pass(model, manifest, config, device, bank, noisy_rows, known)
+    asr, rates = None, {}
+    if model.asr is not None:
+        asr, rates = asr_record(manifest, result.hypotheses, result.logits, model.labels)
     noise_sweep = []
-    for condition in noise_conditions(config):
-        predicted = logits_by_condition[condition.name].argmax(axis=1)
-        noise_sweep.append({
-            "condition": condition.name, "noise": condition.noise, "snr_db": condition.snr_db,
-            "accuracy": accuracy(gold, predicted), "macro_f1": macro_f1(gold, predicted, len(model.labels)),
-        })  # fmt: skip
+    for condition in conditions:
+        _, scores = condition_scores(gold, result.logits[condition.name], model.labels)
+        noise_sweep.append({"condition": condition.name, "noise": condition.noise, "snr_db": condition.snr_db,
+                            **scores, **rates.get(condition.name, {})})  # fmt: skip
     ctc = None
     if model.ctc_characters:
         references = [normalize_transcript(u.transcript) for u in manifest]
         ctc = {
-            **error_rates(references, hypotheses),
+            **error_rates(references, result.ctc_transcripts),
             "decoder": "greedy",
             "examples": [{"id": u.id, "reference": r, "hypothesis": h}
-                         for u, r, h in list(zip(manifest, references, hypotheses, strict=True))[:5]],
+                         for u, r, h in list(zip(manifest, references, result.ctc_transcripts, strict=True))[:5]],
         }  # fmt: skip
-    return logits_by_condition["clean"], noise_sweep, ctc
+    if asr is not None:
+        asr = {"name": model.asr, **asr}
+    predictions = predictions_record(manifest, gold, result.logits)
+    return AudioResults(result.logits["clean"], noise_sweep, ctc, predictions, asr)
 
 
 def _teacher_comparison(model: LoadedModel, model_dir: Path, teacher_dir: str | os.PathLike, manifest: Manifest,
@@ -351,17 +356,20 @@ def _teacher_comparison(model: LoadedModel, model_dir: Path, teacher_dir: str | 
 
 def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, config: EvaluateConfig | None = None,
              teacher_dir: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-             force: bool = False) -> dict:  # fmt: skip
+             force: bool = False, reuse_hypotheses: str | os.PathLike | None = None) -> dict:  # fmt: skip
     """Evaluate a model dir (any kind in :data:`MODEL_KINDS`) on one split and write ``eval/<split>.json``.
 
     Args:
-        model_dir: a student or teacher model dir.
+        model_dir: a student, teacher or cascade dir.
         data: a folder with ``manifests/<split>.jsonl`` and ``labels.json``, or that manifests folder.
         split: which split.
-        config: settings (noise sweep, speed, device, seed).
+        config: settings (noise sweep, subset, speed, device, seed).
         teacher_dir: a fine-tuned teacher whose predictions the model is compared with.
         out_dir: folder for the eval file (default ``model_dir/eval``).
         force: recompute even when an eval file with the same fingerprint exists.
+        reuse_hypotheses: a cascade's eval file whose ASR hypotheses this cascade classifies instead
+            of transcribing again, when the ASR, manifest and noise are the same
+            (:func:`pipeline.eval_records.reusable_hypotheses`); it does not change the results.
 
     Returns:
         The eval dict (as written).
@@ -374,7 +382,7 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     settings = {**to_dict(config), "snrs": list(config.snrs), "noise_types": list(config.noise_types)}
     if MODEL_KINDS[kind].input == TEXT:
         settings["noise"] = False  # a text-in model (the teacher) reads gold transcripts: no noise sweep
-    fingerprint = _fingerprint(model_dir, manifest_path, settings, teacher_dir)
+    fingerprint = _fingerprint(model_dir, kind, manifest_path, settings, teacher_dir)
     finished = None if force else _finished(target, fingerprint)
     if finished is not None:
         logger.info("%s: already evaluated with these settings, skipping (--force recomputes)", target)
@@ -384,14 +392,35 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     device = resolve_device(config.device)
     model = load_model(model_dir, device)
     _check_labels(manifest_path, model.labels, model_dir)
+    split_manifest = read_manifest(manifest_path, model.labels)
+    evaluated, noisy = choose_subset(len(split_manifest), config)
     manifest = read_manifest(manifest_path, model.labels)
+    manifest.utterances = [split_manifest[i] for i in evaluated]
+    subset = None
+    if len(evaluated) < len(split_manifest) or len(noisy) < len(evaluated):
+        subset = {"seed": config.seed, "split_utterances": len(split_manifest), "utterances": len(evaluated),
+                  "noisy_utterances": len(noisy) if config.noise and model.input == WAVEFORM else 0}  # fmt: skip
+        logger.info("evaluating %s", subset_note(subset))
     gold = np.array([model.labels.index(u.intent) for u in manifest], dtype=np.int64)
 
-    noise_sweep = ctc = None
+    noise_sweep = ctc = asr = None
     if model.input == WAVEFORM:
-        logits, noise_sweep, ctc = _audio_metrics(model, manifest, gold, config, device)
+        position = {index: row for row, index in enumerate(evaluated)}
+        known = reusable_hypotheses(reuse_hypotheses, fingerprint, settings) if reuse_hypotheses else {}
+        audio = _audio_metrics(model, manifest, split_manifest, gold, config, device,
+                               {position[i] for i in noisy}, known)  # fmt: skip
+        logits, noise_sweep, ctc, predictions, asr = (
+            audio.clean_logits,
+            audio.noise_sweep,
+            audio.ctc,
+            audio.predictions,
+            audio.asr,
+        )
+        if asr is not None and known:
+            asr["reused"] = {"from": str(reuse_hypotheses), "hypotheses": len(known)}
     else:
         logits = model.text_logits([u.transcript for u in manifest])
+        predictions = predictions_record(manifest, gold, {"clean": logits})
     metrics = classification_report(gold, logits, model.labels)
     metrics.update({"teacher": None, "teacher_agreement": None, "teacher_accuracy": None})
     if teacher_dir is not None:
@@ -408,26 +437,32 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
             if kind == "student" and training_metrics.is_file()
             else None,
             "ctc_head": bool(model.ctc_characters),
+            "asr": model.asr,
         },
         "split": split,
         "data": {
             "manifest": str(manifest_path),
             "manifest_sha256": fingerprint["manifest_sha256"],
             "utterances": len(manifest),
+            "split_utterances": len(split_manifest),
+            "subset": subset,
         },
         "settings": settings,
         "fingerprint": fingerprint,
         "metrics": metrics,
         "noise_sweep": noise_sweep,
         "ctc": ctc,
+        "asr": asr,
+        "predictions": predictions,
         "speed": speed,
         "environment": {**environment(), "device": str(device)},
         "seconds": round(time.monotonic() - start, 2),
     }
     write_json(target, result)
+    wer = ctc["wer"] if ctc is not None else (asr["conditions"][0]["wer"] if asr else None)
     logger.info(
         "%s: accuracy %.4f, macro-F1 %.4f, ECE %.4f%s -> %s",
         split, metrics["accuracy"], metrics["macro_f1"], metrics["ece"],
-        "" if ctc is None else f", WER {ctc['wer']:.3f}", target,
+        "" if wer is None else f", WER {wer:.3f}", target,
     )  # fmt: skip
     return result

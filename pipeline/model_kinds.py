@@ -4,8 +4,9 @@
 recognised and how the dir loads into a :class:`LoadedModel`, which reads audio
 (``input == WAVEFORM``: a ``waveform_forward``) or text (``input == TEXT``: ``text_logits`` and
 ``text_forward``). ``student`` dirs load through :mod:`pipeline.model_dir`, ``teacher`` dirs
-through :mod:`pipeline.teacher_model`. A new kind (a cascade of ASR and the teacher, say) is one
-:func:`register_model_kind` call with its recogniser and loader.
+through :mod:`pipeline.teacher_model`, ``cascade`` dirs (an ASR, then the teacher on its
+hypothesis) through :mod:`pipeline.cascade`. A new kind is one :func:`register_model_kind` call
+with its recogniser and loader.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class WaveformOutput(NamedTuple):
     logits: Tensor  # [B, C]
     ctc_log_probs: Tensor | None  # [B, T, V] with a CTC head, else None
     lengths: Tensor  # [B] valid frames of ctc_log_probs
+    hypotheses: list[str] | None = None  # a cascade's normalised ASR text, one per waveform
 
 
 @dataclass
@@ -52,13 +54,19 @@ class LoadedModel:
     device: torch.device  # where the accuracy passes run
     # Audio in: waveforms [B, S] + lengths [B] -> outputs, on the waveforms' device (the module's).
     waveform_forward: Callable[[Tensor, Tensor], WaveformOutput] | None = None
-    # Text in: float32 logits [N, C] of transcripts (the accuracy pass).
+    # Text in: float32 logits [N, C] of transcripts (the accuracy pass; a cascade's teacher on hypotheses).
     text_logits: Callable[[Sequence[str]], np.ndarray] | None = None
     # Text in: logits of one batch of transcripts on a device, tokenising included (the speed pass).
     text_forward: Callable[[Sequence[str], torch.device], Tensor] | None = None
     ctc_characters: str | None = None  # the CTC vocabulary when the model has a CTC head
     teacher: Any = None  # the teacher kind's pipeline.teacher_model.Teacher
     parameters: int | None = None  # the parameter count when it is not the module's (weights outside torch)
+    # Bytes of the weights by part, with their "total", when they are not model.safetensors alone.
+    weights_bytes: dict[str, int] | None = None
+    # One utterance at a time on the CPU (a cascade's ASR): speed is measured on the CPU only, at
+    # batch 1 (no batch throughput).
+    sequential: bool = False
+    asr: str | None = None  # a cascade's ASR, for humans
 
     def num_parameters(self) -> int:
         """Parameters of the model (``parameters``, else those of ``module``)."""
@@ -75,6 +83,9 @@ class ModelKind:
     input: str  # WAVEFORM (audio in: noise sweep, RTF) or TEXT (gold transcripts in)
     recognise: Callable[[dict], bool]
     load: Callable[[Path, torch.device], LoadedModel]
+    # What a cached evaluation must match beyond config.json and model.safetensors (a cascade's
+    # ASR and teacher weights); None: nothing more.
+    fingerprint: Callable[[Path], dict] | None = None
 
 
 MODEL_KINDS: dict[str, ModelKind] = {}
@@ -131,8 +142,45 @@ def _load_teacher(model_dir: Path, device: torch.device) -> LoadedModel:
     )  # fmt: skip
 
 
+def _is_cascade_config(config: dict) -> bool:
+    from pipeline.cascade import CASCADE_FORMAT
+
+    return config.get("format") == CASCADE_FORMAT
+
+
+def _load_cascade(model_dir: Path, device: torch.device) -> LoadedModel:
+    """The ASR on one thread per utterance (so the batch-1 latency is one thread's), with as many
+    utterances of a batch in parallel as the process has torch threads; the teacher on ``device``."""
+    from pipeline.cascade import load_cascade
+
+    cascade = load_cascade(model_dir, str(device), threads=1, workers=max(1, torch.get_num_threads()))
+
+    def forward(waveforms: Tensor, lengths: Tensor) -> WaveformOutput:
+        clips = [waveforms[row, :length].float().cpu().numpy() for row, length in enumerate(lengths.tolist())]
+        cascade.teacher.device = waveforms.device  # the module is where the waveforms are (see measure_speed)
+        logits, hypotheses = cascade.predict(clips)
+        return WaveformOutput(torch.from_numpy(logits).to(waveforms.device), None, lengths, hypotheses)
+
+    def text_logits(hypotheses: Sequence[str]) -> np.ndarray:
+        cascade.teacher.device = next(cascade.teacher.model.parameters()).device
+        return cascade.classify(hypotheses)
+
+    return LoadedModel(
+        "cascade", cascade.labels, read_json(model_dir / "config.json"), WAVEFORM, cascade.teacher.model, device,
+        waveform_forward=forward, text_logits=text_logits, parameters=cascade.num_parameters(),
+        weights_bytes=cascade.size(), sequential=True, asr=cascade.asr.name,
+    )  # fmt: skip
+
+
+def _cascade_fingerprint(model_dir: Path) -> dict:
+    from pipeline.cascade import cascade_fingerprint
+
+    return cascade_fingerprint(model_dir)
+
+
 register_model_kind(ModelKind("student", WAVEFORM, _is_student_config, _load_student))
 register_model_kind(ModelKind("teacher", TEXT, _is_teacher_config, _load_teacher))
+register_model_kind(ModelKind("cascade", WAVEFORM, _is_cascade_config, _load_cascade, _cascade_fingerprint))
 
 
 def model_kind(model_dir: str | os.PathLike) -> str:

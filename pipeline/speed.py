@@ -50,19 +50,23 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-def time_passes(one: Callable[[int], None], batch: Run, items: int, batch_size: int, device: torch.device,
-                warmup: int = 3, repeats: int = 3) -> dict:  # fmt: skip
+def time_passes(one: Callable[[int], None], batch: Run | None, items: int, batch_size: int,
+                device: torch.device, warmup: int = 3, repeats: int = 3) -> dict:  # fmt: skip
     """Latency at batch 1 over ``items`` items (after ``warmup`` untimed ones) and batch throughput.
 
     Returns:
         ``latency_ms`` (median), ``latencies`` (seconds, one per item), ``throughput_batch``,
-        ``throughput_utterances_per_second`` (median of ``repeats`` batch passes after one untimed).
+        ``throughput_utterances_per_second`` (median of ``repeats`` batch passes after one untimed;
+        both ``None`` when ``batch`` is ``None``).
     """
     synchronize = synchronizer(device)
     for index in range(warmup):
         one(index)
     synchronize()
     latencies = [median_seconds(lambda i=index: one(i), 1, synchronize) for index in range(items)]
+    if batch is None:
+        return {"latency_ms": 1000 * statistics.median(latencies), "latencies": latencies,
+                "throughput_batch": None, "throughput_utterances_per_second": None}  # fmt: skip
     batch()
     synchronize()
     batch_seconds = median_seconds(batch, repeats, synchronize)
@@ -74,11 +78,12 @@ def time_passes(one: Callable[[int], None], batch: Run, items: int, batch_size: 
     }
 
 
-def measure_on_devices(measure: Callable[[torch.device], dict]) -> dict:
-    """``measure(device)`` on the CPU and, when present, the GPU.
+def measure_on_devices(measure: Callable[[torch.device], dict], gpu: bool = True) -> dict:
+    """``measure(device)`` on the CPU and, when present (and ``gpu``), the GPU.
 
     On the CPU the latency is measured on one thread and the throughput with the process's own
-    thread count (a second pass when that is more than one); the result says which.
+    thread count (a second pass when that is more than one and a throughput was measured); the
+    result says which.
 
     Returns:
         ``{"cpu": {..., "latency_threads": 1, "throughput_threads": N}, "cuda": {...}}``.
@@ -87,11 +92,11 @@ def measure_on_devices(measure: Callable[[torch.device], dict]) -> dict:
     threads = torch.get_num_threads()
     with torch_threads(1):
         single = measure(torch.device("cpu"))
-    if threads > 1:
+    if threads > 1 and single.get("throughput_utterances_per_second") is not None:
         single["throughput_utterances_per_second"] = measure(torch.device("cpu"))[
             "throughput_utterances_per_second"
         ]
     result["cpu"] = {**single, "latency_threads": 1, "throughput_threads": threads}
-    if torch.cuda.is_available():
+    if gpu and torch.cuda.is_available():
         result["cuda"] = measure(torch.device("cuda"))
     return result

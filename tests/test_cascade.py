@@ -218,6 +218,10 @@ class StopsAfter(SpeechRecognizer):
     def size_bytes(self) -> int:
         return self.inner.size_bytes
 
+    @property
+    def num_parameters(self) -> int:
+        return self.inner.num_parameters
+
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[str]:
         if self.calls == 0:
             raise Interrupted("stopped")
