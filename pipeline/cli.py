@@ -10,6 +10,8 @@
     slukd export --model DIR [--int8] [--verify FILE...]   ONNX (waveform in, logits out) + sidecar JSON
     slukd evaluate --model DIR --data D --split S   accuracy, noise sweep, WER, speed -> DIR/eval/S.json
     slukd report EXP_DIR             report.md/.html, metrics.json and figures of every evaluated model
+    slukd cascade create --teacher DIR --out DIR   the ASR + teacher baseline as a model dir
+    slukd cascade transcribe --manifest M --out OUT   ASR transcripts of a manifest (ASR-robust teacher)
 
 Errors: every command lets a :class:`~pipeline.errors.SlukdError` (or an ``OSError``) through,
 and :func:`main` alone turns it into one line on stderr and the exit status: 2 for bad settings
@@ -167,13 +169,14 @@ def _teacher_config(config_path: Path | None, overrides: list[str] | None, devic
 
 
 def teacher_train(data: Path, out: Path, config_path: Path | None = None, overrides: list[str] | None = None,
-                  device: str | None = None) -> int:  # fmt: skip
-    """Fine-tune the teacher on the splits of a data folder (train and valid required) into ``out``."""
+                  device: str | None = None, extra_train: list[Path] | None = None) -> int:  # fmt: skip
+    """Fine-tune the teacher on the splits of a data folder (train and valid required) into ``out``,
+    with the transcripts of ``extra_train`` manifests beside the train split's."""
     from pipeline.manifest import find_manifests
     from pipeline.teacher import train_teacher
 
     config = _teacher_config(config_path, overrides, device)
-    train_teacher(find_manifests(data), out, config)
+    train_teacher(find_manifests(data), out, config, extra_train=extra_train or ())
     return 0
 
 
@@ -220,8 +223,8 @@ def teacher_export(data: Path, out: Path, model: str | None = None, pretrained: 
 
 
 def evaluate(model: Path, data: Path, split: str, teacher: Path | None = None, options: dict | None = None,
-             out: Path | None = None, force: bool = False) -> int:  # fmt: skip
-    """Evaluate a student or teacher model dir on one split (``pipeline.evaluate.evaluate``)."""
+             out: Path | None = None, force: bool = False, reuse_hypotheses: Path | None = None) -> int:  # fmt: skip
+    """Evaluate a student, teacher or cascade dir on one split (``pipeline.evaluate.evaluate``)."""
     from pipeline.evaluate import EvaluateConfig
     from pipeline.evaluate import evaluate as evaluate_model
     from pipeline.features import resolve_device
@@ -229,7 +232,7 @@ def evaluate(model: Path, data: Path, split: str, teacher: Path | None = None, o
     with settings_errors():
         config = EvaluateConfig(**(options or {}))
         resolve_device(config.device)
-    evaluate_model(model, data, split, config, teacher, out, force)
+    evaluate_model(model, data, split, config, teacher, out, force, reuse_hypotheses)
     return 0
 
 
@@ -294,6 +297,33 @@ def export(model: Path, format: str = "onnx", int8: bool = False, out: Path | No
     return 0
 
 
+def _asr_config(args: argparse.Namespace, **extra: Any) -> Any:
+    """The ``pipeline.asr.AsrConfig`` of the --asr-* options."""
+    from pipeline.asr import AsrConfig
+
+    with settings_errors():
+        return AsrConfig(backend=args.asr_backend, model=args.asr_model, compute_type=args.compute_type,
+                         beam_size=args.beam_size, **extra)  # fmt: skip
+
+
+def cascade_create(teacher: Path, out: Path, asr: Any) -> int:
+    """Write a cascade dir of the teacher behind the ASR (``pipeline.cascade.create_cascade``)."""
+    from pipeline.cascade import create_cascade
+
+    create_cascade(out, teacher, asr)
+    return 0
+
+
+def cascade_transcribe(manifest: Path, out: Path, asr: Any, max_utterances: int = 0, seed: int = 0) -> int:
+    """ASR transcripts of a manifest (``pipeline.cascade.transcribe_manifest``)."""
+    from pipeline.cascade import transcribe_manifest
+
+    if max_utterances < 0:
+        raise UsageError(f"--max-utterances must be >= 0 (0: all), got {max_utterances}")
+    transcribe_manifest(manifest, out, asr, max_utterances=max_utterances, seed=seed)
+    return 0
+
+
 def _number_list(text: str, what: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
@@ -313,7 +343,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": lambda args: train(
         args.data, args.features, args.out, args.teacher_targets, args.config, args.set, args.epoch_budget
     ),
-    "teacher train": lambda args: teacher_train(args.data, args.out, args.config, args.set, args.device),
+    "teacher train": lambda args: teacher_train(
+        args.data, args.out, args.config, args.set, args.device, args.extra_train
+    ),
     "teacher export": lambda args: teacher_export(
         args.data, args.out, args.model, args.pretrained, args.layers, args.pooling, args.splits,
         args.config, args.set, args.device,
@@ -322,8 +354,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
         args.model, args.data, args.split, args.teacher,
         {"snrs": _number_list(args.snrs, "--snrs"),
          "noise_types": tuple(part.strip() for part in args.noise_types.split(",") if part.strip()),
-         "noise": not args.no_noise, "speed": not args.no_speed, "device": args.device, "seed": args.seed},
-        args.out, args.force,
+         "noise": not args.no_noise, "speed": not args.no_speed, "device": args.device, "seed": args.seed,
+         "max_utterances": args.max_utterances, "noisy_utterances": args.noisy_utterances,
+         "latency_utterances": args.latency_utterances},
+        args.out, args.force, args.reuse_hypotheses,
     ),
     "report": lambda args: report(args.experiment, args.out),
     "predict": lambda args: predict(
@@ -332,6 +366,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     ),
     "export": lambda args: export(
         args.model, args.format, args.int8, args.out, args.verify, args.max_verify_files, args.tolerance
+    ),
+    "cascade create": lambda args: cascade_create(args.teacher, args.out, _asr_config(args)),
+    "cascade transcribe": lambda args: cascade_transcribe(
+        args.manifest, args.out, _asr_config(args, workers=args.workers), args.max_utterances, args.seed
     ),
 }  # fmt: skip
 

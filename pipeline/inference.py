@@ -1,6 +1,6 @@
 """Intent recognition on audio files or arrays, from a student model dir or an exported ONNX file.
 
-    recognizer = IntentRecognizer.from_pretrained("exp/run/student")   # or "model.onnx"
+    recognizer = IntentRecognizer.from_pretrained("exp/run/student")   # or "model.onnx", or a cascade dir
     for result in recognizer.predict(["a.wav", "b.flac"], top_k=3, threshold=0.5):
         print(result.intent, result.confidence, result.slots)
 
@@ -8,7 +8,9 @@ Waveform -> the model's front-end (Kaldi fbank + the model's global CMVN for the
 family) -> student, in length-sorted batches. A model dir needs only its ``config.json`` and
 ``model.safetensors`` (no teacher, no corpus, no pickle, no training code); it is read by
 :mod:`pipeline.model_dir`. An ``.onnx`` file carries labels, sample rate and front-end config
-in its metadata (:data:`pipeline.model_dir.ONNX_METADATA_KEYS`) and runs on onnxruntime.
+in its metadata (:data:`pipeline.model_dir.ONNX_METADATA_KEYS`) and runs on onnxruntime. A
+cascade dir (:mod:`pipeline.cascade`: an ASR, then the fine-tuned teacher on its hypothesis) is
+the baseline the students are measured against; its hypothesis is the prediction's transcript.
 
 Limits: an input longer than ``max_seconds`` (default :data:`MAX_SECONDS`) is refused with an
 :class:`~pipeline.audio.AudioError` that names it and the limit (checked from the header before
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.audio import AUDIO_SUFFIXES, AudioError, audio_info, read_audio, resample, to_mono
+from pipeline.audio import AUDIO_SUFFIXES, SAMPLE_RATE, AudioError, audio_info, read_audio, resample, to_mono
 from pipeline.ctc import greedy_ctc
 from pipeline.data import batches_by_duration, pad_sequences
 from pipeline.errors import SlukdError
@@ -63,7 +65,7 @@ class Prediction:
     top_k: list[tuple[str, float]]
     slots: dict[str, str]
     duration: float  # seconds of audio
-    transcript: str | None = None  # greedy CTC decoding, when the model has a CTC head
+    transcript: str | None = None  # greedy CTC decoding with a CTC head; a cascade's ASR hypothesis
     source: str | None = None  # the file, or ``array[i]``
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +89,7 @@ class ModelOutput:
     logits: np.ndarray  # [batch, intents]
     ctc_log_probs: np.ndarray | None = None  # [batch, frames, vocab]
     ctc_lengths: np.ndarray | None = None  # [batch]
+    transcripts: list[str] | None = None  # a cascade's normalised ASR hypotheses
 
 
 class TorchBackend:
@@ -165,6 +168,23 @@ class OnnxBackend:
         )
 
 
+class CascadeBackend:
+    """A cascade dir (:func:`pipeline.cascade.load_cascade`): the ASR, then the teacher on its text."""
+
+    def __init__(self, folder: str | os.PathLike, device: str = "cpu") -> None:
+        from pipeline.cascade import load_cascade
+
+        self.cascade = load_cascade(folder, str(resolve_device(device)))
+        self.labels = self.cascade.labels
+        self.sample_rate = SAMPLE_RATE
+        self.ctc_characters: str | None = None
+
+    def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
+        clips = [waveforms[row, : int(length)] for row, length in enumerate(lengths)]
+        logits, hypotheses = self.cascade.predict(clips)
+        return ModelOutput(logits=logits, transcripts=hypotheses)
+
+
 def _torch_threads() -> int:
     return max(1, torch.get_num_threads())
 
@@ -177,7 +197,9 @@ def _first_line(error: BaseException) -> str:
 class IntentRecognizer:
     """Spoken intent recognition with a trained student (PyTorch model dir or ONNX export)."""
 
-    def __init__(self, backend: TorchBackend | OnnxBackend, max_seconds: float = MAX_SECONDS) -> None:
+    def __init__(
+        self, backend: TorchBackend | OnnxBackend | CascadeBackend, max_seconds: float = MAX_SECONDS
+    ) -> None:
         self.backend = backend
         self.labels: LabelSet = backend.labels
         self.sample_rate: int = backend.sample_rate
@@ -188,14 +210,18 @@ class IntentRecognizer:
     def from_pretrained(
         cls, path: str | os.PathLike, device: str = "cpu", max_seconds: float = MAX_SECONDS
     ) -> IntentRecognizer:
-        """A student model dir (PyTorch) or an exported ``.onnx`` file (onnxruntime).
+        """A student model dir (PyTorch), an exported ``.onnx`` file (onnxruntime) or a cascade dir.
 
         Raises:
             InferenceError: the model cannot be loaded; the message names the file and why.
         """
+        from pipeline.cascade import is_cascade_dir
+
         path = Path(path)
         if path.suffix == ".onnx":
-            backend: TorchBackend | OnnxBackend = OnnxBackend(path, device)
+            backend: TorchBackend | OnnxBackend | CascadeBackend = OnnxBackend(path, device)
+        elif is_cascade_dir(path):
+            backend = CascadeBackend(path, device)
         else:
             backend = TorchBackend(path, device)
         logger.info("loaded %s (%d intents, %s)", path, len(backend.labels), type(backend).__name__)
@@ -347,7 +373,7 @@ class IntentRecognizer:
         intent = self.labels.intent(best)
         if threshold is not None and confidence < threshold:
             intent = UNKNOWN_INTENT
-        transcript = None
+        transcript = None if output.transcripts is None else output.transcripts[row]
         if self.ctc_characters and output.ctc_log_probs is not None:
             frames = int(output.ctc_lengths[row]) if output.ctc_lengths is not None else None
             transcript = greedy_ctc(output.ctc_log_probs[row][:frames], self.ctc_characters)
@@ -389,6 +415,7 @@ def _numpy(value: np.ndarray | torch.Tensor, dtype: type) -> np.ndarray:
 
 __all__ = [
     "MAX_SECONDS",
+    "CascadeBackend",
     "UNKNOWN_INTENT",
     "InferenceError",
     "IntentRecognizer",

@@ -35,7 +35,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+EXTRA_TRAIN = "extra_train"  # the extra training transcripts' entry in the pairs and in metrics.json
+
 
 @dataclass
 class SplitPairs:
@@ -104,14 +106,20 @@ class SplitPairs:
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, labels: LabelSet) -> SplitPairs:
+        return cls.from_manifests([manifest], labels)
+
+    @classmethod
+    def from_manifests(cls, manifests: Sequence[Manifest], labels: LabelSet) -> SplitPairs:
+        """The unique pairs of one or more manifests together."""
         pairs: Counter = Counter()
-        for utterance in manifest:
-            text = normalize_transcript(utterance.transcript)
-            if not text:
-                raise TeacherError(
-                    f"{manifest.path}: utterance {utterance.id}: transcript {utterance.transcript!r} is empty once normalised"
-                )
-            pairs[(text, labels.index(utterance.intent))] += 1
+        for manifest in manifests:
+            for utterance in manifest:
+                text = normalize_transcript(utterance.transcript)
+                if not text:
+                    raise TeacherError(
+                        f"{manifest.path}: utterance {utterance.id}: transcript {utterance.transcript!r} is empty once normalised"
+                    )
+                pairs[(text, labels.index(utterance.intent))] += 1
         texts = [text for text, _ in pairs]
         return cls(
             texts,
@@ -144,6 +152,7 @@ def train_teacher(
     output_dir: str | os.PathLike,
     config: TeacherConfig | None = None,
     labels: LabelSet | str | os.PathLike | None = None,
+    extra_train: Sequence[str | os.PathLike] = (),
 ) -> dict:
     """Fine-tune the teacher on the train transcripts, select on valid, write the model dir.
 
@@ -153,6 +162,10 @@ def train_teacher(
         output_dir: the model dir to write (atomically; skipped when done with the same inputs).
         config: fine-tuning settings.
         labels: the label map (or its file); default: ``labels.json`` beside the train manifest.
+        extra_train: more manifests whose (transcript, intent) pairs are trained on beside the
+            train split's (the ASR hypotheses of the train split for an ASR-robust teacher, see
+            :func:`pipeline.cascade.transcribe_manifest`); pairs that repeat are read once. They
+            are scored as ``extra_train`` in ``metrics.json``; selection stays on valid.
 
     Returns:
         The content of ``metrics.json``.
@@ -174,6 +187,8 @@ def train_teacher(
     if not isinstance(labels, LabelSet):
         labels = LabelSet.load(labels)
     split_manifests = {split: read_manifest(path, labels) for split, path in paths.items()}
+    extra_paths = [Path(path) for path in extra_train]
+    extra_manifests = [read_manifest(path, labels) for path in extra_paths]
     _check_intents_seen_in_train(split_manifests)
     source = resolve_model_source(config.model)
     fingerprint = {
@@ -183,6 +198,8 @@ def train_teacher(
         "labels": labels.to_dict(),
         "manifests": {split: file_sha256(path) for split, path in paths.items()},
     }
+    if extra_paths:
+        fingerprint["extra_train"] = [file_sha256(path) for path in extra_paths]
     if is_done(output_dir, fingerprint):
         logger.info("%s: teacher is up to date, skipping", output_dir)
         return read_json(output_dir / METRICS_FILE)
@@ -197,11 +214,19 @@ def train_teacher(
     split_pairs = {
         split: SplitPairs.from_manifest(manifest, labels) for split, manifest in split_manifests.items()
     }
+    if extra_manifests:
+        split_pairs[EXTRA_TRAIN] = SplitPairs.from_manifests(extra_manifests, labels)
     token_ids = {
         split: tokenize_texts(tokenizer, pairs.texts, max_length, warn=f"{split} split")[0]
         for split, pairs in split_pairs.items()
     }
-    train = split_pairs["train"]
+    fit_pairs, fit_ids = split_pairs["train"], token_ids["train"]
+    if extra_manifests:
+        fit_pairs = SplitPairs.from_manifests([split_manifests["train"], *extra_manifests], labels)
+        fit_ids = tokenize_texts(tokenizer, fit_pairs.texts, max_length, warn="train + extra")[0]
+        logger.info("%d unique training transcripts with the extra ones from %s", len(fit_pairs.texts),
+                    ", ".join(map(str, extra_paths)))  # fmt: skip
+    train = fit_pairs
     logger.info(
         "fine-tuning %s (%d layers, hidden %d, pooling %s) on %d unique transcripts (%d utterances, "
         "%d intents) on %s",
@@ -210,7 +235,7 @@ def train_teacher(
     )  # fmt: skip
     start = time.monotonic()
     best_state, log_rows, best_epoch = _fine_tune(
-        model, token_ids, split_pairs, config, device, pad_id(tokenizer)
+        model, fit_ids, fit_pairs, token_ids["valid"], split_pairs["valid"], config, device, pad_id(tokenizer)
     )
     train_seconds = time.monotonic() - start
     model.load_state_dict(best_state)
@@ -279,10 +304,10 @@ def _optimizer(model: TeacherModel, config: TeacherConfig) -> torch.optim.AdamW:
     )
 
 
-def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split_pairs: dict[str, SplitPairs],
-               config: TeacherConfig, device: torch.device, padding: int) -> tuple[dict, list[dict], int]:  # fmt: skip
+def _fine_tune(model: TeacherModel, train_ids: list[list[int]], train: SplitPairs, valid_ids: list[list[int]],
+               valid_pairs: SplitPairs, config: TeacherConfig, device: torch.device,
+               padding: int) -> tuple[dict, list[dict], int]:  # fmt: skip
     """The training loop; returns the selected state (on CPU), the per-epoch log, the selected epoch."""
-    train_ids, train = token_ids["train"], split_pairs["train"]
     targets = torch.from_numpy(train.targets)
     steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -314,8 +339,8 @@ def _fine_tune(model: TeacherModel, token_ids: dict[str, list[list[int]]], split
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.item() * len(batch)
                 progress.update(1)
-            valid_logits = intent_logits(model, token_ids["valid"], config.eval_batch_size, device, padding)
-            valid = score_split(valid_logits, split_pairs["valid"])
+            valid_logits = intent_logits(model, valid_ids, config.eval_batch_size, device, padding)
+            valid = score_split(valid_logits, valid_pairs)
             key = (valid["accuracy"], -valid["loss"])
             improved = best_key is None or key > best_key
             if improved:

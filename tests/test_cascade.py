@@ -284,3 +284,137 @@ def test_a_seeded_subset(experiment, corpus, tmp_path):
     assert len(ids) == 5 and ids == sorted(ids) and ids == [u.id for u in again] != [u.id for u in other]
     meta = json.loads((tmp_path / "a.asr.json").read_text())
     assert meta["utterances"] == 5 and meta["fingerprint"]["subset"] == {"max_utterances": 5, "seed": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and prediction
+
+
+def cascade_settings(**changes):
+    from pipeline.evaluate import EvaluateConfig
+
+    settings = {"snrs": (10.0,), "noise_types": ("white",), "reverb": False, "telephone": True,
+                "max_utterances": 6, "noisy_utterances": 2, "latency_utterances": 2, "warmup": 1, "device": "cpu"}  # fmt: skip
+    return EvaluateConfig(**{**settings, **changes})
+
+
+def test_evaluate_a_cascade_on_a_seeded_subset(experiment, corpus, tmp_path):
+    from pipeline.evaluate import choose_subset, evaluate
+
+    result = evaluate(experiment / "cascade", corpus, "test", cascade_settings(), out_dir=tmp_path / "a")
+    manifest = read_manifest(corpus / "manifests" / "test.jsonl")
+    chosen, noisy = choose_subset(len(manifest), cascade_settings())
+    ids = [manifest[i].id for i in chosen]
+    assert result["model"]["kind"] == "cascade" and "transformers" in result["model"]["asr"]
+    assert result["data"]["subset"] == {
+        "seed": 0,
+        "split_utterances": 16,
+        "utterances": 6,
+        "noisy_utterances": 2,
+    }
+    assert result["predictions"]["ids"] == ids and len(result["predictions"]["conditions"]["white_10dB"]) == 6
+    assert sum(p is not None for p in result["predictions"]["conditions"]["white_10dB"]) == 2
+    sweep = {row["condition"]: row for row in result["noise_sweep"]}
+    assert list(sweep) == ["clean", "white_10dB", "telephone"]
+    assert sweep["clean"]["utterances"] == 6 and sweep["white_10dB"]["utterances"] == 2
+    assert sweep["clean"]["accuracy"] == result["metrics"]["accuracy"] and 0 <= sweep["clean"]["wer"]
+
+    # the hypotheses are those of the cascade itself, and its teacher reads them
+    cascade = load_cascade(experiment / "cascade")
+    waveforms = [load_audio(manifest.audio_path(manifest[i])) for i in chosen]
+    clean = result["asr"]["hypotheses"]["clean"]
+    assert [row["id"] for row in clean] == ids
+    assert [row["hypothesis"] for row in clean] == cascade.transcribe(waveforms)
+    assert [row["predicted"] for row in clean] == cascade.predict_intents(waveforms)
+    assert [row["id"] for row in result["asr"]["hypotheses"]["white_10dB"]] == [manifest[i].id for i in noisy]
+    assert result["asr"]["conditions"][0]["wer"] == sweep["clean"]["wer"]
+
+    speed = result["speed"]
+    assert (
+        speed["sequential"]
+        and "cuda" not in speed
+        and speed["cpu"]["throughput_utterances_per_second"] is None
+    )
+    assert speed["cpu"]["latency_ms"] > 0 and speed["cpu"]["real_time_factor"] > 0
+    assert speed["weights_bytes"] == cascade.size()["total"] == speed["weights_bytes_by_part"]["total"]
+    assert speed["parameters"] == cascade.num_parameters() > cascade.asr.num_parameters
+
+    # a second cascade behind the same ASR reuses the hypotheses: the same numbers
+    folder = create_cascade(tmp_path / "cascade_b", experiment / "teacher", cascade.config.asr)
+    reused = evaluate(folder, corpus, "test", cascade_settings(speed=False), out_dir=tmp_path / "b",
+                      reuse_hypotheses=tmp_path / "a" / "test.json")  # fmt: skip
+    assert reused["asr"]["reused"]["hypotheses"] == 6 + 2 + 2
+    assert reused["asr"]["hypotheses"] == result["asr"]["hypotheses"]
+    assert reused["noise_sweep"] == result["noise_sweep"]
+    # another seed: other noise, nothing reused (and the subset differs)
+    other = evaluate(folder, corpus, "test", cascade_settings(speed=False, seed=1), out_dir=tmp_path / "c",
+                     reuse_hypotheses=tmp_path / "a" / "test.json")  # fmt: skip
+    assert "reused" not in other["asr"] and other["predictions"]["ids"] != ids
+
+
+def test_predict_with_a_cascade_gives_the_hypothesis_as_transcript(experiment, corpus, capsys):
+    from pipeline.cli import main
+    from pipeline.inference import IntentRecognizer
+
+    manifest = read_manifest(corpus / "manifests" / "test.jsonl")
+    files = [str(manifest.audio_path(u)) for u in list(manifest)[:3]]
+    recognizer = IntentRecognizer.from_pretrained(experiment / "cascade")
+    predictions = recognizer.predict(files)
+    cascade = load_cascade(experiment / "cascade")
+    waveforms = [load_audio(path) for path in files]
+    assert [p.transcript for p in predictions] == cascade.transcribe(waveforms)
+    assert [p.intent for p in predictions] == cascade.predict_intents(waveforms)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(experiment / "cascade"), *files]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["transcript"] for line in lines] == [p.transcript for p in predictions]
+    assert [line["intent"] for line in lines] == [p.intent for p in predictions]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line and the ASR-robust teacher
+
+
+def test_cli_cascade_create_transcribe_and_an_asr_robust_teacher(experiment, corpus, tmp_path, capsys):
+    from pipeline.cli import main
+
+    whisper = ["--asr-backend", "transformers", "--asr-model", str(experiment / "whisper")]
+    assert main(["cascade", "create", "--teacher", str(experiment / "teacher"), "--out", str(tmp_path / "c"),
+                 *whisper]) == 0  # fmt: skip
+    assert read_cascade_config(tmp_path / "c").asr == read_cascade_config(experiment / "cascade").asr
+    transcripts = tmp_path / "asr" / "train.jsonl"
+    assert main(["cascade", "transcribe", "--manifest", str(corpus / "manifests" / "train.jsonl"),
+                 "--out", str(transcripts), "--max-utterances", "12", "--seed", "3", *whisper]) == 0  # fmt: skip
+    written = read_manifest(transcripts)
+    assert 0 < len(written) <= 12
+
+    bert = experiment / "bert"
+    options = [
+        "--set",
+        f"model={bert}",
+        "--set",
+        "epochs=2",
+        "--set",
+        "freeze_embeddings=false",
+        "--device",
+        "cpu",
+    ]
+    assert main(["teacher", "train", "--data", str(corpus), "--out", str(tmp_path / "teacher_asr"), *options,
+                 "--extra-train", str(transcripts)]) == 0  # fmt: skip
+    metrics = json.loads((tmp_path / "teacher_asr" / "metrics.json").read_text())
+    assert metrics["splits"]["extra_train"]["utterances"] == len(written)
+    assert metrics["splits"]["train"]["utterances"] == len(
+        read_manifest(corpus / "manifests" / "train.jsonl")
+    )
+    assert (tmp_path / "teacher_asr" / "model.safetensors").is_file()
+
+    # one-line errors: a bad ASR folder, a bad setting (exit 2)
+    capsys.readouterr()
+    assert main(["cascade", "create", "--teacher", str(experiment / "teacher"), "--out", str(tmp_path / "d"),
+                 "--asr-model", str(tmp_path)]) == 1  # fmt: skip
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "not a CTranslate2 Whisper folder" in errors[0]
+    assert main(["cascade", "create", "--teacher", str(experiment / "teacher"), "--out", str(tmp_path / "d"),
+                 "--beam-size", "0"]) == 2  # fmt: skip
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "beam_size" in errors[0]
