@@ -7,10 +7,15 @@ gathered into:
 - ``report.md`` and a self-contained ``report.html`` (figures inlined as base64 PNG data URIs,
   styles inline, no external references);
 - ``metrics.json``: the numbers the report shows, per model and split;
-- figures: ``confusion_<model>.png`` per student, ``accuracy_vs_snr.png`` (one line per model
-  and noise type; the teacher, which reads text, as a flat reference), ``per_intent_f1.png``
+- figures: ``confusion_<model>.png`` per student and cascade, ``accuracy_vs_snr.png`` (one line
+  per model and noise type; the teacher, which reads text, as a flat reference), ``per_intent_f1.png``
   (heat map, intents x models), ``training_curves.png`` (train loss and valid accuracy per epoch
   from each model's ``train_log.csv``).
+
+A cascade (an ASR, then the teacher on its hypothesis: :mod:`pipeline.cascade`) is one more
+row, line and confusion matrix, and gets an "end-to-end vs cascade" section against the best
+student on the same utterances (:mod:`pipeline.report_cascade`); when it was evaluated on a
+seeded subset, the report says so.
 
 Every number comes from the eval files and training logs; nothing is typed in. The folder is
 built under a temporary name and renamed into place when complete.
@@ -33,8 +38,10 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.errors import SlukdError
+from pipeline.eval_records import subset_note
 from pipeline.evaluate import EVAL_FOLDER, EVAL_FORMAT
 from pipeline.io import atomic_directory, write_json
+from pipeline.report_cascade import section as cascade_section
 from pipeline.report_figures import (
     ModelEvals,
     plot_accuracy_vs_snr,
@@ -60,7 +67,7 @@ class ReportError(SlukdError, RuntimeError):
 
 
 def find_models(experiment: str | os.PathLike, exclude: Path | None = None) -> list[ModelEvals]:
-    """Model dirs with eval files under ``experiment`` (symlinks followed), teacher first."""
+    """Model dirs with eval files under ``experiment`` (symlinks followed): teacher, students, cascades."""
     root = Path(experiment)
     if not root.is_dir():
         raise ReportError(f"{root}: experiment folder not found")
@@ -96,7 +103,7 @@ def find_models(experiment: str | os.PathLike, exclude: Path | None = None) -> l
             models.append(ModelEvals(name, here, kind, evals))
     if not models:
         raise ReportError(f"{root}: no model dir with {EVAL_FOLDER}/*.json here (run `slukd evaluate` first)")
-    return sorted(models, key=lambda m: (m.kind != "teacher", m.name))
+    return sorted(models, key=lambda m: (m.kind != "teacher", m.kind == "cascade", m.name))
 
 
 def primary_split(models: list[ModelEvals]) -> str:
@@ -114,6 +121,8 @@ def summarize(evaluation: dict) -> dict:
     cpu = speed.get("cpu") or {}
     gpu = speed.get("cuda") or {}
     ctc = evaluation.get("ctc") or {}
+    asr_conditions = (evaluation.get("asr") or {}).get("conditions") or []
+    asr_clean = next((row for row in asr_conditions if row["condition"] == "clean"), {})
     return {
         "utterances": metrics["utterances"],
         "accuracy": metrics["accuracy"],
@@ -122,8 +131,9 @@ def summarize(evaluation: dict) -> dict:
         "nll": metrics.get("nll"),
         "teacher_agreement": metrics.get("teacher_agreement"),
         "slot_accuracy": metrics.get("slot_accuracy"),
-        "wer": ctc.get("wer"),
-        "cer": ctc.get("cer"),
+        "wer": ctc.get("wer", asr_clean.get("wer")),
+        "cer": ctc.get("cer", asr_clean.get("cer")),
+        "subset": (evaluation.get("data") or {}).get("subset"),
         "parameters": speed.get("parameters"),
         "weights_bytes": speed.get("weights_bytes"),
         "input": speed.get("input"),
@@ -173,6 +183,8 @@ def _number(value: Any, style: str) -> str:
         return f"{value / 1e6:.2f}M" if value >= 1e6 else f"{value / 1e3:.0f}k"
     if style == "rate":
         return f"{value:.0f}"
+    if style == "megabytes":
+        return f"{value / 1e6:.1f}" if value >= 1e7 else f"{value / 1e6:.2f}"
     return str(value)
 
 
@@ -195,17 +207,19 @@ class Table:
 
 
 def main_table(models: list[ModelEvals]) -> Table:
-    header = ["model", "kind", "split", "accuracy", "macro-F1", "ECE", "agreement w/ teacher", "WER",
-              "params", "latency ms (CPU, 1 thread)", "RTF", "utt/s (CPU, batch 64)"]  # fmt: skip
+    header = ["model", "kind", "split", "utterances", "accuracy", "macro-F1", "ECE", "agreement w/ teacher", "WER",
+              "params", "size MB", "latency ms (CPU, 1 thread)", "RTF", "utt/s (CPU, batch 64)"]  # fmt: skip
     rows = []
     for model in models:
         for split, evaluation in model.evals.items():
             s = summarize(evaluation)
             rows.append([
-                model.name, model.kind, split, _number(s["accuracy"], "percent"), _number(s["macro_f1"], "ratio"),
+                model.name, model.kind, split, str(s["utterances"]) + (" *" if s["subset"] else ""),
+                _number(s["accuracy"], "percent"), _number(s["macro_f1"], "ratio"),
                 _number(s["ece"], "ratio"), _number(s["teacher_agreement"], "percent"), _number(s["wer"], "percent"),
-                _number(s["parameters"], "count"), _number(s["latency_ms_cpu"], "ms"),
-                _number(s["real_time_factor_cpu"], "ratio"), _number(s["throughput_cpu"], "rate"),
+                _number(s["parameters"], "count"), _number(s["weights_bytes"], "megabytes"),
+                _number(s["latency_ms_cpu"], "ms"), _number(s["real_time_factor_cpu"], "ratio"),
+                _number(s["throughput_cpu"], "rate"),
             ])  # fmt: skip
     return Table(header, rows)
 
@@ -322,13 +336,15 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
     split = primary_split(models)
     students = [m for m in models if m.kind == "student" and split in m.evals]
     best = max(students, key=lambda m: m.evals[split]["metrics"]["accuracy"]) if students else None
+    audio_models = [m for m in models if m.kind != "teacher" and split in m.evals]  # students and cascades
+    cascades = [m for m in models if m.kind == "cascade"]
     logs = {m.name: log for m in models if (log := read_train_log(m.folder)) is not None}
     logger.info("report on %d model(s) of %s (main split %s): %s", len(models), experiment, split,
                 ", ".join(m.name for m in models))  # fmt: skip
 
     with atomic_directory(out) as folder:
         figures: dict[str, Path] = {}
-        for model in students:
+        for model in audio_models:
             name = f"confusion_{safe_name(model.name)}"
             plot_confusion(model.evals[split], f"{model.name} on {split}: confusion (rows normalised)",
                            folder / f"{name}.png")  # fmt: skip
@@ -349,9 +365,17 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
             ("table", main_table(models)),
             ("p", "Accuracy and macro-F1 on the clean split; ECE with 15 equal-width confidence bins; agreement: "
                   "fraction of utterances where the model's intent equals the teacher's on the transcript; WER of "
-                  "the greedy CTC transcript; latency: median per utterance at batch 1 on one CPU thread, features "
-                  "included (text in for the teacher); RTF: processing time over audio duration."),
+                  "the greedy CTC transcript (students) or of the ASR's hypotheses (cascades); size: the weights "
+                  "(a cascade's ASR and teacher together); latency: median per utterance at batch 1 on one CPU "
+                  "thread, features included (text in for the teacher, audio in and intent out for a cascade); "
+                  "RTF: processing time over audio duration; a cascade decodes one utterance at a time, so it has "
+                  "no batch throughput."),
         ]  # fmt: skip
+        subsets = [f"{m.name} on {s}: {subset_note(e['data']['subset'])}" for m in models
+                   for s, e in m.evals.items() if (e.get("data") or {}).get("subset")]  # fmt: skip
+        if subsets:
+            blocks.append(("p", "* evaluated on a seeded subset of the split (its other rows and figures too): "
+                                + "; ".join(subsets) + "."))  # fmt: skip
         if best is not None:
             blocks.append(("p", f"Best student on {split}: {best.name} "
                                 f"({_number(best.evals[split]['metrics']['accuracy'], 'percent')})."))  # fmt: skip
@@ -363,13 +387,18 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
         slots = slot_table(models, split)
         if slots is not None:
             blocks += [("h2", f"Per-slot accuracy ({split})"), ("table", slots)]
+        comparison = None
+        if best is not None and cascades:
+            comparison_blocks, comparison = cascade_section(best, cascades, split)
+            blocks += [("table", Table(*content)) if kind == "rows" else (kind, content)
+                       for kind, content in comparison_blocks]  # fmt: skip
         gpu = gpu_table(models)
         if gpu is not None:
             blocks += [("h2", "GPU speed"), ("table", gpu)]
         blocks += [("h2", f"Per-intent F1 ({split})"), ("figure", "per_intent_f1")]
-        if students:
+        if audio_models:
             blocks.append(("h2", f"Confusion matrices ({split})"))
-            blocks += [("figure", f"confusion_{safe_name(m.name)}") for m in students]
+            blocks += [("figure", f"confusion_{safe_name(m.name)}") for m in audio_models]
         if logs:
             blocks += [("h2", "Training curves"), ("figure", "training_curves")]
         markdown, page = _document(f"slukd report: {experiment.name}", blocks, figures)
@@ -381,6 +410,7 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
             "slukd_version": __version__,
             "main_split": split,
             "best_student": best.name if best is not None else None,
+            "end_to_end_vs_cascade": comparison,
             "models": {
                 m.name: {"dir": str(m.folder), "kind": m.kind,
                          "eval_files": {s: str(m.folder / EVAL_FOLDER / f"{s}.json") for s in m.evals},

@@ -143,3 +143,79 @@ def test_report_errors(tmp_path, capsys):
     with pytest.raises(ReportError, match="not a slukd report folder"):
         write_report(tmp_path / "exp", tmp_path / "precious")
     assert (tmp_path / "precious" / "keep.txt").read_text() == "mine"
+
+
+def with_predictions(evaluation: dict, seed: int, keep: int = 40, noisy: int = 40) -> dict:
+    """Per-utterance predictions on the first ``keep`` utterances (the first ``noisy`` under noise),
+    right with the probability of the eval's own accuracy per condition; the sweep made to match."""
+    rng = np.random.default_rng(seed)
+    ids = [f"test-{i:03d}" for i in range(keep)]
+    gold = [int(g) for g in np.arange(keep) % len(LABELS)]
+    conditions, sweep = {}, []
+    for row in evaluation["noise_sweep"]:
+        count = keep if row["noise"] == "clean" else noisy
+        right = rng.random(count) < row["accuracy"]
+        conditions[row["condition"]] = [
+            g if r else (g + 1) % len(LABELS) for g, r in zip(gold, right, strict=False)
+        ]
+        conditions[row["condition"]] += [None] * (keep - count)
+        sweep.append({**row, "accuracy": float(right.mean()), "utterances": count})
+    return {
+        **evaluation,
+        "noise_sweep": sweep,
+        "predictions": {"ids": ids, "gold": gold, "conditions": conditions},
+    }
+
+
+def test_report_with_a_cascade_compares_on_the_same_utterances(tmp_path):
+    root = tmp_path / "exp"
+    write_eval(root / "teacher", "teacher", 1.0, 0)
+    for name, target, seed in (("student_kd", 0.8, 2), ("cascade", 0.6, 5)):
+        evaluation = write_eval(root / name, "student", target, seed)
+        evaluation = with_predictions(evaluation, seed, *((40, 40) if name == "student_kd" else (20, 8)))
+        if name == "cascade":
+            evaluation["model"].update(
+                kind="cascade", asr="faster-whisper:packaged Whisper tiny.en (int8, beam 1)"
+            )
+            evaluation["data"].update(utterances=20, split_utterances=40,
+                                      subset={"seed": 0, "split_utterances": 40, "utterances": 20, "noisy_utterances": 8})  # fmt: skip
+            evaluation["asr"] = {
+                "conditions": [{"condition": "clean", "utterances": 20, "wer": 0.296, "cer": 0.1}]
+            }
+            evaluation["ctc"], evaluation["metrics"]["utterances"] = None, 20
+            evaluation["speed"].update(weights_bytes=166_400_000, sequential=True)
+            evaluation["speed"]["cpu"].update(latency_ms=350.0, throughput_utterances_per_second=None)
+        (root / name / "eval" / "test.json").write_text(json.dumps(evaluation))
+    student = json.loads((root / "student_kd" / "eval" / "test.json").read_text())
+    cascade = json.loads((root / "cascade" / "eval" / "test.json").read_text())
+
+    out = write_report(root)
+    markdown = (out / "report.md").read_text()
+    assert [m.name for m in find_models(root)] == ["teacher", "student_kd", "cascade"]
+    assert "## End-to-end vs cascade" in markdown and (out / "confusion_cascade.png").is_file()
+    cascade_row = next(line for line in markdown.splitlines() if line.startswith("| cascade | cascade |"))
+    assert "| 20 * |" in cascade_row and "29.6%" in cascade_row and "166.4" in cascade_row
+    assert (
+        "seeded subset (seed 0) of 20 of the 40 utterances, 8 of them under each noisy condition" in markdown
+    )
+
+    # the student scored on the cascade's utterances, condition by condition
+    gathered = json.loads((out / "metrics.json").read_text())["end_to_end_vs_cascade"]
+    rows = gathered["cascades"]["cascade"]["rows"]
+    assert [row["condition"] for row in rows] == [row["condition"] for row in cascade["noise_sweep"]]
+    for row in rows:
+        keep = 20 if row["condition"] == "clean" else 8
+        mine = student["predictions"]["conditions"][row["condition"]][:keep]
+        gold = student["predictions"]["gold"][:keep]
+        assert row["utterances"] == keep and row["same_utterances"]
+        assert row["student"] == pytest.approx(np.mean(np.array(mine) == np.array(gold)))
+        theirs = next(r for r in cascade["noise_sweep"] if r["condition"] == row["condition"])
+        assert row["cascade"] == pytest.approx(theirs["accuracy"])
+        assert f"| test | {row['condition']} | {keep} | {100 * row['student']:.1f}% |" in markdown
+        assert f"{100 * (row['student'] - row['cascade']):+.1f} |" in markdown
+    ratios = gathered["cascades"]["cascade"]["ratios"]
+    assert ratios["latency"] == pytest.approx(350.0 / 9.25) and ratios["size"] == pytest.approx(52.0)
+    assert "the student is 38x faster" in markdown and "52x smaller" in markdown
+    ahead = sum(row["student"] > row["cascade"] for row in rows)
+    assert f"ahead on {ahead} of {len(rows)}" in markdown
+    assert gathered["cascades"]["cascade"]["goal_met"] == (ahead == len(rows))
