@@ -5,13 +5,20 @@ and ``lengths`` (int64 ``[batch]``, valid samples) and returns ``logits`` (float
 intents]``), plus ``ctc_log_probs`` ``[batch, frames, vocab]`` and ``ctc_lengths`` ``[batch]``
 when the student has a CTC head. Batch and length axes are dynamic.
 
-The student's front-end is inside the graph in its export form
-(:meth:`pipeline.frontend.FrontEnd.graph_module`); for the Kaldi fbank that is
-:class:`pipeline.frontend.GraphFbank`: every per-frame linear step (DC offset removal,
-pre-emphasis, window, the real DFT) folded into one precomputed ``[2 * (fft/2 + 1), window]``
-matrix applied as a strided 1-D convolution, followed by the power spectrum, mel banks, log
-floor and the model's global CMVN. ``--int8`` applies onnxruntime's dynamic quantization to the
-student's matrix multiplications only; the front-end stays fp32. Measured on 200 synthetic_small test files:
+Every student family exports: the model dir's ``config.json`` names the family and its
+front-end, and the front-end is inside the graph in its export form
+(:meth:`pipeline.frontend.FrontEnd.graph_module`, under the graph scope ``/frontend/``):
+
+- ``fbank`` (``transformer``): :class:`pipeline.frontend.GraphFbank`, every per-frame linear step
+  (DC offset removal, pre-emphasis, window, the real DFT) folded into one precomputed
+  ``[2 * (fft/2 + 1), window]`` matrix applied as a strided 1-D convolution, then the power
+  spectrum, mel banks, log floor and the model's global CMVN;
+- ``whisper_logmel`` (``whisper``): :class:`pipeline.whisper_frontend.GraphLogMel`, the same
+  idea for Whisper's log-mel (no padding to 30 s: the encoder slices its positional table);
+- ``waveform`` (``hf``): :class:`pipeline.hf_student.GraphWaveform`, the per-utterance z-norm.
+
+``--int8`` applies onnxruntime's dynamic quantization to the student's matrix multiplications
+only; every node of the front-end stays fp32. Measured on 200 synthetic_small test files:
 quantizing the filterbank too (onnxruntime's defaults, which include Conv) took accuracy from
 0.805 to 0.0 and made batch-1 latency 4x slower; with the filterbank in fp32, int8 keeps 0.805 and
 its largest logit difference from PyTorch is 0.22.
@@ -52,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 OPSET = 17
 FORMATS = ("onnx",)
+FRONTEND_SCOPE = "/frontend/"  # graph node names of WaveformStudent.frontend (kept fp32 by --int8)
 
 
 class ExportError(SlukdError, RuntimeError):
@@ -59,7 +67,11 @@ class ExportError(SlukdError, RuntimeError):
 
 
 class WaveformStudent(nn.Module):
-    """Waveform in, logits out: the student's front-end in its export form, then the student."""
+    """Waveform in, logits out: the student's front-end in its export form, then the student.
+
+    Built in eval mode, the wrapper itself included: ``torch.onnx.export`` puts a module back in
+    its own training mode afterwards, which would switch the student's dropout on.
+    """
 
     def __init__(self, student: nn.Module, frontend: FrontEnd) -> None:
         super().__init__()
@@ -67,8 +79,9 @@ class WaveformStudent(nn.Module):
             self.frontend = frontend.graph_module(min_input_length(student))
         except FrontEndError as error:
             raise ExportError(str(error)) from None
-        self.student = student.eval()
+        self.student = student
         self.has_ctc = bool(student.has_ctc)
+        self.eval()
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
         features, counts = self.frontend(waveforms, lengths)
@@ -81,7 +94,7 @@ class WaveformStudent(nn.Module):
 def waveform_student_from_dir(model_dir: str | os.PathLike) -> tuple[WaveformStudent, LoadedStudent]:
     """Load a student model dir as a :class:`WaveformStudent` (and the loaded dir)."""
     loaded = load_model_dir(model_dir)
-    return WaveformStudent(loaded.model, loaded.frontend).eval(), loaded
+    return WaveformStudent(loaded.model, loaded.frontend), loaded
 
 
 @dataclass
@@ -222,7 +235,7 @@ def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(source)).graph
-    frontend_nodes = [node.name for node in graph.node if node.name.startswith("/frontend/")]
+    frontend_nodes = [node.name for node in graph.node if node.name.startswith(FRONTEND_SCOPE)]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer logs every tensor on the root logger
