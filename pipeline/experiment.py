@@ -38,6 +38,14 @@ class TrainConfig:
     train_fraction: float = 1.0  # train on a seeded subset of the training utterances
     on_the_fly: bool = False  # compute features from waveforms (needed for speed/noise augmentation)
     num_workers: int = 0  # DataLoader processes
+    # Store a frozen encoder's outputs once per split and train the rest on them (pipeline.encoder_cache):
+    # auto: when the student has a frozen part and no augmentation is on; true: always (an error
+    # when it cannot); false: never.
+    cache_frozen: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.cache_frozen not in (True, False, "auto"):
+            raise ValueError(f"cache_frozen must be auto, true or false, got {self.cache_frozen!r}")
 
 
 def default_student_config() -> Any:

@@ -91,6 +91,20 @@ def build_student(family: str, config: dict[str, Any] | Any) -> nn.Module:
         raise StudentError(f"student ({family}): {error}") from None
 
 
+def new_student(family: str, config: dict[str, Any] | Any) -> nn.Module:
+    """A student to train: a family with pretrained weights loads them (its ``from_pretrained``,
+    which replaces any encoder shape in ``config`` by the pretrained one); the rest is freshly
+    initialised. :func:`build_student` instead rebuilds a student from a saved config alone."""
+    cls = student_class(family)
+    if not dataclasses.is_dataclass(config):
+        config = student_config(family, config)
+    factory = getattr(cls, "from_pretrained", cls)
+    try:
+        return factory(config)
+    except ValueError as error:
+        raise StudentError(f"student ({family}): {error}") from None
+
+
 def config_dict(model: nn.Module) -> dict[str, Any]:
     """The JSON-able config of a built student (what ``build_student`` takes back)."""
     return to_dict(model.config)

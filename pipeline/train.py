@@ -4,9 +4,12 @@ Named parts, after icefall: :class:`TrainConfig` (params with documented default
 :func:`compute_loss`, :func:`train_one_epoch`, :func:`run` (one rank), :func:`train_student`
 (the library entry point ``slukd train`` wraps).
 
-- the student comes from the registry (:mod:`pipeline.students`, ``student.family``), its
-  front-end from the family's ``default_frontend()`` with the feature store's settings and the
-  *train* store's statistics; training, validation and the saved model normalise alike;
+- the student comes from the registry (:mod:`pipeline.students`, ``student.family``; a new
+  student of a pretrained family loads its weights with ``from_pretrained``), its front-end
+  from the family's ``default_frontend()`` with the feature store's settings and the *train*
+  store's statistics; training, validation and the saved model normalise alike;
+- a student with a frozen bottom trains, without augmentation, on its bottom's outputs stored
+  once per split (:mod:`pipeline.encoder_cache`, ``train.cache_frozen``);
 - AdamW over the family's parameter groups (pretrained parts at ``pretrained_lr`` with
   layer-wise decay and their own warm-up), linear warm-up and cosine decay
   (:mod:`pipeline.schedule`), gradient clipping, bf16 autocast on GPU;
@@ -56,12 +59,21 @@ from pipeline.manifest import read_manifest
 from pipeline.model_dir import load_model_dir, save_model_dir
 from pipeline.schedule import autocast, warmup_decay, write_training_log
 from pipeline.students import (
-    build_student,
+    new_student,
     num_parameters,
     student_config,
 )
 from pipeline.teacher_batches import TeacherLookup
-from pipeline.train_data import TrainingFeatures, TrainInputs, prepare_data, read_manifests
+from pipeline.train_data import (
+    FrozenInputs,
+    TrainData,
+    TrainingFeatures,
+    TrainInputs,
+    frozen_cache_wanted,
+    prepare_data,
+    read_manifests,
+    with_frozen_cache,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +104,29 @@ class Trainable(nn.Module):
         self.student = student
         self.loss = loss
 
-    def forward(self, features, lengths, targets, teacher, ctc, return_layers):  # noqa: ANN001
-        output = self.student(features, lengths, return_layers=return_layers)
+    def forward(self, features, lengths, targets, teacher, ctc, return_layers, from_frozen=False):  # noqa: ANN001
+        output = run_student(self.student, features, lengths, return_layers, from_frozen)
         return self.loss(output, targets, teacher, *ctc)
 
 
+def run_student(student: nn.Module, inputs: Tensor, lengths: Tensor, return_layers: bool = False,
+                from_frozen: bool = False):  # fmt: skip
+    """The student's output on front-end features, or (``from_frozen``) on its frozen bottom's stored states."""
+    if from_frozen:
+        return student.forward_from_frozen(inputs, lengths, return_layers=return_layers)
+    return student(inputs, lengths, return_layers=return_layers)
+
+
 def compute_loss(model: nn.Module, batch: Batch, features: Tensor, lengths: Tensor, config: ExperimentConfig,
-                 teacher: TeacherLookup | None, device: torch.device):  # fmt: skip
-    """Forward the student and the active losses on one batch; returns the LossBreakdown."""
+                 teacher: TeacherLookup | None, device: torch.device, from_frozen: bool = False):  # fmt: skip
+    """Forward the student and the active losses on one batch; returns the LossBreakdown.
+    ``from_frozen``: ``features`` are the student's stored frozen-bottom states."""
     distill = config.distill
     targets = batch.targets.to(device)
     teacher_batch = teacher.batch(batch.transcripts, device) if teacher is not None else None
     ctc = ctc_targets(batch.transcripts, device) if distill.ctc > 0 else (None, None)
     with autocast(device):
-        return model(features, lengths, targets, teacher_batch, ctc, distill.needs_layers)
+        return model(features, lengths, targets, teacher_batch, ctc, distill.needs_layers, from_frozen)
 
 
 def _check_finite(breakdown, step: int) -> None:
@@ -119,7 +140,8 @@ def _check_finite(breakdown, step: int) -> None:
     )
 
 
-def train_one_epoch(model, optimizer, scheduler, loader, features: TrainingFeatures, config: ExperimentConfig,
+def train_one_epoch(model, optimizer, scheduler, loader, features: TrainingFeatures | FrozenInputs,
+                    config: ExperimentConfig,
                     teacher: TeacherLookup | None, device: torch.device, generator: torch.Generator,
                     step: int, show_progress: bool) -> tuple[dict, int]:  # fmt: skip
     """One pass over the training batches; returns mean loss terms and the new global step."""
@@ -131,7 +153,7 @@ def train_one_epoch(model, optimizer, scheduler, loader, features: TrainingFeatu
     progress = tqdm(loader, desc="train", unit="batch", disable=not show_progress, leave=False)
     for batch in progress:
         inputs, lengths = features(batch, generator, train=True)
-        breakdown = compute_loss(model, batch, inputs, lengths, config, teacher, device)
+        breakdown = compute_loss(model, batch, inputs, lengths, config, teacher, device, features.from_frozen)
         _check_finite(breakdown, step + 1)
         optimizer.zero_grad(set_to_none=True)
         breakdown.total.backward()
@@ -149,14 +171,14 @@ def train_one_epoch(model, optimizer, scheduler, loader, features: TrainingFeatu
 
 @torch.no_grad()
 def predict(
-    student: nn.Module, loader, features: TrainingFeatures, device: torch.device
+    student: nn.Module, loader, features: TrainingFeatures | FrozenInputs, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Logits ``[N, C]``, gold ids ``[N]`` and ids of every utterance a loader yields."""
     student.eval()
     logits, targets, ids = [], [], []
     for batch in loader:
         inputs, lengths = features(batch, None, train=False)
-        output = student(inputs, lengths)
+        output = run_student(student, inputs, lengths, from_frozen=features.from_frozen)
         logits.append(output.logits.float().cpu().numpy())
         targets.append(batch.targets.numpy())
         ids += batch.ids
@@ -266,9 +288,9 @@ def _build_student(config: ExperimentConfig, labels: LabelSet, teacher_dim: int)
     return ExperimentConfig(config.train, student, config.distill, config.augment, config.family)
 
 
-def _warn_ctc_infeasible(student: nn.Module, train_set: UtteranceDataset) -> None:
-    frames = torch.tensor([train_set.frames(i) for i in range(len(train_set))])
-    short = ctc_infeasible(student.output_lengths(frames).tolist(), train_set.transcripts)
+def _warn_ctc_infeasible(student: nn.Module, data: TrainData) -> None:
+    frames = data.encoder_frames(student)
+    short = ctc_infeasible(frames.tolist(), data.train.transcripts)
     if short:
         logger.warning(
             "ctc: %d of %d training utterances have fewer encoder frames than their transcript's "
@@ -286,34 +308,36 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
     labels, train_manifest, valid_manifest = read_manifests(inputs, config)
     teacher_layers, teacher_dim = _teacher_shape(inputs, config)
     config = _build_student(config, labels, teacher_dim)
-    student = build_student(config.family, config.student)
+    student = new_student(config.family, config.student)
     data = prepare_data(inputs, config, student, labels, train_manifest, valid_manifest)
     layer_map = uniform_layer_map(student.num_layers, teacher_layers) if teacher_layers else []
     teacher = _load_teacher(inputs, config, labels, layer_map, data.train)
     loss = DistillationLoss(config.distill, student.hidden_size, teacher_dim, layer_map)
     trainable = Trainable(student, loss).to(device)
+    if frozen_cache_wanted(config, student):
+        data = with_frozen_cache(data, student, config, inputs, device, rank)
     model: nn.Module = trainable
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             trainable, device_ids=[device.index] if device.type == "cuda" else None
         )
     if config.distill.ctc > 0 and rank == 0:
-        _warn_ctc_infeasible(student, data.train)
+        _warn_ctc_infeasible(student, data)
 
     sampler = LengthBucketSampler(
-        [data.train.frames(i) for i in range(len(data.train))], train_config.max_frames, train_config.seed,
+        data.train_lengths, train_config.max_frames, train_config.seed,
         shuffle=True, rank=rank, world_size=world_size,
     )  # fmt: skip
     loader = DataLoader(
         data.train, batch_sampler=sampler, collate_fn=collate, num_workers=train_config.num_workers
     )
-    valid_sampler = LengthBucketSampler(
-        [data.valid.frames(i) for i in range(len(data.valid))], train_config.max_frames, 0, shuffle=False
-    )
+    valid_sampler = LengthBucketSampler(data.valid_lengths, train_config.max_frames, 0, shuffle=False)
     valid_loader = DataLoader(
         data.valid, batch_sampler=valid_sampler, collate_fn=collate, num_workers=train_config.num_workers
     )
-    features = TrainingFeatures(data.frontend, config.augment, device)
+    features = (
+        FrozenInputs(device) if data.frozen else TrainingFeatures(data.frontend, config.augment, device)
+    )
 
     steps_per_epoch = len(sampler)
     total_steps = max(1, steps_per_epoch * train_config.epochs)

@@ -5,7 +5,10 @@
 - :func:`prepare_data`: the student family's front-end with the feature store's settings and
   the *train* store's statistics, and the datasets (stored raw features, or waveforms when the
   store holds another front-end's features or waveform augmentation is on);
-- :class:`TrainingFeatures`: a batch -> normalised (and, when training, augmented) features.
+- :class:`TrainingFeatures`: a batch -> normalised (and, when training, augmented) features;
+- :func:`with_frozen_cache`: for a student with a frozen bottom and no augmentation, the datasets
+  swapped for stores of the frozen bottom's outputs (:mod:`pipeline.encoder_cache`), which
+  :class:`FrozenInputs` hands to ``student.forward_from_frozen``.
 
 Training, validation and the saved model normalise with the same statistics, so checkpoint
 selection sees what inference will.
@@ -13,6 +16,8 @@ selection sees what inference will.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +26,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pipeline import distributed
 from pipeline.augment import AugmentConfig, Augmenter
 from pipeline.config import ConfigError
 from pipeline.data import Batch, DataError, UtteranceDataset
+from pipeline.encoder_cache import (
+    FrozenStates,
+    build_frozen_states,
+    cache_fingerprint,
+    cache_folder,
+    cache_identity,
+    frozen_weights_sha256,
+    has_frozen_part,
+)
 from pipeline.experiment import ExperimentConfig
 from pipeline.feature_store import FeatureStore
 from pipeline.frontend import FbankFrontEnd, FrontEnd, build_frontend
@@ -42,6 +57,7 @@ class TrainInputs:
     train_features: Path
     valid_features: Path
     teacher_targets: Path | None = None
+    frozen_cache: Path | None = None  # where frozen encoder outputs are cached; None: beside train_features
 
 
 @dataclass
@@ -52,6 +68,21 @@ class TrainData:
     train: UtteranceDataset
     valid: UtteranceDataset
     frontend: FrontEnd  # with the train split's statistics
+    train_lengths: list[int]  # per utterance, what batches are capped by (input frames, 10 ms on the fly)
+    valid_lengths: list[int]  # (kept when the datasets hold frozen states, so the batches stay the same)
+    frozen: bool = False  # the datasets hold the student's frozen encoder states (with_frozen_cache)
+
+    def encoder_frames(self, student: nn.Module) -> Tensor:
+        """``[N]`` encoder frames of every training utterance (what a CTC head reads)."""
+        if self.frozen:
+            return torch.tensor([self.train.frames(i) for i in range(len(self.train))])
+        if self.train.store is not None:
+            return student.output_lengths(
+                torch.tensor([self.train.frames(i) for i in range(len(self.train))])
+            )
+        rate = self.frontend.sample_rate
+        samples = torch.tensor([round(utterance.duration * rate) for utterance in self.train.manifest])
+        return student.output_lengths(self.frontend.frame_counts(samples))
 
 
 class TrainingFeatures:
@@ -87,6 +118,8 @@ class TrainingFeatures:
             )
         self.device = device
 
+    from_frozen = False  # the student's whole forward runs on these features
+
     def __call__(self, batch: Batch, generator: torch.Generator | None, train: bool) -> tuple[Tensor, Tensor]:
         if batch.features is not None:
             lengths = batch.feature_lengths.to(self.device)
@@ -104,6 +137,19 @@ class TrainingFeatures:
 def has_frequency_axis(frontend: FrontEnd) -> bool:
     """Whether the front-end's features have bins to mask (not the one-value-per-sample waveform)."""
     return frontend.feature_dim > 1
+
+
+class FrozenInputs:
+    """A batch of stored frozen-encoder states -> the states and their encoder frames on the device,
+    for ``student.forward_from_frozen`` (no augmentation: a cache exists only without it)."""
+
+    from_frozen = True
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self, batch: Batch, generator: torch.Generator | None, train: bool) -> tuple[Tensor, Tensor]:
+        return batch.features.to(self.device), batch.feature_lengths.to(self.device)
 
 
 def read_manifests(inputs: TrainInputs, config: ExperimentConfig) -> tuple[LabelSet, Manifest, Manifest]:
@@ -163,4 +209,60 @@ def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Modu
         train_manifest, labels, train_store if use_stores and not on_the_fly else None
     )
     valid_set = UtteranceDataset(valid_manifest, labels, valid_store if use_stores else None)
-    return TrainData(labels, train_set, valid_set, frontend)
+    return TrainData(labels, train_set, valid_set, frontend, lengths_of(train_set), lengths_of(valid_set))
+
+
+def lengths_of(dataset: UtteranceDataset) -> list[int]:
+    return [dataset.frames(i) for i in range(len(dataset))]
+
+
+def frozen_cache_wanted(config: ExperimentConfig, student: nn.Module) -> bool:
+    """Whether to train on stored frozen-encoder states (``train.cache_frozen``; see the module docstring).
+
+    Raises:
+        ConfigError: ``cache_frozen: true`` where no cache can stand in for the frozen bottom.
+    """
+    setting = config.train.cache_frozen
+    if setting is False:
+        return False
+    reasons = []
+    if not has_frozen_part(student):
+        freeze = getattr(student.config, "freeze", None)
+        reasons.append(
+            f"the {config.family} student has no frozen part" + (f" (freeze: {freeze})" if freeze else "")
+        )
+    if config.augment.needs_waveforms:
+        reasons.append("waveform augmentation is on")
+    if config.augment.spec_augment or config.augment.vtlp_prob > 0:
+        reasons.append("feature augmentation (SpecAugment, VTLP) is on")
+    if reasons and setting is True:
+        raise ConfigError(f"train.cache_frozen=true, but {'; '.join(reasons)}")
+    return not reasons
+
+
+def with_frozen_cache(data: TrainData, student: nn.Module, config: ExperimentConfig, inputs: TrainInputs,
+                      device: torch.device, rank: int = 0) -> TrainData:  # fmt: skip
+    """``data`` with each split's dataset reading the student's frozen-bottom states from a cache,
+    built on ``device`` by rank 0 when missing (the student must be on ``device``)."""
+    features = TrainingFeatures(data.frontend, AugmentConfig(), device)
+    identity = cache_identity(student, data.frontend, frozen_weights_sha256(student))
+    root = cache_folder(inputs.frozen_cache or Path(inputs.train_features).parent, identity)
+    splits = {"train": (data.train, data.train_lengths), "valid": (data.valid, data.valid_lengths)}
+    if rank == 0:
+        for split, (dataset, lengths) in splits.items():
+            source = (
+                f"store {json.dumps(dataset.store.feature_config)}"
+                if dataset.store is not None
+                else "waveforms"
+            )
+            build_frozen_states(
+                student, lambda batch: features(batch, None, train=False), dataset, lengths, root / split,
+                cache_fingerprint(identity, dataset, source), config.train.max_frames, config.train.num_workers,
+            )  # fmt: skip
+    distributed.barrier()
+    cached = {
+        split: UtteranceDataset(dataset.manifest, data.labels, FrozenStates(root / split))
+        for split, (dataset, _) in splits.items()
+    }
+    logger.info("%s student: training on frozen encoder states from %s", config.family, root)
+    return dataclasses.replace(data, train=cached["train"], valid=cached["valid"], frozen=True)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_fixtures import inputs_for, make_corpus, save_tiny_wav2vec2
 
-from data_prep.synthetic.generate import SyntheticConfig, prepare_synthetic
 from pipeline.ctc import ctc_infeasible
 from pipeline.data import DataError
 from pipeline.feature_store import ExtractionOptions, FeatureStore, compute_feature_store
@@ -23,7 +23,6 @@ from pipeline.model_dir import load_model_dir
 from pipeline.students import build_student
 from pipeline.train import (
     TrainingError,
-    TrainInputs,
     evaluate_on_store,
     load_experiment_config,
     train_student,
@@ -38,22 +37,7 @@ SMALL = [
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    data = root / "tiny"
-    prepare_synthetic(data, SyntheticConfig(size="tiny", seed=0, engines=["espeak"]))
-    options = ExtractionOptions(device="cpu", num_workers=0)
-    for split in ("train", "valid"):
-        compute_feature_store(data / "manifests" / f"{split}.jsonl", data / "fbank" / split, options=options)
-    return data
-
-
-def inputs_for(data, **overrides) -> TrainInputs:
-    fields = dict(
-        train_manifest=data / "manifests/train.jsonl", valid_manifest=data / "manifests/valid.jsonl",
-        train_features=data / "fbank/train", valid_features=data / "fbank/valid",
-    )  # fmt: skip
-    fields.update(overrides)
-    return TrainInputs(**fields)
+    return make_corpus(tmp_path_factory.mktemp("train"))
 
 
 def test_loss_falls_and_the_model_dir_stands_alone(corpus, tmp_path):
@@ -258,14 +242,8 @@ def test_validation_normalises_with_the_train_split_statistics(corpus, tmp_path)
 def test_a_pretrained_family_trains_on_its_own_front_end(corpus, tmp_path):
     """The hf family (a tiny random wav2vec2 saved locally): waveform front-end on the fly beside
     fbank stores, pretrained layers in their own parameter groups, a model dir that reloads."""
-    transformers = pytest.importorskip("transformers")
-    encoder = tmp_path / "wav2vec2"
-    torch.manual_seed(0)
-    tiny = transformers.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16, 16),
-        conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
-    )  # fmt: skip
-    transformers.AutoModel.from_config(tiny).save_pretrained(encoder)
+    pytest.importorskip("transformers")
+    encoder = save_tiny_wav2vec2(tmp_path / "wav2vec2")
     settings = ["student.family=hf", f"student.pretrained={encoder}", "train.epochs=1", "train.device=cpu",
                 "train.max_frames=4000", "train.pretrained_lr=1e-4", "train.layer_decay=0.8",
                 "train.train_fraction=0.1"]  # fmt: skip

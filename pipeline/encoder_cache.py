@@ -1,0 +1,194 @@
+"""A frozen encoder's outputs, computed once per split and reused, so CPU training never runs it twice.
+
+A student with a frozen bottom (``has_frozen_part``: the whisper family under every freeze mode
+but ``none``, the hf family under ``freeze: encoder``) splits its forward pass in two::
+
+    forward(features, lengths) == forward_from_frozen(*encode_frozen(features, lengths))
+
+Without augmentation the frozen bottom gives the same output for an utterance in every epoch,
+so training runs :meth:`encode_frozen` over each split once (batched, without gradients, on the
+training device), keeps the states as float16 in a :class:`~pipeline.feature_store.FrameStore`
+(the feature store's layout: ``meta.json``, ``index.json``, ``frames.f16``, ``.done``), and
+then feeds batches of stored states to ``forward_from_frozen``. The model dir that training
+writes is still the whole student, on front-end features.
+
+A cache is named by what its content depends on (:func:`cache_fingerprint`): the family, the
+student settings that shape the frozen part, the front-end config, the sha256 of the frozen
+weights, and the manifest and utterances it covers. A rerun with the same inputs reuses it;
+anything else builds a new one. Caches live beside the feature stores by default, so the runs
+of one recipe (a CE-only and a distilled twin, several seeds) share them::
+
+    <features>/frozen_<family>_<hash>/{train,valid}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline.config import to_dict
+from pipeline.data import Batch, LengthBucketSampler, UtteranceDataset, collate
+from pipeline.feature_store import FRAMES_FILE, INDEX_FILE, META_FILE, FrameStore
+from pipeline.frontend import FrontEnd
+from pipeline.io import atomic_directory, file_sha256, is_done, mark_done, write_json
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# student config fields that only shape the trainable top: a change keeps the cache valid
+HEAD_FIELDS = frozenset({
+    "num_intents", "teacher_dim", "ctc_vocab_size", "extra_layers", "extra_heads", "extra_feedforward",
+    "dropout", "pooling", "pretrained",
+})  # fmt: skip
+
+Inputs = Callable[[Batch], tuple[Tensor, Tensor]]  # a batch -> the student's normalised input features
+
+
+class FrozenStates(FrameStore):
+    """A finished cache of one split: the frozen bottom's states ``[encoder frames, hidden]`` per utterance."""
+
+    kind, content, missing_hint = "frozen-encoder cache", "frozen states", "training writes it"
+
+
+def has_frozen_part(student: nn.Module) -> bool:
+    """Whether the student runs a frozen bottom apart (:meth:`encode_frozen` / :meth:`forward_from_frozen`)."""
+    return bool(getattr(student, "has_frozen_part", False)) and hasattr(student, "forward_from_frozen")
+
+
+def frozen_weights_sha256(student: nn.Module) -> str:
+    """sha256 over every state entry that does not train (name, dtype, shape and bytes, by name)."""
+    trainable = {name for name, parameter in student.named_parameters() if parameter.requires_grad}
+    digest = hashlib.sha256()
+    for name, tensor in sorted(student.state_dict().items()):
+        if name in trainable:
+            continue
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def frozen_settings(student: nn.Module) -> dict[str, Any]:
+    """The student's config without the fields that only shape its trainable top."""
+    config = json.loads(json.dumps(to_dict(student.config), default=str))
+    return {key: value for key, value in sorted(config.items()) if key not in HEAD_FIELDS}
+
+
+def cache_identity(student: nn.Module, frontend: FrontEnd, weights_sha256: str) -> dict[str, Any]:
+    """What every split's cache of one frozen bottom depends on (the folder name hashes it)."""
+    return {
+        "version": CACHE_VERSION,
+        "family": student.family,
+        "student": frozen_settings(student),
+        "frontend": frontend.to_config(),
+        "frozen_sha256": weights_sha256,
+    }
+
+
+def cache_folder(root: str | os.PathLike, identity: dict[str, Any]) -> Path:
+    """``root/frozen_<family>_<12 hex digits of the identity>``."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return Path(root) / f"frozen_{identity['family']}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def cache_fingerprint(identity: dict[str, Any], dataset: UtteranceDataset, source: str) -> dict[str, Any]:
+    """One split's fingerprint: the identity, the manifest and utterances, and where the inputs came from."""
+    ids = "\n".join(utterance.id for utterance in dataset.manifest)
+    return {
+        **identity,
+        "manifest": str(dataset.manifest.path),
+        "manifest_sha256": file_sha256(dataset.manifest.path) if dataset.manifest.path else None,
+        "utterances_sha256": hashlib.sha256(ids.encode()).hexdigest(),
+        "inputs": source,
+    }
+
+
+def build_frozen_states(student: nn.Module, inputs: Inputs, dataset: UtteranceDataset, lengths: Sequence[int],
+                        folder: Path, fingerprint: dict[str, Any], max_frames: int, num_workers: int = 0,
+                        show_progress: bool = True) -> FrozenStates:  # fmt: skip
+    """Run the student's frozen bottom over ``dataset`` once and store the states (or reuse a cache).
+
+    Args:
+        student: on the device ``inputs`` puts the features on.
+        inputs: a batch -> the student's normalised features (no augmentation).
+        dataset: the split (store features or waveforms).
+        lengths: per utterance, the length the batches are capped by (as in training).
+        folder: the split's cache folder.
+        fingerprint: :func:`cache_fingerprint`; a finished cache with the same one is reused.
+        max_frames: padded input frames per batch.
+        num_workers: DataLoader processes.
+        show_progress: a tqdm bar.
+    """
+    if is_done(folder, fingerprint):
+        logger.info("%s: frozen %s encoder states up to date, reusing them", folder, student.family)
+        return FrozenStates(folder)
+    was_training = student.training
+    student.eval()
+    sampler = LengthBucketSampler(lengths, max_frames, shuffle=False)  # length-sorted: little padding
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+    ids: list[str] = []
+    offsets: list[int] = []
+    frame_counts: list[int] = []
+    position, width, start = 0, 0, time.monotonic()
+    try:
+        with atomic_directory(folder) as temporary, open(temporary / FRAMES_FILE, "wb") as frames_file:
+            progress = tqdm(loader, desc=f"frozen {student.family} encoder", unit="batch",
+                            disable=not show_progress, leave=False)  # fmt: skip
+            for batch in progress:
+                features, feature_lengths = inputs(batch)
+                with torch.no_grad():
+                    states, frames = student.encode_frozen(features, feature_lengths)
+                host, frames = states.to(torch.float16).cpu().numpy(), frames.cpu().tolist()
+                width = host.shape[-1]
+                for row, utterance_id in enumerate(batch.ids):
+                    frames_file.write(host[row, : frames[row]].tobytes())
+                    ids.append(utterance_id)
+                    offsets.append(position)
+                    frame_counts.append(int(frames[row]))
+                    position += int(frames[row])
+            frames_file.close()
+            seconds = time.monotonic() - start
+            audio_hours = dataset.manifest.total_duration / 3600
+            meta = {
+                **fingerprint,
+                "num_utterances": len(ids),
+                "total_frames": position,
+                "feature_dim": width,
+                "dtype": "float16",
+                "seconds": round(seconds, 2),
+                "audio_hours": round(audio_hours, 4),
+            }
+            write_json(temporary / META_FILE, meta)
+            write_json(temporary / INDEX_FILE, {"ids": ids, "offsets": offsets, "frames": frame_counts})
+            mark_done(temporary, fingerprint)
+    finally:
+        student.train(was_training)
+    logger.info(
+        "%s: frozen %s encoder states of %d utterances (%.2f h of audio) in %.1f s (%.0fx real time)",
+        folder, student.family, len(ids), audio_hours, seconds, audio_hours * 3600 / max(seconds, 1e-9),
+    )  # fmt: skip
+    return FrozenStates(folder)
+
+
+__all__ = [
+    "CACHE_VERSION",
+    "FrozenStates",
+    "build_frozen_states",
+    "cache_fingerprint",
+    "cache_folder",
+    "cache_identity",
+    "frozen_settings",
+    "frozen_weights_sha256",
+    "has_frozen_part",
+]

@@ -1,0 +1,112 @@
+"""Training pretrained-encoder students (whisper, hf) through pipeline.train: the frozen-encoder
+cache (same losses as without it, reused on rerun, refused where it cannot stand in), pretrained
+weights loaded for a new student, and distillation with every loss on 50 Hz encoders."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from train_fixtures import inputs_for, make_corpus, save_tiny_wav2vec2, save_tiny_whisper
+
+from pipeline.config import ConfigError
+from pipeline.model_dir import load_model_dir
+from pipeline.train import load_experiment_config, train_student
+
+pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("train_pretrained"))
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tmp_path_factory):
+    return save_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"))
+
+
+def whisper_settings(folder, *extra: str) -> list[str]:
+    return [
+        "student.family=whisper", f"student.pretrained={folder}", "student.freeze=top:1", "train.device=cpu",
+        "train.max_frames=3000", "train.warmup_steps=2", "train.patience=0", *extra,
+    ]  # fmt: skip
+
+
+def log_rows(run) -> list[dict]:
+    with open(run / "train_log.csv") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_frozen_cache_gives_the_losses_of_the_full_forward_and_is_reused(
+    corpus, whisper_dir, tmp_path, caplog
+):
+    cache_root = tmp_path / "cache"
+    runs = {}
+    for name, cache in (("direct", "false"), ("cached", "auto")):
+        settings = whisper_settings(whisper_dir, "train.epochs=2", f"train.cache_frozen={cache}")
+        runs[name] = train_student(
+            inputs_for(corpus, frozen_cache=cache_root),
+            tmp_path / name,
+            load_experiment_config(None, settings),
+        )
+    caches = sorted(cache_root.iterdir())
+    assert len(caches) == 1 and caches[0].name.startswith("frozen_whisper_")
+    assert sorted(p.name for p in caches[0].iterdir()) == ["train", "valid"]
+    meta = json.loads((caches[0] / "train" / "meta.json").read_text())
+    assert meta["num_utterances"] == 62 and meta["feature_dim"] == 16 and meta["inputs"] == "waveforms"
+    direct, cached = log_rows(tmp_path / "direct"), log_rows(tmp_path / "cached")
+    for row_direct, row_cached in zip(direct, cached, strict=True):
+        for key in ("train_loss", "valid_loss"):
+            assert float(row_cached[key]) == pytest.approx(float(row_direct[key]), rel=2e-3, abs=2e-3), key
+    assert runs["cached"]["valid_accuracy"] == runs["direct"]["valid_accuracy"]
+
+    # the model dir is the whole student: its forward on front-end features needs no cache
+    loaded = load_model_dir(tmp_path / "cached")
+    assert loaded.family == "whisper" and loaded.frontend.name == "whisper_logmel"
+    waveforms = torch.randn(2, 16000) * 0.1
+    with torch.no_grad():
+        assert loaded.model(*loaded.frontend(waveforms, torch.tensor([16000, 9000]))).logits.shape == (2, 31)
+
+    # another seed, same frozen bottom: the cache is reused, not rebuilt
+    stamp = (caches[0] / "train" / "frames.f16").stat().st_mtime_ns
+    settings = whisper_settings(whisper_dir, "train.epochs=1", "train.seed=3")
+    with caplog.at_level("INFO"):
+        train_student(
+            inputs_for(corpus, frozen_cache=cache_root),
+            tmp_path / "seed3",
+            load_experiment_config(None, settings),
+        )
+    assert "encoder states up to date, reusing them" in caplog.text
+    assert (caches[0] / "train" / "frames.f16").stat().st_mtime_ns == stamp
+    assert len(list(cache_root.iterdir())) == 1
+
+
+def test_cache_frozen_true_is_refused_where_no_cache_can_stand_in(corpus, whisper_dir, tmp_path):
+    cases = {
+        "student.freeze=none": "no frozen part \\(freeze: none\\)",
+        "augment.noise_prob=0.5": "waveform augmentation is on",
+        "augment.spec_augment=true": "feature augmentation",
+    }
+    for setting, message in cases.items():
+        config = load_experiment_config(
+            None, whisper_settings(whisper_dir, "train.cache_frozen=true", setting)
+        )
+        with pytest.raises(ConfigError, match=f"train.cache_frozen=true, but .*{message}"):
+            train_student(inputs_for(corpus, frozen_cache=tmp_path / "cache"), tmp_path / "run", config)
+    with pytest.raises(ConfigError, match="cache_frozen must be auto, true or false"):
+        load_experiment_config(None, ["train.cache_frozen=sometimes"])
+
+
+def test_hf_student_with_a_frozen_encoder_trains_on_its_cache(corpus, tmp_path, caplog):
+    encoder = save_tiny_wav2vec2(tmp_path / "wav2vec2")
+    settings = ["student.family=hf", f"student.pretrained={encoder}", "student.freeze=encoder",
+                "student.extra_layers=1", "train.epochs=1", "train.device=cpu", "train.max_frames=3000"]  # fmt: skip
+    with caplog.at_level("INFO"):
+        metrics = train_student(inputs_for(corpus), tmp_path / "run", load_experiment_config(None, settings))
+    assert "training on frozen encoder states" in caplog.text and 0 <= metrics["valid_accuracy"] <= 1
+    (cache,) = (corpus / "fbank").glob("frozen_hf_*")  # beside the feature stores by default
+    assert json.loads((cache / "valid" / "meta.json").read_text())["feature_dim"] == 32
+    assert load_model_dir(tmp_path / "run").frontend.name == "waveform"
