@@ -15,7 +15,8 @@ What differs here, on purpose:
   over the padded 30 s. Padding is digital silence (log10 floor, -10), which never raises the
   maximum, so the two agree except when the last, partly-filled frame holds the loudest bin.
 - Frames past each utterance's length are zero (the reference's padding frames would hold
-  ``(max - 4) / 4``); the student masks them anyway.
+  ``(max - 4) / 4``); the student masks them anyway. A batch shorter than one hop (160
+  samples) still gets one frame, all zero.
 
 :class:`WhisperLogMel` is the front-end (``name = "whisper_logmel"``, features final after
 ``extract``, ``normalize`` is the identity). :class:`GraphLogMel` computes the same thing with
@@ -96,7 +97,7 @@ class WhisperLogMel(FrontEnd):
     def extract(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """``[batch, samples]`` + ``[batch]`` valid samples -> ``[batch, frames, mels]`` + ``[batch]`` frames."""
         device = waveforms.device
-        waveforms = waveforms.to(torch.float32)
+        waveforms = pad_to_length(waveforms.to(torch.float32), HOP_LENGTH)  # at least one frame
         lengths = lengths.to(device)
         spectrum = torch.stft(
             _centre(waveforms, lengths), N_FFT, HOP_LENGTH, window=self._window.to(device), center=False,
@@ -135,13 +136,13 @@ class GraphLogMel(nn.Module):
 
     ``forward(waveforms [batch, samples], lengths [batch]) -> (features [batch, frames, mels],
     frames [batch])``; traceable by ``torch.onnx.export(..., dynamo=False)`` at opset 17.
-    Inputs shorter than ``min_frames`` frames are zero-padded to that many (zero) frames, as the
-    student pads them in PyTorch; otherwise the output equals :class:`WhisperLogMel`'s.
+    Inputs shorter than ``min_frames`` frames (at least one) are zero-padded to that many (zero)
+    frames, as :class:`WhisperLogMel` and the student pad them in PyTorch.
     """
 
-    def __init__(self, num_mel_bins: int = NUM_MEL_BINS, min_frames: int = 0) -> None:
+    def __init__(self, num_mel_bins: int = NUM_MEL_BINS, min_frames: int = 1) -> None:
         super().__init__()
-        self.min_samples = max(min_frames, 0) * HOP_LENGTH
+        self.min_samples = max(min_frames, 1) * HOP_LENGTH
         analysis = torch.from_numpy(dft_analysis_matrix()).float()
         self.register_buffer("analysis", analysis[:, None, :].contiguous(), persistent=False)
         self.register_buffer("banks", mel_filters(num_mel_bins).contiguous(), persistent=False)

@@ -1,0 +1,170 @@
+"""Every student family end to end: distilled with every loss through ``train_student``, then
+``slukd predict`` and ``slukd export`` (fp32 and int8, verified on real files) on the model dir.
+
+The pretrained families start from tiny random encoders saved to temp folders and loaded back
+through the real ``from_pretrained`` path (Whisper; wav2vec2 with a 50 Hz frame rate, as the
+real ones). The teacher is a tiny random BERT fine-tuned for two epochs, so the targets have
+intent logits. One epoch on the ``tiny`` corpus per family: this checks that the pieces fit
+(losses, layer maps, front-ends, the graph), not what they learn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_fixtures import inputs_for, make_corpus, save_tiny_whisper
+
+from pipeline import cli
+from pipeline.export import sidecar_path
+from pipeline.inference import IntentRecognizer
+from pipeline.manifest import read_manifest
+from pipeline.model_dir import load_model_dir
+from pipeline.text import normalize_transcript
+from pipeline.train import load_experiment_config, train_student
+
+pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+
+LOSSES = ["ce", "logits", "sentence", "hidden", "attention", "ctc"]
+COMMON = [
+    "train.epochs=1", "train.patience=0", "train.device=cpu", "train.max_frames=4000", "train.warmup_steps=2",
+    "train.learning_rate=0.003", "distill.logits=1", "distill.sentence=1", "distill.hidden=1",
+    "distill.attention=1", "distill.ctc=0.3",
+]  # fmt: skip
+
+
+def save_tiny_bert(folder: Path, words: set[str]) -> Path:
+    """A random 2-layer BERT (width 32) with a WordPiece vocabulary of ``words``, saved offline."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_wav2vec2(folder: Path) -> Path:
+    """A tiny random wav2vec2 (2 layers, width 32) whose feature encoder strides 320 samples (50 Hz)."""
+    from transformers import AutoModel, Wav2Vec2Config
+
+    config = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16, 16), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8), num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    return folder
+
+
+@dataclass
+class Setup:
+    corpus: Path
+    targets: Path  # teacher targets with intent logits, hidden states and attention maps
+    encoders: Path  # the tiny pretrained encoders
+    test_files: list[Path]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Setup:
+    from pipeline.teacher import TeacherConfig, train_teacher
+    from pipeline.teacher_targets import export_targets
+
+    root = tmp_path_factory.mktemp("families")
+    corpus = make_corpus(root)
+    manifests = {split: corpus / f"manifests/{split}.jsonl" for split in ("train", "valid", "test")}
+    words = {word for path in manifests.values() for u in read_manifest(path)
+             for word in normalize_transcript(u.transcript).split()}  # fmt: skip
+    teacher = TeacherConfig(
+        model=str(save_tiny_bert(root / "bert", words)), epochs=2, learning_rate=1e-3,
+        freeze_embeddings=False, device="cpu",
+    )  # fmt: skip
+    train_teacher(manifests, root / "teacher", teacher)
+    del manifests["test"]
+    export_targets(root / "teacher", manifests, root / "targets", device="cpu")
+    save_tiny_whisper(root / "encoders" / "whisper", positions=1500)
+    save_tiny_wav2vec2(root / "encoders" / "wav2vec2")
+    test = read_manifest(corpus / "manifests/test.jsonl")
+    return Setup(corpus, root / "targets", root / "encoders", [test.audio_path(u) for u in list(test)[:6]])
+
+
+def family_settings(family: str, encoders: Path) -> list[str]:
+    """Small students; the pretrained ones with a trainable pretrained layer and an extra one, so
+    the layer losses reach both kinds."""
+    if family == "transformer":
+        return ["student.d_model=32", "student.num_layers=2", "student.num_heads=2", "student.feedforward=64",
+                "student.conv_channels=8", "distill.alignment=segment"]  # fmt: skip
+    if family == "whisper":
+        return ["student.family=whisper", f"student.pretrained={encoders / 'whisper'}", "student.freeze=top:1",
+                "student.extra_layers=1", "student.pooling=attention", "train.pretrained_lr=1e-3",
+                "distill.alignment=interpolate"]  # fmt: skip
+    return ["student.family=hf", f"student.pretrained={encoders / 'wav2vec2'}", "student.freeze=top:1",
+            "student.extra_layers=1", "student.extra_heads=2", "train.pretrained_lr=1e-3",
+            "distill.alignment=pad"]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["transformer", "whisper", "hf"])
+def test_family_distils_predicts_and_exports(family, setup, tmp_path, capsys):
+    run = tmp_path / "run"
+    config = load_experiment_config(None, COMMON + family_settings(family, setup.encoders))
+    metrics = train_student(inputs_for(setup.corpus, teacher_targets=setup.targets), run, config)
+    assert metrics["losses"] == LOSSES
+    with open(run / "train_log.csv") as stream:
+        row = next(csv.DictReader(stream))
+    for loss in LOSSES:
+        value = float(row[f"train_{loss}"])
+        assert np.isfinite(value) and value > 0, loss
+    loaded = load_model_dir(run)
+    assert loaded.family == family and loaded.ctc_characters
+    expected_frontend = {"transformer": "fbank", "whisper": "whisper_logmel", "hf": "waveform"}[family]
+    assert loaded.frontend.name == expected_frontend
+
+    # export fp32 and int8 through the CLI, verified on real files
+    manifest = setup.corpus / "manifests/test.jsonl"
+    exports = {"fp32": run / "model.onnx", "int8": run / "model.int8.onnx"}
+    assert cli.main(["export", "--model", str(run), "--verify", str(manifest), "--tolerance", "1e-3"]) == 0
+    assert cli.main(["export", "--model", str(run), "--int8", "--verify", str(manifest)]) == 0
+    for kind, path in exports.items():
+        info = json.loads(sidecar_path(path).read_text())
+        assert info["verification"]["files"] == len(read_manifest(manifest)), kind
+        assert info["quantization"] == ("int8-dynamic" if kind == "int8" else "none")
+    fp32 = json.loads(sidecar_path(exports["fp32"]).read_text())["verification"]
+    assert fp32["argmax_agreement"] == 1.0 and fp32["max_abs_logit_difference"] < 1e-3
+    int8 = json.loads(sidecar_path(exports["int8"]).read_text())["verification"]
+    assert int8["max_abs_logit_difference"] < 0.5
+
+    # predict: the model dir and its fp32 export say the same
+    answers = {}
+    for model in (run, exports["fp32"]):
+        assert cli.main(["predict", "--model", str(model), *map(str, setup.test_files)]) == 0
+        answers[model] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(answers[run]) == len(setup.test_files)
+    for torch_line, onnx_line in zip(answers[run], answers[exports["fp32"]], strict=True):
+        assert onnx_line["intent"] == torch_line["intent"] and onnx_line["file"] == torch_line["file"]
+        assert onnx_line["confidence"] == pytest.approx(torch_line["confidence"], abs=1e-4)
+
+    # shapes the traced example did not have: batch 1, a very short input, mixed lengths
+    reference = IntentRecognizer.from_pretrained(run)
+    exported = IntentRecognizer.from_pretrained(exports["fp32"])
+    generator = np.random.default_rng(0)
+    for lengths in ([16000], [100], [30000, 900, 12000]):
+        waveforms = np.zeros((len(lengths), max(lengths)), dtype=np.float32)
+        for row, length in enumerate(lengths):
+            waveforms[row, :length] = 0.1 * generator.standard_normal(length)
+        lengths = np.array(lengths)
+        expected, actual = reference.forward(waveforms, lengths), exported.forward(waveforms, lengths)
+        np.testing.assert_allclose(actual.logits, expected.logits, atol=1e-3, err_msg=str(lengths))
+        np.testing.assert_array_equal(actual.ctc_lengths, expected.ctc_lengths)
