@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 from pipeline import distributed
 from pipeline.augment import AugmentConfig
 from pipeline.checkpoint import average_best, latest_checkpoint, load_checkpoint, save_checkpoint
-from pipeline.config import to_dict
+from pipeline.config import ConfigError, to_dict
 from pipeline.ctc import CHARACTERS, ctc_infeasible, ctc_targets, vocab_size
 from pipeline.data import Batch, LengthBucketSampler, UtteranceDataset, collate
 from pipeline.distill import DistillationLoss, uniform_layer_map
@@ -288,6 +288,18 @@ def _build_student(config: ExperimentConfig, labels: LabelSet, teacher_dim: int)
     return ExperimentConfig(config.train, student, config.distill, config.augment, config.family)
 
 
+def _check_layer_losses(config: ExperimentConfig, student: nn.Module) -> None:
+    """The hidden and attention losses need trainable student layers to map teacher layers onto."""
+    if config.distill.needs_layers and student.num_layers == 0:
+        freeze = getattr(student.config, "freeze", None)
+        raise ConfigError(
+            f"distill.hidden/attention map teacher layers onto the student's trainable layers, and the "
+            f"{config.family} student has none{f' (freeze: {freeze}, extra_layers: 0)' if freeze else ''}; "
+            "set student.extra_layers > 0 or a freeze that trains layers (top:N), or distill.hidden=0 and "
+            "distill.attention=0"
+        )
+
+
 def _warn_ctc_infeasible(student: nn.Module, data: TrainData) -> None:
     frames = data.encoder_frames(student)
     short = ctc_infeasible(frames.tolist(), data.train.transcripts)
@@ -310,6 +322,7 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
     config = _build_student(config, labels, teacher_dim)
     student = new_student(config.family, config.student)
     data = prepare_data(inputs, config, student, labels, train_manifest, valid_manifest)
+    _check_layer_losses(config, student)
     layer_map = uniform_layer_map(student.num_layers, teacher_layers) if teacher_layers else []
     teacher = _load_teacher(inputs, config, labels, layer_map, data.train)
     loss = DistillationLoss(config.distill, student.hidden_size, teacher_dim, layer_map)

@@ -110,3 +110,44 @@ def test_hf_student_with_a_frozen_encoder_trains_on_its_cache(corpus, tmp_path, 
     (cache,) = (corpus / "fbank").glob("frozen_hf_*")  # beside the feature stores by default
     assert json.loads((cache / "valid" / "meta.json").read_text())["feature_dim"] == 32
     assert load_model_dir(tmp_path / "run").frontend.name == "waveform"
+
+
+def test_layer_losses_need_trainable_student_layers(corpus, whisper_dir, tmp_path):
+    settings = whisper_settings(
+        whisper_dir, "student.freeze=encoder", "student.extra_layers=0", "distill.hidden=1"
+    )
+    with pytest.raises(
+        ConfigError, match=r"the whisper student has none \(freeze: encoder, extra_layers: 0\)"
+    ):
+        train_student(inputs_for(corpus), tmp_path / "run", load_experiment_config(None, settings))
+
+
+def test_a_new_student_loads_the_pretrained_weights_and_its_model_dir_needs_no_source(corpus, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from pipeline.students import build_student, config_dict, new_student
+
+    source = save_tiny_whisper(tmp_path / "whisper")
+    pretrained = {name.removeprefix("model.encoder."): value
+                  for name, value in load_file(str(source / "model.safetensors")).items()
+                  if name.startswith("model.encoder.layers.")}  # fmt: skip
+    assert len(pretrained) == 2 * 15  # 2 layers x 15 tensors (k_proj has no bias)
+    # encoder fields already set (a config copied from a model dir): new_student still loads the weights
+    resolved = config_dict(new_student("whisper", {"pretrained": str(source), "num_intents": 3}))
+    student = new_student("whisper", resolved)
+    assert all(torch.equal(student.encoder.state_dict()[name], value) for name, value in pretrained.items())
+    rebuilt = build_student("whisper", resolved)  # build_student: the saved config alone, no weights read
+    assert not torch.equal(rebuilt.encoder.layers[0].fc1.weight, student.encoder.layers[0].fc1.weight)
+
+    settings = whisper_settings(source, "train.epochs=1", "train.train_fraction=0.2")
+    train_student(inputs_for(corpus, frozen_cache=tmp_path / "cache"), tmp_path / "run",
+                  load_experiment_config(None, settings))  # fmt: skip
+    shutil.rmtree(source)
+    loaded = load_model_dir(tmp_path / "run")
+    weights = load_file(str(tmp_path / "run" / "model.safetensors"))
+    for name, value in pretrained.items():  # the frozen layer kept its pretrained weights
+        if name.startswith("layers.0."):
+            assert torch.equal(weights[f"encoder.{name}"], value), name
+    assert loaded.config["student"]["d_model"] == 16 and loaded.config["student"]["encoder_layers"] == 2
