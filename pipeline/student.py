@@ -158,6 +158,24 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
     return table
 
 
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, key_padding: Tensor, dropout: float,
+                     need_attention: bool) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """Multi-head attention over ``q, k, v [batch, heads, frames, head_dim]``, ignoring padded keys
+    (``key_padding [batch, frames]``, True = pad); ``dropout`` on the probabilities (0 in eval).
+
+    Returns the context ``[batch, heads, frames, head_dim]`` and, with ``need_attention``, the
+    head-averaged probabilities ``[batch, frames, frames]`` (otherwise fused SDPA and None).
+    Shared by every student family's transformer layers.
+    """
+    mask = ~key_padding[:, None, None, :]  # True where a key may be attended
+    if not need_attention:
+        return functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout), None
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    probabilities = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    context = functional.dropout(probabilities, dropout, dropout > 0) @ v
+    return context, probabilities.mean(dim=1)
+
+
 class EncoderLayer(nn.Module):
     """Pre-LN transformer layer that can return its head-averaged attention probabilities."""
 
@@ -184,16 +202,8 @@ class EncoderLayer(nn.Module):
             .view(batch, frames, 3, self.num_heads, width // self.num_heads)
             .permute(2, 0, 3, 1, 4)
         )  # each [batch, heads, frames, head_dim]
-        mask = ~key_padding[:, None, None, :]  # True where a key may be attended
         dropout = self.attention_dropout if self.training else 0.0
-        if need_attention:
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-            probabilities = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            context = functional.dropout(probabilities, dropout, self.training) @ v
-            averaged = probabilities.mean(dim=1)
-        else:
-            context = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-            averaged = None
+        context, averaged = masked_attention(q, k, v, key_padding, dropout, need_attention)
         context = context.transpose(1, 2).reshape(batch, frames, width)
         x = x + self.dropout(self.attention_output(context))
         x = x + self.dropout(self.feedforward(self.feedforward_norm(x)))

@@ -49,7 +49,7 @@ from pipeline.config import from_dict
 from pipeline.errors import SlukdError
 from pipeline.finetune import FreezeSpec, PretrainedParts, apply_freeze, hold_frozen_in_eval, parameter_groups
 from pipeline.pretrained import PretrainedError, WhisperEncoderWeights, load_whisper_encoder
-from pipeline.student import PooledHeads, StudentOutput
+from pipeline.student import PooledHeads, StudentOutput, masked_attention
 from pipeline.students import register_student
 from pipeline.whisper_frontend import WhisperLogMel
 
@@ -156,16 +156,8 @@ class WhisperAttention(nn.Module):
             projection(x).view(batch, frames, self.num_heads, width // self.num_heads).transpose(1, 2)
             for projection in (self.q_proj, self.k_proj, self.v_proj)
         )  # each [batch, heads, frames, head_dim]
-        mask = ~key_padding[:, None, None, :]  # True where a key may be attended
         dropout = self.dropout if self.training else 0.0
-        averaged = None
-        if need_attention:
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-            probabilities = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            context = functional.dropout(probabilities, dropout, self.training) @ v
-            averaged = probabilities.mean(dim=1)
-        else:
-            context = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        context, averaged = masked_attention(q, k, v, key_padding, dropout, need_attention)
         return self.out_proj(context.transpose(1, 2).reshape(batch, frames, width)), averaged
 
 

@@ -3,7 +3,7 @@
 
 The pretrained families start from tiny random encoders saved to temp folders and loaded back
 through the real ``from_pretrained`` path (Whisper; wav2vec2 with a 50 Hz frame rate, as the
-real ones). The teacher is a tiny random BERT fine-tuned for two epochs, so the targets have
+real ones). The teacher is a tiny random BERT (test_cascade's) fine-tuned for two epochs, so the targets have
 intent logits. One epoch on the ``tiny`` corpus per family: this checks that the pieces fit
 (losses, layer maps, front-ends, the graph), not what they learn.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cascade import save_tiny_bert
 from train_fixtures import inputs_for, make_corpus, save_tiny_whisper
 
 from pipeline import cli
@@ -39,25 +40,9 @@ COMMON = [
 ]  # fmt: skip
 
 
-def save_tiny_bert(folder: Path, words: set[str]) -> Path:
-    """A random 2-layer BERT (width 32) with a WordPiece vocabulary of ``words``, saved offline."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
-    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    return folder
-
-
 def save_tiny_wav2vec2(folder: Path) -> Path:
-    """A tiny random wav2vec2 (2 layers, width 32) whose feature encoder strides 320 samples (50 Hz)."""
+    """A tiny random wav2vec2 (2 layers, width 32) whose feature encoder strides 320 samples (50 Hz,
+    as the real ones; at train_fixtures' 1.6 kHz, verifying 16 files at once takes gigabytes)."""
     from transformers import AutoModel, Wav2Vec2Config
 
     config = Wav2Vec2Config(
