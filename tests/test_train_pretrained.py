@@ -9,7 +9,13 @@ import json
 
 import pytest
 import torch
-from train_fixtures import inputs_for, make_corpus, save_tiny_wav2vec2, save_tiny_whisper
+from train_fixtures import (
+    inputs_for,
+    make_corpus,
+    make_teacher_targets,
+    save_tiny_wav2vec2,
+    save_tiny_whisper,
+)
 
 from pipeline.config import ConfigError
 from pipeline.model_dir import load_model_dir
@@ -151,3 +157,24 @@ def test_a_new_student_loads_the_pretrained_weights_and_its_model_dir_needs_no_s
         if name.startswith("layers.0."):
             assert torch.equal(weights[f"encoder.{name}"], value), name
     assert loaded.config["student"]["d_model"] == 16 and loaded.config["student"]["encoder_layers"] == 2
+
+
+def test_every_loss_on_a_50_hz_student_with_and_without_the_cache(
+    corpus, whisper_dir, tmp_path_factory, tmp_path
+):
+    """Distillation onto a whisper student (frozen encoder, two extra layers: the layer map targets
+    those), aligned by its 50 Hz output lengths; the cached run's loss terms equal the direct one's."""
+    targets = make_teacher_targets(corpus, tmp_path_factory.mktemp("teacher"))
+    losses = ["distill.logits=1", "distill.sentence=1", "distill.hidden=1", "distill.attention=1", "distill.ctc=0.3",
+              "distill.alignment=interpolate", "student.freeze=encoder", "student.extra_layers=2", "train.epochs=1"]  # fmt: skip
+    rows = {}
+    for cache in ("false", "true"):
+        settings = whisper_settings(whisper_dir, *losses, f"train.cache_frozen={cache}")
+        inputs = inputs_for(corpus, teacher_targets=targets, frozen_cache=tmp_path / "cache")
+        metrics = train_student(inputs, tmp_path / cache, load_experiment_config(None, settings))
+        assert metrics["losses"] == ["ce", "logits", "sentence", "hidden", "attention", "ctc"]
+        (rows[cache],) = log_rows(tmp_path / cache)
+    for loss in metrics["losses"]:
+        direct, cached = float(rows["false"][f"train_{loss}"]), float(rows["true"][f"train_{loss}"])
+        assert direct > 0 and cached == pytest.approx(direct, rel=5e-3, abs=1e-3), loss
+    assert load_model_dir(tmp_path / "true").model.num_layers == 2

@@ -59,3 +59,41 @@ def save_tiny_wav2vec2(folder: Path) -> Path:
     torch.manual_seed(0)
     transformers.AutoModel.from_config(tiny).save_pretrained(folder)
     return folder
+
+
+def save_tiny_bert(folder: Path, words: set[str]) -> Path:
+    """A random 2-layer BERT (width 32) with a WordPiece vocabulary of ``words``, saved offline."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def make_teacher_targets(corpus: Path, root: Path) -> Path:
+    """Targets with intent logits, hidden states and attention maps for train and valid, from the
+    tiny BERT fine-tuned for two epochs on the corpus (seconds)."""
+    from pipeline.manifest import read_manifest
+    from pipeline.teacher import TeacherConfig, train_teacher
+    from pipeline.teacher_targets import export_targets
+    from pipeline.text import normalize_transcript
+
+    manifests = {split: corpus / f"manifests/{split}.jsonl" for split in ("train", "valid", "test")}
+    words = {word for path in manifests.values() for utterance in read_manifest(path)
+             for word in normalize_transcript(utterance.transcript).split()}  # fmt: skip
+    teacher = TeacherConfig(
+        model=str(save_tiny_bert(root / "bert", words)), epochs=2, learning_rate=1e-3,
+        freeze_embeddings=False, device="cpu",
+    )  # fmt: skip
+    train_teacher(manifests, root / "teacher", teacher)
+    del manifests["test"]
+    export_targets(root / "teacher", manifests, root / "targets", device="cpu")
+    return root / "targets"
