@@ -210,13 +210,18 @@ def sidecar_path(onnx_path: str | os.PathLike) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def export_onnx(module: WaveformStudent, path: Path) -> list[str]:
-    """Trace ``module`` to an fp32 ONNX file with dynamic batch and length axes; returns output names."""
+def export_onnx(module: WaveformStudent, path: Path, example_samples: int = 48000) -> list[str]:
+    """Trace ``module`` to an fp32 ONNX file with dynamic batch and length axes; returns output names.
+
+    The trace runs a batch of two: ``example_samples`` samples (default 3 s) and two thirds of that.
+    """
     import warnings
 
     output_names = ["logits", "ctc_log_probs", "ctc_lengths"] if module.has_ctc else ["logits"]
-    sample_rate = 16000
-    example = (torch.randn(2, 3 * sample_rate) * 0.1, torch.tensor([3 * sample_rate, 2 * sample_rate]))
+    example = (
+        torch.randn(2, example_samples) * 0.1,
+        torch.tensor([example_samples, 2 * example_samples // 3]),
+    )
     dynamic_axes = {"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
     if module.has_ctc:
         dynamic_axes.update({"ctc_log_probs": {0: "batch", 1: "frames"}, "ctc_lengths": {0: "batch"}})

@@ -318,40 +318,20 @@ def test_frozen_encoder_outputs_can_be_stored(wav2vec2_dir: Path) -> None:
         trained.encode_frozen(features, lengths)
 
 
-class WaveformHF(torch.nn.Module):
-    """Waveform normalisation + student, as an export wraps them."""
-
-    def __init__(self, student: HFStudent) -> None:
-        super().__init__()
-        self.frontend = build_frontend(student.default_frontend())
-        self.student = student.eval()
-
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features, frames = self.frontend(waveforms, lengths)
-        output = self.student(features, frames)
-        return output.logits, output.ctc_log_probs, output.lengths
-
-
 def test_onnx_export_with_the_normalisation_in_the_graph(wavlm_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("onnx")
+    """The export wrapper (front-end graph + student) on a layer-norm encoder with attention masks."""
     onnxruntime = pytest.importorskip("onnxruntime")
-    import warnings
+    from pipeline.export import WaveformStudent, export_onnx
 
-    module = WaveformHF(make_student(wavlm_dir, extra_layers=1)).eval()
+    student = make_student(wavlm_dir, extra_layers=1)
+    module = WaveformStudent(student, build_frontend(student.default_frontend()))
     path = tmp_path / "hf.onnx"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (torch.randn(2, 4000) * 0.1, torch.tensor([4000, 2500])), str(path),
-            input_names=["waveforms", "lengths"], output_names=["logits", "ctc_log_probs", "ctc_lengths"],
-            opset_version=17, dynamo=False,
-            dynamic_axes={"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}},
-        )  # fmt: skip
+    assert export_onnx(module, path, example_samples=4000) == ["logits", "ctc_log_probs", "ctc_lengths"]
+    assert not module.training and not module.student.training  # as it was before the export
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     waveforms, lengths = torch.randn(3, 5600) * 0.1, torch.tensor([5600, 3000, 1700])
     logits, ctc, ctc_lengths = session.run(None, {"waveforms": waveforms.numpy(), "lengths": lengths.numpy()})
     with torch.no_grad():
         expected = module(waveforms, lengths)
-    assert not module.student.training  # the reference ran without dropout or masking
     np.testing.assert_allclose(logits, expected[0].numpy(), atol=1e-4)
     assert ctc.shape == tuple(expected[1].shape) and ctc_lengths.tolist() == expected[2].tolist()

@@ -198,41 +198,29 @@ def test_logmel_matches_whisper_feature_extractor():
     torch.testing.assert_close(graph_features, features, atol=2e-4, rtol=0)
 
 
-class WaveformWhisper(torch.nn.Module):
-    """GraphLogMel + student, as an export wraps them."""
-
-    def __init__(self, student: WhisperStudent) -> None:
-        super().__init__()
-        self.logmel = GraphLogMel(student.config.num_mel_bins)
-        self.student = student.eval()
-
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features, frames = self.logmel(waveforms, lengths)
-        output = self.student(features, frames)
-        return output.logits, output.ctc_log_probs, output.lengths
-
-
 def test_onnx_export_with_logmel_in_the_graph(tiny_whisper, tmp_path):
-    pytest.importorskip("onnx")
+    """The export wrapper (GraphLogMel + student) against PyTorch; int8 leaves the log-mel fp32."""
+    onnx = pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
-    import warnings
+    from pipeline.export import FRONTEND_SCOPE, WaveformStudent, export_onnx, quantize_int8
 
     student = make_student(tiny_whisper[0])
     student = WhisperStudent(dataclasses.replace(student.config, num_mel_bins=80))  # the real log-mel width
-    module = WaveformWhisper(student).eval()
-    example = (torch.randn(2, 4000) * 0.1, torch.tensor([4000, 2500]))
+    module = WaveformStudent(student, WhisperLogMel())
     path = tmp_path / "whisper.onnx"
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, example, str(path), input_names=["waveforms", "lengths"],
-            output_names=["logits", "ctc_log_probs", "ctc_lengths"], opset_version=17, dynamo=False,
-            dynamic_axes={"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}},
-        )  # fmt: skip
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    export_onnx(module, path, example_samples=4000)
+    assert not module.training and not module.student.training  # as it was before the export
     waveforms, lengths = torch.randn(3, 5600) * 0.1, torch.tensor([5600, 3000, 1700])
-    logits, ctc, ctc_lengths = session.run(None, {"waveforms": waveforms.numpy(), "lengths": lengths.numpy()})
     with torch.no_grad():
         expected = module(waveforms, lengths)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits, ctc, ctc_lengths = session.run(None, {"waveforms": waveforms.numpy(), "lengths": lengths.numpy()})
     np.testing.assert_allclose(logits, expected[0].numpy(), atol=1e-4)
     assert ctc.shape == tuple(expected[1].shape) and ctc_lengths.tolist() == expected[2].tolist()
+
+    quantize_int8(path, tmp_path / "whisper.int8.onnx")
+    nodes = onnx.load(str(tmp_path / "whisper.int8.onnx")).graph.node
+    logmel = [node for node in nodes if node.name.startswith(FRONTEND_SCOPE)]
+    assert {"Conv", "MatMul"} <= {node.op_type for node in logmel}  # the DFT and the mel banks, fp32
+    assert not [node.name for node in logmel if "Integer" in node.op_type or "Quant" in node.op_type]
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for node in nodes)
