@@ -110,6 +110,10 @@ def test_freeze_modes_and_parameter_groups(tiny_whisper):
             assert rates["layer_2"] == pytest.approx(1e-4)
         if trainable >= 2:
             assert rates["layer_1"] == pytest.approx(5e-5)
+        # matrices take the optimiser's weight decay (as the hf family's), biases and norms none
+        optimizer = torch.optim.AdamW(groups, weight_decay=0.05)
+        decays = {group["name"]: group["weight_decay"] for group in optimizer.param_groups}
+        assert decays["new"] == 0.05 and decays["new.no_decay"] == 0.0
     student = make_student(tiny_whisper[0], freeze="none")
     with pytest.raises(ValueError, match="no frozen part"):
         student.encode_frozen(torch.zeros(1, 4, MELS), torch.tensor([4]))
