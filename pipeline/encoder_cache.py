@@ -133,6 +133,16 @@ def build_frozen_states(student: nn.Module, inputs: Inputs, dataset: UtteranceDa
     if is_done(folder, fingerprint):
         logger.info("%s: frozen %s encoder states up to date, reusing them", folder, student.family)
         return FrozenStates(folder)
+    # Iterating a DataLoader draws from torch's global generator: keep it as it was, so a run's
+    # dropout masks do not depend on whether this process built the cache or found it.
+    with torch.random.fork_rng(devices=[]):
+        return _build(
+            student, inputs, dataset, lengths, folder, fingerprint, max_frames, num_workers, show_progress
+        )
+
+
+def _build(student: nn.Module, inputs: Inputs, dataset: UtteranceDataset, lengths: Sequence[int], folder: Path,
+           fingerprint: dict[str, Any], max_frames: int, num_workers: int, show_progress: bool) -> FrozenStates:  # fmt: skip
     was_training = student.training
     student.eval()
     sampler = LengthBucketSampler(lengths, max_frames, shuffle=False)  # length-sorted: little padding
