@@ -150,6 +150,7 @@ def export_model(
         "ctc_characters": saved.get("ctc_characters") or "",
         "quantization": "int8-dynamic" if int8 else "none",
         "source_model": str(model_dir),
+        "max_seconds": str(getattr(loaded.model, "max_input_seconds", "")),
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out.parent) as scratch:

@@ -103,6 +103,7 @@ class TorchBackend:
         self.labels = loaded.labels
         self.sample_rate = loaded.frontend.sample_rate
         self.ctc_characters: str | None = loaded.ctc_characters
+        self.max_seconds: float | None = getattr(loaded.model, "max_input_seconds", None)  # the family's own
 
     @torch.inference_mode()
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
@@ -153,6 +154,7 @@ class OnnxBackend:
         try:
             self.labels = LabelSet.from_dict(json.loads(metadata["labels"]))
             self.sample_rate = int(metadata["sample_rate"])
+            self.max_seconds = float(metadata["max_seconds"]) if metadata.get("max_seconds") else None
         except (KeyError, ValueError) as error:
             raise InferenceError(f"{path}: bad metadata ({_first_line(error)})") from None
         self.ctc_characters = metadata.get("ctc_characters") or None
@@ -178,6 +180,7 @@ class CascadeBackend:
         self.labels = self.cascade.labels
         self.sample_rate = SAMPLE_RATE
         self.ctc_characters: str | None = None
+        self.max_seconds: float | None = None
 
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
         clips = [waveforms[row, : int(length)] for row, length in enumerate(lengths)]
@@ -204,7 +207,8 @@ class IntentRecognizer:
         self.labels: LabelSet = backend.labels
         self.sample_rate: int = backend.sample_rate
         self.ctc_characters: str | None = backend.ctc_characters
-        self.max_seconds = max_seconds
+        # the model's own limit (Whisper's 30 s) where it is lower
+        self.max_seconds = min(max_seconds, backend.max_seconds or max_seconds)
 
     @classmethod
     def from_pretrained(

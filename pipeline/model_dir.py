@@ -58,6 +58,7 @@ ONNX_METADATA_KEYS = {
     "student": "JSON config of the exported student",
     "ctc_characters": "CTC vocabulary after the blank (id 0); empty: no CTC outputs",
     "quantization": "'none' or 'int8-dynamic'",
+    "max_seconds": "the longest input the model takes, in seconds (Whisper: 30); empty: no limit of its own",
     "source_model": "the student model dir it was exported from",
 }
 

@@ -51,7 +51,7 @@ from pipeline.finetune import FreezeSpec, PretrainedParts, apply_freeze, hold_fr
 from pipeline.pretrained import PretrainedError, WhisperEncoderWeights, load_whisper_encoder
 from pipeline.student import PooledHeads, StudentOutput, masked_attention
 from pipeline.students import register_student
-from pipeline.whisper_frontend import WhisperLogMel
+from pipeline.whisper_frontend import HOP_LENGTH, SAMPLE_RATE, WhisperLogMel
 
 POOLINGS = ("attention", "mean")
 # config fields read from the pretrained weights (0 until resolved by WhisperStudent.from_pretrained)
@@ -285,6 +285,11 @@ class WhisperStudent(PooledHeads, nn.Module):
     def has_frozen_part(self) -> bool:
         """Whether anything is frozen (every freeze mode but ``none`` freezes at least the stem)."""
         return self.freeze.mode != "none"
+
+    @property
+    def max_input_seconds(self) -> float:
+        """The longest input the encoder takes (its positional table: 30 s for Whisper)."""
+        return 2 * self.config.max_positions * HOP_LENGTH / SAMPLE_RATE
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         return encoder_frames(lengths)

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 import torch
 from test_cascade import save_tiny_bert
 from train_fixtures import inputs_for, make_corpus, save_tiny_whisper
 
 from pipeline import cli
+from pipeline.audio import AudioError
 from pipeline.export import sidecar_path
-from pipeline.inference import IntentRecognizer
+from pipeline.inference import MAX_SECONDS, IntentRecognizer
 from pipeline.manifest import read_manifest
 from pipeline.model_dir import load_model_dir
 from pipeline.text import normalize_transcript
@@ -153,3 +155,16 @@ def test_family_distils_predicts_and_exports(family, setup, tmp_path, capsys):
         expected, actual = reference.forward(waveforms, lengths), exported.forward(waveforms, lengths)
         np.testing.assert_allclose(actual.logits, expected.logits, atol=1e-3, err_msg=str(lengths))
         np.testing.assert_array_equal(actual.ctc_lengths, expected.ctc_lengths)
+
+    # Whisper's own 30 s limit holds for both backends: a longer file is that file's error, not a crash
+    limit = 30.0 if family == "whisper" else MAX_SECONDS
+    assert reference.max_seconds == exported.max_seconds == limit
+    if family == "whisper":
+        long_file = tmp_path / "long.wav"
+        soundfile.write(str(long_file), np.zeros(int(16000 * (limit + 1)), dtype=np.float32), 16000)
+        for recognizer in (reference, exported):
+            results = dict(recognizer.predict_files([setup.test_files[0], long_file]))
+            assert isinstance(results[str(long_file)], AudioError) and "30 s limit" in str(
+                results[str(long_file)]
+            )
+            assert results[str(setup.test_files[0])].intent
