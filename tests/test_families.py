@@ -3,7 +3,7 @@
 
 The pretrained families start from tiny random encoders saved to temp folders and loaded back
 through the real ``from_pretrained`` path (Whisper; wav2vec2 with a 50 Hz frame rate, as the
-real ones). The teacher is a tiny random BERT (test_cascade's) fine-tuned for two epochs, so the targets have
+real ones). The teacher is a tiny random BERT fine-tuned for two epochs, so the targets have
 intent logits. One epoch on the ``tiny`` corpus per family: this checks that the pieces fit
 (losses, layer maps, front-ends, the graph), not what they learn.
 """
@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_cascade import save_tiny_bert
-from train_fixtures import inputs_for, make_corpus, save_tiny_whisper
+from train_fixtures import inputs_for, make_corpus, make_teacher_targets, save_tiny_whisper
 
 from pipeline import cli
 from pipeline.audio import AudioError
@@ -28,7 +27,6 @@ from pipeline.export import sidecar_path
 from pipeline.inference import MAX_SECONDS, IntentRecognizer
 from pipeline.manifest import read_manifest
 from pipeline.model_dir import load_model_dir
-from pipeline.text import normalize_transcript
 from pipeline.train import load_experiment_config, train_student
 
 pytest.importorskip("transformers")
@@ -67,25 +65,13 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> Setup:
-    from pipeline.teacher import TeacherConfig, train_teacher
-    from pipeline.teacher_targets import export_targets
-
     root = tmp_path_factory.mktemp("families")
     corpus = make_corpus(root)
-    manifests = {split: corpus / f"manifests/{split}.jsonl" for split in ("train", "valid", "test")}
-    words = {word for path in manifests.values() for u in read_manifest(path)
-             for word in normalize_transcript(u.transcript).split()}  # fmt: skip
-    teacher = TeacherConfig(
-        model=str(save_tiny_bert(root / "bert", words)), epochs=2, learning_rate=1e-3,
-        freeze_embeddings=False, device="cpu",
-    )  # fmt: skip
-    train_teacher(manifests, root / "teacher", teacher)
-    del manifests["test"]
-    export_targets(root / "teacher", manifests, root / "targets", device="cpu")
+    targets = make_teacher_targets(corpus, root)
     save_tiny_whisper(root / "encoders" / "whisper", positions=1500)
     save_tiny_wav2vec2(root / "encoders" / "wav2vec2")
     test = read_manifest(corpus / "manifests/test.jsonl")
-    return Setup(corpus, root / "targets", root / "encoders", [test.audio_path(u) for u in list(test)[:6]])
+    return Setup(corpus, targets, root / "encoders", [test.audio_path(u) for u in list(test)[:6]])
 
 
 def family_settings(family: str, encoders: Path) -> list[str]:
