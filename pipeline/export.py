@@ -21,7 +21,10 @@ front-end, and the front-end is inside the graph in its export form
 only; every node of the front-end stays fp32. Measured on 200 synthetic_small test files:
 quantizing the filterbank too (onnxruntime's defaults, which include Conv) took accuracy from
 0.805 to 0.0 and made batch-1 latency 4x slower; with the filterbank in fp32, int8 keeps 0.805 and
-its largest logit difference from PyTorch is 0.22.
+its largest logit difference from PyTorch is 0.22. The packaged Whisper tiny.en student (frozen
+encoder, one extra layer; 2026-12-01, one thread, a 3 s command, 2 shared CPU cores under load,
+best / median of 100): PyTorch fp32 52 / 74 ms, ONNX fp32 17 / 27 ms, ONNX int8 8 / 13 ms
+(41 MB -> 14 MB; fp32 logits within 1e-6 of PyTorch on 16 real files).
 
 Everything a runtime needs travels in the ONNX ``metadata_props``
 (:data:`pipeline.model_dir.ONNX_METADATA_KEYS`);
