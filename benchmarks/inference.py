@@ -1,9 +1,10 @@
-"""Inference speed, memory, size and accuracy: PyTorch student, ONNX fp32, ONNX int8, teacher.
+"""Inference speed, memory, size and accuracy: PyTorch student, ONNX fp32, ONNX int8, teacher, cascade.
 
     OMP_NUM_THREADS=1 python benchmarks/inference.py \\
         --manifest data/synthetic_small/manifests/test.jsonl \\
         --model exp/synthetic_small/bench_distill/row0_seed0 \\
-        [--teacher exp/synthetic_small/teacher] [--limit N] [--runs 200] [--onnx-dir DIR]
+        [--teacher exp/synthetic_small/teacher] [--cascade exp/synthetic_small/cascade] \\
+        [--limit N] [--runs 200] [--onnx-dir DIR]
 
 The ONNX files are exported from ``--model`` into ``--onnx-dir`` (a temporary folder unless
 given; existing exports there are reused). Each method runs in a fresh process on ONE CPU thread
@@ -21,7 +22,11 @@ given; existing exports there are reused). Each method runs in a fresh process o
 - size on disk (the weights file, or the .onnx), accuracy on those utterances.
 
 The teacher (``--teacher``) runs on the gold transcripts for reference: latency at batch 1 for
-one transcript, throughput at batch 64, accuracy. Prints a markdown table, then the targets
+one transcript, throughput at batch 64, accuracy. The cascade (``--cascade``, a dir of
+``slukd cascade create``: the ASR, then the teacher on its hypothesis) goes through
+``IntentRecognizer`` like the student, audio in and intent out, with its ASR on one thread; it
+decodes one utterance at a time (its "batch 64" is sequential), and its latency is timed over
+``min(--runs, 20)`` calls. Its size is the ASR's weights plus the teacher's. Prints a markdown table, then the targets
 (int8: < 10 ms and RTF < 0.004 for a 3 s command on one thread; accuracy within 0.5 points of fp32).
 """
 
@@ -48,7 +53,9 @@ METHODS = {
     "onnx_fp32": "student, ONNX fp32",
     "onnx_int8": "student, ONNX int8",
     "teacher": "teacher (text), PyTorch",
+    "cascade": "cascade: ASR + teacher",
 }
+CASCADE_RUNS = 20  # the cascade's batch-1 calls at most (each takes a few hundred ms)
 COMMAND_SECONDS = 3.0
 WARMUP = 10
 LATENCY_TARGET_MS = 10.0
@@ -112,6 +119,9 @@ def child(args: argparse.Namespace) -> None:
         import pipeline.inference  # noqa: F401
     if args.method.startswith("onnx"):
         import onnxruntime  # noqa: F401
+    if args.method == "cascade":
+        import faster_whisper  # noqa: F401
+        import transformers  # noqa: F401
     baseline = memory_kb("VmRSS")
     result: dict = {"method": args.method, "utterances": len(utterances)}
     if args.method == "teacher":
@@ -133,22 +143,30 @@ def child(args: argparse.Namespace) -> None:
     else:
         from pipeline.inference import IntentRecognizer
 
-        path = {"torch": args.model, "onnx_fp32": args.onnx_fp32, "onnx_int8": args.onnx_int8}[args.method]
+        paths = {"torch": args.model, "onnx_fp32": args.onnx_fp32, "onnx_int8": args.onnx_int8,
+                 "cascade": args.cascade}  # fmt: skip
+        path = paths[args.method]
         recognizer = IntentRecognizer.from_pretrained(path)
         command, described = three_second_command(recognizer, manifest, utterances)
         batch, lengths = command[None, :].astype(np.float32), np.array([len(command)], dtype=np.int64)
-        latency = timed(lambda: recognizer.logits(batch, lengths), args.runs)
+        runs = min(args.runs, CASCADE_RUNS) if args.method == "cascade" else args.runs
+        latency = timed(lambda: recognizer.logits(batch, lengths), runs)
         waveforms = [recognizer.load(manifest.audio_path(u))[0] for u in utterances]
         start = time.perf_counter()
         predictions = recognizer.predict(waveforms, sample_rate=recognizer.sample_rate, batch_size=64)
         elapsed = time.perf_counter() - start
         correct = sum(p.intent == u.intent for p, u in zip(predictions, utterances, strict=True))
-        weights = Path(path) / "model.safetensors" if args.method == "torch" else Path(path)
+        if args.method == "cascade":
+            size_bytes = recognizer.backend.cascade.size_bytes
+        else:
+            size_bytes = (
+                (Path(path) / "model.safetensors" if args.method == "torch" else Path(path)).stat().st_size
+            )
         result.update(
             input=f"{described}",
             command_seconds=len(command) / recognizer.sample_rate,
             accuracy=correct / len(utterances),
-            size_bytes=weights.stat().st_size,
+            size_bytes=size_bytes,
         )
     result.update(
         latency_ms=1000 * statistics.median(latency),
@@ -169,6 +187,8 @@ def run_method(method: str, args: argparse.Namespace) -> dict:
     ]  # fmt: skip
     if args.teacher:
         command += ["--teacher", str(args.teacher)]
+    if args.cascade:
+        command += ["--cascade", str(args.cascade)]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=ROOT)
     if finished.returncode != 0:
@@ -222,6 +242,17 @@ def targets(rows: dict[str, dict]) -> str:
     return "\n".join(f"- {'met' if ok else 'NOT met'}: {text}" for text, ok in checks)
 
 
+def cascade_comparison(rows: dict[str, dict]) -> str:
+    """The best student row against the cascade: latency ratio and accuracy difference with its sign."""
+    students = [rows[m] for m in ("torch", "onnx_fp32", "onnx_int8") if m in rows]
+    if "cascade" not in rows or not students:
+        return ""
+    cascade, fastest = rows["cascade"], min(students, key=lambda row: row["latency_ms"])
+    return (f"- {METHODS[fastest['method']]} against the cascade: {cascade['latency_ms'] / fastest['latency_ms']:.0f}x "
+            f"faster on one thread, accuracy {100 * (fastest['accuracy'] - cascade['accuracy']):+.2f} points, "
+            f"{cascade['size_bytes'] / fastest['size_bytes']:.0f}x smaller")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,6 +260,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, default=ROOT / "data/synthetic_small/manifests/test.jsonl")
     parser.add_argument("--model", type=Path, default=ROOT / "exp/synthetic_small/bench_distill/row0_seed0")
     parser.add_argument("--teacher", type=Path, default=None, help="a fine-tuned teacher dir (optional)")
+    parser.add_argument("--cascade", type=Path, default=None, help="a cascade dir (optional; slow: --limit)")
     parser.add_argument("--limit", type=int, default=0, help="first N utterances (0: all)")
     parser.add_argument("--runs", type=int, default=200, help="timed batch-1 calls after the warm-up")
     parser.add_argument("--onnx-dir", type=Path, default=None, help="where the ONNX exports go / are reused")
@@ -253,6 +285,9 @@ def main() -> None:
     if "teacher" in methods and not args.teacher:
         methods.remove("teacher")
         logger.info("no --teacher: skipping the teacher row")
+    if "cascade" in methods and not args.cascade:
+        methods.remove("cascade")
+        logger.info("no --cascade: skipping the cascade row")
     with tempfile.TemporaryDirectory(prefix="slukd-inference-bench.") as scratch:
         args.onnx_dir = args.onnx_dir or Path(scratch)
         export_onnx_files(args)
@@ -265,6 +300,7 @@ def main() -> None:
     print(table(list(rows.values())))
     print()
     print(targets(rows))
+    print(cascade_comparison(rows))
 
 
 if __name__ == "__main__":
