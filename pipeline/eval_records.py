@@ -114,4 +114,3 @@ def subset_note(subset: dict | None) -> str:
         return ""
     return (f"a seeded subset (seed {subset['seed']}) of {subset['utterances']} of the {subset['split_utterances']} "
             f"utterances, {subset['noisy_utterances']} of them under each noisy condition")  # fmt: skip
-
