@@ -1,122 +1,536 @@
-"""Distillation ablation: the same student and budget for every row, mean and spread over seeds.
+"""Distillation ablation over student families: mean ± sd over seeds, selected on valid only.
 
-    python benchmarks/distill.py --size small --seeds 0,1,2 [--epochs 20] [--config recipes/synthetic/conf/student.yaml]
+    python benchmarks/distill.py --size small --seeds 0,1,2 \\
+        [--rows whisper_ce,whisper_logits,...] [--whisper-epochs N] [--scratch-epochs N] \\
+        [--robust-utterances 200] [--time-budget MIN] [--out benchmarks/results/distill_small.md]
 
 Needs the recipe's stages 0-3 for that size (corpus, features, teacher, teacher targets):
-`bash recipes/synthetic/run.sh --size small`. Rows: CE only (Jiang et al.'s Baseline-2),
-CE + logits, CE + sentence, CE + hidden + attention (Jiang et al.'s STD), all losses, and the
-CE-only / all-losses pair on 10% of the training data; plus the teacher on the gold transcripts.
-Students are selected on the valid split only; test numbers are read once at the end.
-Prints one table (accuracy in %, mean ± standard deviation over seeds).
+`bash recipes/synthetic/run.sh --size small --stop-stage 3`. Rows (``--rows`` picks by key):
+
+- ``whisper_ce``, ``whisper_logits``, ``whisper_sentence``, ``whisper_std``, ``whisper_all``:
+  the Whisper student (``--whisper-config``: the packaged tiny.en encoder frozen, extra
+  layer(s) on top) trained with CE only, CE + logits, CE + sentence, CE + hidden + attention
+  (Jiang et al.'s STD), all losses;
+- ``whisper_ce_10pct``, ``whisper_best_10pct``: the same student on a seeded 10% of the train
+  utterances, CE only and with the distillation that scored best on valid (mean over seeds,
+  then lower valid NLL) among the full-data distilled rows (``--best`` fixes it instead);
+- ``scratch_ce``, ``scratch_std``: the from-scratch transformer (``--scratch-config``, Jiang et
+  al.'s Baseline-2 and STD).
+
+Columns: valid, test, test_unseen_phrasing, test_unseen_engine (the whole splits, clean), then
+``test`` under white noise at 10 dB SNR, a reverberant room (RT60 0.3-0.6 s) and a telephone
+channel, on a seeded subset of ``--robust-utterances`` test utterances (the noisy subset ``slukd
+evaluate --noisy-utterances N`` takes; the same seeded noise per utterance), beside the same
+subset clean. The scores come from :mod:`benchmarks.student_scoring` (``slukd evaluate``'s
+numbers; a frozen encoder runs once per evaluation set for all students that share it). Every
+run selects its checkpoint on valid only; the test splits are read once, at the end.
+
+Training runs, scores and timing are kept under ``<exp>/bench_distill/<row>_<settings hash>/
+seed<N>/``, so a rerun (or a run cut short by ``--time-budget``) only trains and scores what is
+missing. Timing per row: ``train utt/s`` is the training throughput (utterances per second over
+the epochs, validation included, from the run's metrics), ``wall s`` the whole run (model
+build, frozen-encoder cache build or reuse, training) as measured here. Prints one table
+(accuracy in %, mean ± sd over the seeds done) with the teacher on gold transcripts and, with
+``--cascade``, the cascades next to the best student on the cascades' own utterances; then the
+issues' goals, each met or not. ``--out`` writes the same text to a markdown file.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import json
+import logging
+import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ALL_LOSSES = [
+from benchmarks.student_scoring import EvalSet, StudentScorer, evaluation_sets  # noqa: E402
+from pipeline.conditions import NoiseCondition  # noqa: E402
+from pipeline.labels import LabelSet  # noqa: E402
+
+logger = logging.getLogger("benchmarks.distill")
+
+ALL_LOSSES = (
     "distill.logits=1.0",
     "distill.sentence=1.0",
     "distill.hidden=1.0",
     "distill.attention=1.0",
     "distill.ctc=0.3",
-]
-ROWS = {
-    "CE only (Baseline-2)": [],
-    "CE + logits": ["distill.logits=1.0"],
-    "CE + sentence": ["distill.sentence=1.0"],
-    "CE + hidden + attention (STD)": ["distill.hidden=1.0", "distill.attention=1.0"],
-    "all losses": ALL_LOSSES,
-    "CE only, 10% data": ["train.train_fraction=0.1"],
-    "all losses, 10% data": ["train.train_fraction=0.1", *ALL_LOSSES],
+)
+LOSS_SETS: dict[str, tuple[str, ...]] = {
+    "ce": (),
+    "logits": ("distill.logits=1.0",),
+    "sentence": ("distill.sentence=1.0",),
+    "std": ("distill.hidden=1.0", "distill.attention=1.0"),
+    "all": ALL_LOSSES,
 }
-TEST_SPLITS = ("test", "test_unseen_phrasing")
+LOSS_NAMES = {
+    "ce": "CE only",
+    "logits": "CE + logits",
+    "sentence": "CE + sentence",
+    "std": "CE + hidden + attention (STD)",
+    "all": "all losses",
+}
+FAMILY_NAMES = {"whisper": "Whisper student", "transformer": "from-scratch transformer"}
+BEST = "best"  # a row whose losses are the best distillation on valid
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", default="small")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--config", type=Path, default=ROOT / "recipes/synthetic/conf/student.yaml")
-    parser.add_argument("--data-root", type=Path, default=ROOT / "data")
-    parser.add_argument("--exp-root", type=Path, default=ROOT / "exp")
-    parser.add_argument("--rows", default="", help="comma-separated row numbers to run (default: all)")
-    parser.add_argument("--set", action="append", default=[], help="extra SECTION.KEY=VALUE for every row")
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a student family, a loss set, a share of the training data."""
 
-    from pipeline.logging_utils import setup_logging
-    from pipeline.train import TrainInputs, evaluate_on_store, load_experiment_config, train_student
+    key: str
+    family: str  # whisper | transformer: which config and epochs
+    losses: str  # a LOSS_SETS key, or BEST
+    fraction: float = 1.0
 
-    setup_logging("WARNING")
-    data = args.data_root / f"synthetic_{args.size}"
-    exp = args.exp_root / f"synthetic_{args.size}"
-    targets = exp / "teacher" / "targets"
-    for needed in (data / "fbank" / "train" / ".done", targets / ".done"):
-        if not needed.is_file():
-            sys.exit(
-                f"{needed.parent}: missing; run `bash recipes/synthetic/run.sh --size {args.size}` first"
-            )
+
+ROWS = (
+    Row("whisper_ce", "whisper", "ce"),
+    Row("whisper_logits", "whisper", "logits"),
+    Row("whisper_sentence", "whisper", "sentence"),
+    Row("whisper_std", "whisper", "std"),
+    Row("whisper_all", "whisper", "all"),
+    Row("whisper_ce_10pct", "whisper", "ce", 0.1),
+    Row("whisper_best_10pct", "whisper", BEST, 0.1),
+    Row("scratch_ce", "transformer", "ce"),
+    Row("scratch_std", "transformer", "std"),
+)
+DISTILLED = ("logits", "sentence", "std", "all")
+CLEAN_SPLITS = ("valid", "test", "test_unseen_phrasing", "test_unseen_engine")
+ROBUSTNESS_SPLIT = "test"
+
+# The issues' goals (issue 12: pretrained students; issue 14: unseen engines, acoustics).
+GOAL_CE = {"test": 97.0, "test_unseen_phrasing": 93.0, "test white_10dB": 85.0}
+GOAL_DISTILLED = {"test": 98.5, "test_unseen_phrasing": 96.0, "test white_10dB": 88.0}
+GOAL_TENTH = 85.0  # test accuracy on 10% of train
+GOAL_TENTH_GAIN = 3.0  # distilled over CE, points
+GOAL_ENGINE_GAP, GOAL_ENGINE = 3.0, 95.0  # test_unseen_engine within 3 points of test and >= 95
+GOAL_ACOUSTIC_GAP = 5.0  # reverb and telephone within 5 points of clean
+
+
+@dataclass
+class RunResult:
+    """One trained run: accuracy (%) per column, valid NLL, predictions, timing."""
+
+    seed: int
+    accuracy: dict[str, float]
+    valid_nll: float
+    predicted: dict[str, tuple[int, ...]]
+    utterances_per_second: float
+    wall_seconds: float
+
+
+@dataclass
+class RowResults:
+    name: str
+    runs: list[RunResult] = field(default_factory=list)
+
+    def values(self, column: str) -> list[float]:
+        return [run.accuracy[column] for run in self.runs if column in run.accuracy]
+
+    def mean(self, column: str) -> float:
+        values = self.values(column)
+        return statistics.mean(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs
+
+
+@dataclass
+class Context:
+    """Everything the runs share."""
+
+    args: argparse.Namespace
+    data: Path  # the corpus: manifests/, fbank/
+    bench: Path  # where the runs go
+    scorer: StudentScorer
+    labels: LabelSet
+    train_utterances: int  # in the full train split
+    started: float  # time.monotonic() at the start
+
+
+def row_settings(row: Row, losses: str, args: argparse.Namespace) -> list[str]:
+    """The config overrides of a row (without the seed)."""
+    epochs = args.whisper_epochs if row.family == "whisper" else args.scratch_epochs
+    settings = [f"train.epochs={epochs}"] if epochs else []
+    if row.fraction < 1:
+        settings.append(f"train.train_fraction={row.fraction}")
+    return [*settings, *LOSS_SETS[losses], *args.set]
+
+
+def row_name(row: Row, losses: str, train_utterances: int | None = None) -> str:
+    name = f"{FAMILY_NAMES[row.family]}, {LOSS_NAMES[losses]}"
+    if row.losses == BEST:
+        name = f"{FAMILY_NAMES[row.family]}, best distillation on valid ({LOSS_NAMES[losses]})"
+    if row.fraction < 1:
+        share = f"{row.fraction:.0%} of train" + (f", {train_utterances} utt" if train_utterances else "")
+        name += f", {share}"
+    return name
+
+
+def run_folder(context: Context, row: Row, losses: str, config_path: Path, settings: list[str]) -> Path:
+    """``bench_distill/<key>[_<losses>]_<8 hex digits of the config file and settings>``."""
+    digest = hashlib.sha256(config_path.read_bytes() + "\n".join(settings).encode()).hexdigest()[:8]
+    key = row.key.replace(BEST, losses) if row.losses == BEST else row.key
+    return context.bench / f"{key}_{digest}"
+
+
+def train_and_score(context: Context, row: Row, losses: str, seed: int) -> RunResult:
+    """Train one run (or find it trained), then score it on every column (or read its scores)."""
+    from pipeline.io import read_json, write_json
+    from pipeline.train import TrainInputs, load_experiment_config, train_student
+
+    args, data = context.args, context.data
+    config_path = args.whisper_config if row.family == "whisper" else args.scratch_config
+    settings = row_settings(row, losses, args)
+    run_dir = run_folder(context, row, losses, config_path, settings) / f"seed{seed}"
+    config = load_experiment_config(config_path, [*settings, f"train.seed={seed}"])
     inputs = TrainInputs(
-        data / "manifests/train.jsonl",
-        data / "manifests/valid.jsonl",
-        data / "fbank/train",
-        data / "fbank/valid",
-        targets,
+        data / "manifests/train.jsonl", data / "manifests/valid.jsonl", data / "fbank/train", data / "fbank/valid",
+        args.targets,
+        # a subset's frozen states go apart, so that they never replace the full train split's
+        frozen_cache=run_dir.parent / f"frozen_cache_seed{seed}" if row.fraction < 1 else None,
+    )  # fmt: skip
+    timing_file = run_dir / "bench_timing.json"
+    start = time.monotonic()
+    metrics = train_student(inputs, run_dir, config)
+    if not timing_file.is_file():  # trained just now (a finished run is found in well under a second)
+        write_json(timing_file, {"wall_seconds": round(time.monotonic() - start, 2)})
+    scores = context.scorer.cached_score(run_dir, run_dir / "bench_scores.json")
+    return RunResult(
+        seed=seed,
+        accuracy={name: 100 * score.accuracy for name, score in scores.items()},
+        valid_nll=scores["valid"].nll,
+        predicted={name: score.predicted for name, score in scores.items()},
+        utterances_per_second=float(metrics.get("train_utterances_per_second", 0.0)),
+        wall_seconds=float(read_json(timing_file)["wall_seconds"]),
     )
-    seeds = [int(s) for s in args.seeds.split(",")]
-    chosen = [int(r) for r in args.rows.split(",")] if args.rows else list(range(len(ROWS)))
-    results: dict[str, dict[str, list[float]]] = {}
-    timing: dict[str, list[float]] = {}
-    teacher = json.loads((exp / "teacher" / "metrics.json").read_text())["splits"]
-    for seed in seeds:  # every row once per seed, so a cut-short run still has whole rows
-        for number, (name, overrides) in enumerate(ROWS.items()):
-            if number not in chosen:
-                continue
-            settings = [f"train.epochs={args.epochs}", f"train.seed={seed}", *overrides, *args.set]
-            config = load_experiment_config(args.config, settings)
-            run_dir = exp / "bench_distill" / f"row{number}_seed{seed}"
+
+
+def out_of_time(context: Context) -> bool:
+    budget = context.args.time_budget
+    return bool(budget) and time.monotonic() - context.started > 60 * budget
+
+
+def run_rows(context: Context, rows: list[Row], losses_of: dict[str, str], seeds: list[int],
+             results: dict[str, RowResults]) -> bool:  # fmt: skip
+    """Every row once per seed (seeds outermost), so that a run cut short still has whole rows.
+    Returns False when the time budget stopped it."""
+    for seed in seeds:
+        for row in rows:
+            if out_of_time(context):
+                logger.warning("time budget of %g min spent: %s seed %d and what follows not run",
+                               context.args.time_budget, row.key, seed)  # fmt: skip
+                return False
+            losses = losses_of.get(row.key, row.losses)
             start = time.monotonic()
-            metrics = train_student(inputs, run_dir, config)
-            timing.setdefault(name, []).append(metrics.get("train_utterances_per_second", 0.0))
-            scores = results.setdefault(name, {split: [] for split in ("valid", *TEST_SPLITS)})
-            scores["valid"].append(100 * metrics["valid_accuracy"])
-            for split in TEST_SPLITS:
-                evaluation = evaluate_on_store(
-                    run_dir, data / f"manifests/{split}.jsonl", data / f"fbank/{split}"
-                )
-                scores[split].append(100 * evaluation["accuracy"])
-            print(f"{name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in scores.items())
-                  + f" [{time.monotonic() - start:.0f} s]", flush=True)  # fmt: skip
-        print_table(args, results, timing, teacher, seeds[: seeds.index(seed) + 1])
+            result = train_and_score(context, row, losses, seed)
+            count = max(1, round(row.fraction * context.train_utterances))
+            entry = results.setdefault(row.key, RowResults(row_name(row, losses, count)))
+            entry.runs.append(result)
+            cells = ", ".join(f"{name} {value:.2f}" for name, value in result.accuracy.items())
+            logger.info("%s, seed %d: %s; %.0f utt/s, wall %.0f s (%.0f s in this call)", entry.name, seed, cells,
+                        result.utterances_per_second, result.wall_seconds, time.monotonic() - start)  # fmt: skip
+    return True
 
 
-def print_table(args, results, timing, teacher, seeds_done) -> None:  # noqa: ANN001
-    print(
-        f"\n{args.size} corpus, seeds {','.join(map(str, seeds_done))}, {args.epochs} epochs, config {args.config.name}"
-    )
-    print("| model | valid | test | test_unseen_phrasing | train utt/s |\n|---|---|---|---|---|")
-    for name, scores in results.items():
-        cells = [_mean_spread(scores[split]) for split in ("valid", *TEST_SPLITS)]
-        print(f"| {name} | {' | '.join(cells)} | {statistics.mean(timing[name]):.0f} |")
-    cells = [f"{100 * teacher[s]['accuracy']:.2f}" if s in teacher else "-" for s in ("valid", *TEST_SPLITS)]
-    print(f"| teacher on gold transcripts | {' | '.join(cells)} | - |", flush=True)
+def best_distillation(results: dict[str, RowResults]) -> str | None:
+    """The distilled Whisper loss set with the best mean valid accuracy (then the lower mean valid NLL)."""
+    candidates = []
+    for losses in DISTILLED:
+        entry = results.get(f"whisper_{losses}")
+        if entry and entry.runs:
+            nll = statistics.mean(run.valid_nll for run in entry.runs)
+            candidates.append((entry.mean("valid"), -nll, losses))
+    return max(candidates)[2] if candidates else None
 
 
-def _mean_spread(values: list[float]) -> str:
+# ---------------------------------------------------------------------------------------------
+# Tables
+
+
+def mean_spread(values: list[float]) -> str:
+    if not values:
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+CONDITION_TITLES = {"white_10dB": "white 10 dB", "reverb_rt60_0.3-0.6": "reverb RT60 0.3-0.6 s"}
+
+
+def column_title(eval_set: EvalSet) -> str:
+    """``test``, or ``test subset: white 10 dB`` for a condition on the robustness subset."""
+    if eval_set.name == eval_set.split:
+        return eval_set.name
+    condition = eval_set.condition.name
+    return f"{eval_set.split} subset: {CONDITION_TITLES.get(condition, condition)}"
+
+
+def results_table(results: dict[str, RowResults], sets: list[EvalSet], teacher: dict) -> str:
+    """Rows x columns, mean ± sd over seeds, then the teacher on gold transcripts."""
+    header = ["row", "seeds", *(column_title(s) for s in sets), "train utt/s", "wall s/run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in results.values():
+        speed = statistics.mean(run.utterances_per_second for run in entry.runs)
+        wall = statistics.mean(run.wall_seconds for run in entry.runs)
+        cells = [entry.name, str(len(entry.runs)), *(mean_spread(entry.values(s.name)) for s in sets),
+                 f"{speed:.0f}", f"{wall:.0f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    if teacher:
+        cells = [f"{100 * teacher[s.name]['accuracy']:.2f}" if s.name in teacher else "-" for s in sets]
+        lines.append("| teacher on gold transcripts | - | " + " | ".join(cells) + " | - | - |")
+    return "\n".join(lines)
+
+
+def cascade_rows(cascade: Path, eval_set: EvalSet) -> tuple[list[str], list[bool]] | None:
+    """The utterance ids a cascade's eval file scored under the set's condition, and whether each was right."""
+    path = cascade / "eval" / f"{eval_set.split}.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())["predictions"]
+    condition = "clean" if eval_set.condition.name == "clean" else eval_set.condition.name
+    predicted = record["conditions"].get(condition)
+    if predicted is None:
+        return None
+    rows = [i for i, p in enumerate(predicted) if p is not None]
+    return [record["ids"][i] for i in rows], [predicted[i] == record["gold"][i] for i in rows]
+
+
+def cascade_table(cascades: list[Path], best: RowResults, sets: list[EvalSet], labels: LabelSet) -> str:
+    """Each cascade against the best student, on the utterances that cascade was evaluated on."""
+    header = ["split / condition", "model", "utterances", "cascade", best.name]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for eval_set in sets:
+        if eval_set.split == "valid" or eval_set.name.endswith("subset clean"):
+            continue
+        position = {u.id: i for i, u in enumerate(eval_set.manifest)}
+        for cascade in cascades:
+            scored = cascade_rows(cascade, eval_set)
+            if scored is None:
+                continue
+            ids, correct = scored
+            cascade_accuracy = 100 * sum(correct) / max(len(ids), 1)
+            if all(i in position for i in ids):
+                rows = [position[i] for i in ids]
+                gold = [labels.index(eval_set.manifest[r].intent) for r in rows]
+                student = mean_spread([100 * sum(run.predicted[eval_set.name][r] == g for r, g in zip(rows, gold, strict=True))
+                                       / max(len(rows), 1) for run in best.runs])  # fmt: skip
+            else:
+                student = "- (not all of its utterances are in this subset)"
+            lines.append(
+                f"| {column_title(eval_set)} | {cascade.name} | {len(ids)} | {cascade_accuracy:.1f} | {student} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def goal(text: str, met: bool) -> str:
+    return f"- {'met' if met else 'NOT met'}: {text}"
+
+
+def goals(results: dict[str, RowResults], best: str | None) -> str:
+    """The issues' goals against the measured means."""
+    checks = []
+    for key, targets, what in (("whisper_ce", GOAL_CE, "Whisper CE only"),
+                               (f"whisper_{best}", GOAL_DISTILLED, "best distilled Whisper")):  # fmt: skip
+        entry = results.get(key)
+        if entry is None or not entry.runs:
+            continue
+        for column, target in targets.items():
+            value = entry.mean(column)
+            checks.append(goal(f"{what} {column} {value:.2f} >= {target:g}", value >= target))
+    tenth_ce, tenth_kd = results.get("whisper_ce_10pct"), results.get("whisper_best_10pct")
+    if tenth_ce and tenth_kd:
+        ce, kd = tenth_ce.mean("test"), tenth_kd.mean("test")
+        checks.append(goal(f"10% of train: CE test {ce:.2f} >= {GOAL_TENTH:g}", ce >= GOAL_TENTH))
+        checks.append(goal(f"10% of train: distilled test {kd:.2f} >= CE + {GOAL_TENTH_GAIN:g} ({ce + GOAL_TENTH_GAIN:.2f})",
+                           kd >= ce + GOAL_TENTH_GAIN))  # fmt: skip
+    entry = results.get(f"whisper_{best}")
+    if entry and entry.runs:
+        test, engine = entry.mean("test"), entry.mean("test_unseen_engine")
+        if engine == engine:  # not NaN: the split exists
+            checks.append(goal(f"best distilled test_unseen_engine {engine:.2f} within {GOAL_ENGINE_GAP:g} of test "
+                               f"{test:.2f} and >= {GOAL_ENGINE:g}", test - engine <= GOAL_ENGINE_GAP and engine >= GOAL_ENGINE))  # fmt: skip
+        clean = entry.mean(f"{ROBUSTNESS_SPLIT} subset clean")
+        for name in (f"{ROBUSTNESS_SPLIT} reverb_rt60_0.3-0.6", f"{ROBUSTNESS_SPLIT} telephone"):
+            value = entry.mean(name)
+            if value == value:
+                checks.append(goal(f"best distilled {name} {value:.2f} within {GOAL_ACOUSTIC_GAP:g} of clean "
+                                   f"{clean:.2f} (same utterances)", clean - value <= GOAL_ACOUSTIC_GAP))  # fmt: skip
+    return "\n".join(checks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--size", default="small", help="corpus size: data/synthetic_<size>, exp/synthetic_<size>"
+    )
+    parser.add_argument("--data", type=Path, default=None, help="the corpus (default data/synthetic_<size>)")
+    parser.add_argument(
+        "--exp", type=Path, default=None, help="the experiment folder (default exp/synthetic_<size>)"
+    )
+    parser.add_argument("--teacher", type=Path, default=None, help="teacher dir (default <exp>/teacher)")
+    parser.add_argument(
+        "--targets", type=Path, default=None, help="teacher targets (default <teacher>/targets)"
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--rows", default=",".join(r.key for r in ROWS), help="comma-separated row keys")
+    parser.add_argument("--whisper-config", type=Path, default=ROOT / "recipes/synthetic/conf/whisper.yaml")
+    parser.add_argument("--scratch-config", type=Path, default=ROOT / "recipes/synthetic/conf/student.yaml")
+    parser.add_argument("--whisper-epochs", type=int, default=0, help="0: the config's")
+    parser.add_argument("--scratch-epochs", type=int, default=0, help="0: the config's")
+    parser.add_argument(
+        "--best",
+        choices=DISTILLED,
+        default=None,
+        help="the 10%% distilled row's losses (default: the best on valid among the distilled rows)",
+    )
+    parser.add_argument(
+        "--robust-utterances",
+        type=int,
+        default=200,
+        help="test utterances of the noisy conditions (seeded subset; 0: all)",
+    )
+    parser.add_argument(
+        "--eval-seed", type=int, default=0, help="seeds the subset and the noise (slukd evaluate --seed)"
+    )
+    parser.add_argument(
+        "--cascade",
+        type=Path,
+        action="append",
+        default=[],
+        help="a cascade dir with eval files, compared with the best student (repeatable)",
+    )
+    parser.add_argument(
+        "--time-budget", type=float, default=0, help="minutes; no new run starts after (0: none)"
+    )
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], help="extra SECTION.KEY=VALUE for every row")
+    parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
+    args = parser.parse_args()
+    args.data = args.data or ROOT / "data" / f"synthetic_{args.size}"
+    args.exp = args.exp or ROOT / "exp" / f"synthetic_{args.size}"
+    args.teacher = args.teacher or args.exp / "teacher"
+    args.targets = args.targets or args.teacher / "targets"
+    return args
+
+
+def check_inputs(args: argparse.Namespace, rows: list[Row]) -> None:
+    needed = [args.data / "fbank/train/.done", args.data / "fbank/valid/.done", args.targets / ".done"]
+    needed += [path for path, family in ((args.whisper_config, "whisper"), (args.scratch_config, "transformer"))
+               if any(r.family == family for r in rows)]  # fmt: skip
+    for path in needed:
+        if not path.exists():
+            sys.exit(f"{path}: missing; run `bash recipes/synthetic/run.sh --size {args.size} --stop-stage 3` first"
+                     if path.name == ".done" else f"{path}: config not found")  # fmt: skip
+
+
+def header(args: argparse.Namespace, sets: list[EvalSet], seeds: list[int], minutes: float) -> str:
+    from pipeline.evaluate import environment
+
+    hardware = environment()["hardware"]
+    robust = next((len(s.manifest) for s in sets if s.name.endswith("subset clean")), 0)
+    epochs = (f"Whisper rows {args.whisper_config.name}" + (f" with {args.whisper_epochs} epochs" if args.whisper_epochs else "")
+              + f", from-scratch rows {args.scratch_config.name}" + (f" with {args.scratch_epochs} epochs" if args.scratch_epochs else ""))  # fmt: skip
+    return (
+        f"`python benchmarks/distill.py {' '.join(sys.argv[1:])}` on {datetime.date.today().isoformat()}, "
+        f"{hardware['cpu']} ({hardware['cpu_count']} cores, {platform.system()}), {minutes:.1f} min.\n"
+        f"Corpus {args.data.name}; seeds {','.join(map(str, seeds))}; configs: {epochs}. Accuracy in %, "
+        f"mean ± sd over the seeds done; checkpoints selected on valid only. The noisy conditions run on "
+        f"a seeded subset of {robust} test utterances (`slukd evaluate --seed {args.eval_seed} "
+        f"--noisy-utterances {robust}`), compared with the same subset clean."
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    from pipeline.features import resolve_device
+    from pipeline.logging_utils import setup_logging
+
+    setup_logging("INFO")
+    for name in ("pipeline", "pipeline.train", "pipeline.encoder_cache"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logger.info("command line: %s", " ".join(sys.argv))
+    wanted = [key.strip() for key in args.rows.split(",") if key.strip()]
+    known = {row.key: row for row in ROWS}
+    unknown = [key for key in wanted if key not in known]
+    if unknown:
+        sys.exit(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    rows = [row for row in ROWS if row.key in wanted]
+    check_inputs(args, rows)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    labels = LabelSet.load(args.data / "manifests/labels.json")
+    manifests = {split: args.data / f"manifests/{split}.jsonl" for split in CLEAN_SPLITS
+                 if (args.data / f"manifests/{split}.jsonl").is_file()}  # fmt: skip
+    conditions = [
+        NoiseCondition("white", 10.0),
+        NoiseCondition("reverb", rt60_s=(0.3, 0.6)),
+        NoiseCondition("telephone"),
+    ]
+    sets = evaluation_sets(
+        manifests, labels, conditions, ROBUSTNESS_SPLIT, args.robust_utterances, args.eval_seed
+    )
+    scorer = StudentScorer(sets, resolve_device(args.device), seed=args.eval_seed)
+    train_count = sum(
+        1 for line in (args.data / "manifests/train.jsonl").read_text().splitlines() if line.strip()
+    )
+    context = Context(
+        args, args.data, args.exp / "bench_distill", scorer, labels, train_count, time.monotonic()
+    )
+
+    results: dict[str, RowResults] = {}
+    full = [row for row in rows if row.family == "whisper" and row.fraction == 1]
+    tenth = [row for row in rows if row.family == "whisper" and row.fraction < 1]
+    scratch = [row for row in rows if row.family == "transformer"]
+    finished = run_rows(context, full, {}, seeds, results)
+    best = args.best or best_distillation(results)
+    if tenth and best is None:
+        sys.exit("the 10% distilled row needs the distilled Whisper rows or --best")
+    if finished:
+        finished = run_rows(context, tenth, {"whisper_best_10pct": best}, seeds, results)
+    if finished:
+        run_rows(context, scratch, {}, seeds, results)
+    minutes = (time.monotonic() - context.started) / 60
+
+    teacher_file = args.teacher / "metrics.json"
+    teacher = json.loads(teacher_file.read_text()).get("splits", {}) if teacher_file.is_file() else {}
+    parts = [header(args, sets, seeds, minutes), results_table(results, sets, teacher)]
+    if best and f"whisper_{best}" in results:
+        parts.append(f"Best distillation on valid (mean valid accuracy, then valid NLL): {LOSS_NAMES[best]}.")
+    if args.cascade and best and f"whisper_{best}" in results:
+        table = cascade_table(args.cascade, results[f"whisper_{best}"], sets, labels)
+        if table:
+            parts.append("End-to-end vs cascade, on the utterances each cascade was evaluated on "
+                         "(its eval files; the student's accuracy on the same utterances):\n\n" + table)  # fmt: skip
+    parts.append("Goals (issues 12 and 14):\n\n" + goals(results, best))
+    if scorer.frozen_seconds:
+        parts.append(
+            f"Frozen encoder over the evaluation sets, once for all Whisper rows: {scorer.frozen_seconds:.0f} s."
+        )
+    text = "\n\n".join(parts) + "\n"
+    print(text, flush=True)
+    if args.out:
+        from pipeline.io import atomic_write_text
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, text)
 
 
 if __name__ == "__main__":
