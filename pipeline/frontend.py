@@ -21,7 +21,6 @@ first use (a model dir or feature store of any front-end loads in a fresh proces
 from __future__ import annotations
 
 import abc
-import importlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +38,7 @@ from pipeline.features import (
     frame_counts,
     mel_banks,
 )
+from pipeline.registry import lookup
 
 FRONTENDS: dict[str, type[FrontEnd]] = {}
 # front-end name -> the module that registers it (imported on first use, as students.FAMILY_MODULES)
@@ -142,20 +142,7 @@ def frontend_class(name: str) -> type[FrontEnd]:
     Raises:
         FrontEndError: an unknown name, or its module cannot be imported (a missing package).
     """
-    if name not in FRONTENDS:
-        module = FRONTEND_MODULES.get(name) if isinstance(name, str) else None
-        if module is None:
-            known = sorted({*FRONTENDS, *FRONTEND_MODULES})
-            raise FrontEndError(f"unknown front-end {name!r}; known: {', '.join(known)}")
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise FrontEndError(
-                f"front-end {name!r} needs {module}, which cannot be imported ({error})"
-            ) from None
-        if name not in FRONTENDS:
-            raise FrontEndError(f"{module} does not register a front-end {name!r}")
-    return FRONTENDS[name]
+    return lookup("front-end", name, FRONTENDS, FRONTEND_MODULES, FrontEndError)
 
 
 def build_frontend(config: dict[str, Any]) -> FrontEnd:

@@ -118,7 +118,7 @@ def masked_pool(x: Tensor, padding: Tensor, scorer: nn.Module | None = None) -> 
 
 
 class PooledHeads:
-    """Mixin for the pretrained student families (an ``nn.Module`` subclass calls
+    """Mixin for every student family (an ``nn.Module`` subclass calls
     :meth:`build_heads` in ``__init__``): pooling, the intent head, the projection to the
     teacher's width and the CTC head, under the parameter names every family uses
     (``pooling_scorer``, ``classifier``, ``projection``, ``ctc_head``)."""
@@ -132,10 +132,12 @@ class PooledHeads:
         self.ctc_head = nn.Linear(width, ctc_vocab_size) if ctc_vocab_size else None
 
     def heads_output(self, x: Tensor, lengths: Tensor, hidden_states: list[Tensor],
-                     attentions: list[Tensor]) -> StudentOutput:  # fmt: skip
-        """The :class:`StudentOutput` of the top frames ``x [batch, frames, width]`` (``lengths`` valid)."""
-        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
-        utterance = masked_pool(x, padding, self.pooling_scorer)
+                     attentions: list[Tensor], utterance: Tensor | None = None) -> StudentOutput:  # fmt: skip
+        """The :class:`StudentOutput` of the top frames ``x [batch, frames, width]`` (``lengths`` valid);
+        ``utterance`` is pooled from ``x`` unless given (a CLS token's state)."""
+        if utterance is None:
+            padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
+            utterance = masked_pool(x, padding, self.pooling_scorer)
         return StudentOutput(
             logits=self.classifier(utterance),
             utterance=utterance,
@@ -211,7 +213,7 @@ class EncoderLayer(nn.Module):
 
 
 @register_student
-class SpeechStudent(nn.Module):
+class SpeechStudent(PooledHeads, nn.Module):
     """Log-mel features (already CMVN-normalised) in, intent logits and distillation views out.
 
     The ``transformer`` student family (:mod:`pipeline.students`): trained from scratch, so
@@ -232,11 +234,9 @@ class SpeechStudent(nn.Module):
         self.final_norm = nn.LayerNorm(config.d_model)
         if config.pooling == "cls":
             self.cls_token = nn.Parameter(torch.randn(config.d_model) * 0.02)
-        if config.pooling == "attention":
-            self.pooling_scorer = pooling_scorer(config.d_model)
-        self.classifier = nn.Linear(config.d_model, config.num_intents)
-        self.projection = nn.Linear(config.d_model, config.teacher_dim) if config.teacher_dim else None
-        self.ctc_head = nn.Linear(config.d_model, config.ctc_vocab_size) if config.ctc_vocab_size else None
+        heads_pooling = "mean" if config.pooling == "cls" else config.pooling  # CLS: no scorer
+        self.build_heads(config.d_model, heads_pooling, config.num_intents, config.teacher_dim,
+                         config.ctc_vocab_size)  # fmt: skip
 
     def forward(self, features: Tensor, lengths: Tensor, return_layers: bool = False) -> StudentOutput:
         """
@@ -265,31 +265,15 @@ class SpeechStudent(nn.Module):
                 hidden_states.append(x)
                 attentions.append(attention)
         x = self.final_norm(x)
-        if self.config.pooling == "cls":
-            utterance = x[:, 0]
-        else:
-            utterance = masked_pool(
-                x, padding, self.pooling_scorer if self.config.pooling == "attention" else None
-            )
-        ctc = None
-        if self.ctc_head is not None:
-            frames_only = x[:, 1:] if self.config.pooling == "cls" else x
-            ctc = self.ctc_head(frames_only).float().log_softmax(dim=-1)
-        if self.config.pooling == "cls":  # report frame lengths without the CLS position
+        utterance = x[:, 0] if self.config.pooling == "cls" else None
+        if self.config.pooling == "cls":  # frames, lengths and maps without the CLS position
+            x = x[:, 1:]
             lengths = lengths - 1
             hidden_states = [h[:, 1:] for h in hidden_states]
             attentions = [
                 a[:, 1:, 1:] / a[:, 1:, 1:].sum(-1, keepdim=True).clamp_min(1e-9) for a in attentions
             ]
-        return StudentOutput(
-            logits=self.classifier(utterance),
-            utterance=utterance,
-            projected=self.projection(utterance) if self.projection is not None else None,
-            lengths=lengths,
-            hidden_states=hidden_states,
-            attentions=attentions,
-            ctc_log_probs=ctc,
-        )
+        return self.heads_output(x, lengths, hidden_states, attentions, utterance=utterance)
 
     @property
     def num_layers(self) -> int:

@@ -16,13 +16,13 @@ family whose optional dependencies are missing costs the others nothing.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any
 
 from torch import nn
 
 from pipeline.config import ConfigError, from_dict, to_dict
 from pipeline.errors import SlukdError
+from pipeline.registry import lookup
 
 DEFAULT_FAMILY = "transformer"
 # family -> the module that registers it (imported on first use)
@@ -50,21 +50,7 @@ def student_class(family: str) -> type[nn.Module]:
     Raises:
         StudentError: an unknown family, or its module cannot be imported (a missing package).
     """
-    if family not in STUDENTS:
-        module = FAMILY_MODULES.get(family)
-        if module is None:
-            raise StudentError(
-                f"unknown student family {family!r}; known: {', '.join(sorted(FAMILY_MODULES))}"
-            )
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise StudentError(
-                f"student family {family!r} needs {module}, which cannot be imported ({error})"
-            ) from None
-        if family not in STUDENTS:
-            raise StudentError(f"{module} does not register a student family {family!r}")
-    return STUDENTS[family]
+    return lookup("student family", family, STUDENTS, FAMILY_MODULES, StudentError)
 
 
 def config_class(family: str) -> type:
