@@ -198,8 +198,9 @@ def train_and_score(context: Context, row: Row, losses: str, seed: int) -> RunRe
     inputs = TrainInputs(
         data / "manifests/train.jsonl", data / "manifests/valid.jsonl", data / "fbank/train", data / "fbank/valid",
         args.targets,
-        # a subset's frozen states go apart, so that they never replace the full train split's
-        frozen_cache=run_dir.parent / f"frozen_cache_seed{seed}" if row.fraction < 1 else None,
+        # a subset's frozen states go apart, so that they never replace the full train split's;
+        # the rows on the same subset (fraction and seed) share them
+        frozen_cache=context.bench / f"frozen_cache_{row.fraction:g}_seed{seed}" if row.fraction < 1 else None,
     )  # fmt: skip
     timing_file = run_dir / "bench_timing.json"
     start = time.monotonic()
