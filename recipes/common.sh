@@ -34,7 +34,7 @@ parse_options() {
         for name in ${option_names}; do
           # the comment on the line that declares the option's default, in the calling script
           comment=$(sed -n "s/^${name}=[^#]*#[[:space:]]*//p" "$0" | head -n 1)
-          printf '  --%-16s %s [%s]\n' "${name//_/-}" "${comment}" "${!name}"
+          printf '  --%-18s %s [%s]\n' "${name//_/-}" "${comment}" "${!name}"
         done
         exit 0
         ;;
@@ -107,15 +107,18 @@ environment_fingerprint() {
 }
 
 step_settings() {
-  # step_settings INPUT_LIST -- COMMAND...: the text a step's marker holds (INPUT_LIST is one
-  # word a line: files, or "setting:TEXT" for settings that are not files).
-  local inputs="$1"; shift 2
+  # step_settings OUTPUT INPUT_LIST -- COMMAND...: the text a step's marker holds (INPUT_LIST is
+  # one word a line: files, or "setting:TEXT" for settings that are not files). A file the command
+  # names is hashed, unless it is the step's own OUTPUT (absent on the first run).
+  local output="$1" inputs="$2"; shift 3
   local word item
   echo "command: $(printf '%q ' "$@")"
   echo "code: $(code_fingerprint)"
   echo "environment: $(environment_fingerprint)"
   for word in "$@"; do
-    if [ -f "${word}" ]; then echo "file: ${word} $(sha256sum < "${word}" | cut -d' ' -f1)"; fi
+    if [ -f "${word}" ] && [ "${word}" != "${output}" ]; then
+      echo "file: ${word} $(sha256sum < "${word}" | cut -d' ' -f1)"
+    fi
   done
   while IFS= read -r item; do
     [ -n "${item}" ] || continue
@@ -147,7 +150,7 @@ run_step() {
   [ "${1:-}" = "--" ] || die "run_step: no command after --"
   shift
   local settings
-  settings=$(step_settings "${inputs}" -- "$@")
+  settings=$(step_settings "${output}" "${inputs}" -- "$@")
   if [ -f "${output}" ] && [ -f "${marker}" ] && [ "$(cat "${marker}")" = "${settings}" ]; then
     log "done with these settings, skipping: ${output}"
     return 0

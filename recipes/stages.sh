@@ -5,8 +5,9 @@
 #   1  log-mel features + CMVN for every split               -> ${data_dir}/fbank/<split>/
 #   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
 #   3  export the teacher's targets (train and valid)        -> ${exp_dir}/teacher/targets/
-#   4  student, cross-entropy only (Jiang et al.'s Baseline-2) -> ${exp_dir}/student_ce<tag>/
-#   5  student distilled from the teacher                    -> ${exp_dir}/student_kd<tag>/
+#   4  students with cross-entropy only (Jiang et al.'s Baseline-2) -> ${exp_dir}/student_ce<tag>/
+#   5  students distilled from the teacher                   -> ${exp_dir}/student_kd<tag>/
+#      (which students: `--students`, see `student_dirs` below)
 #   6  the cascade baselines (an ASR, then the teacher; the same ASR before an ASR-robust
 #      teacher) -> ${exp_dir}/cascade/, ${exp_dir}/cascade_asr_teacher/; then evaluate the
 #      teacher (on text), every student (clean and noisy audio) and the cascades (on a seeded
@@ -14,7 +15,8 @@
 #   7  report: tables and figures of every model             -> ${exp_dir}/report/
 #
 # Reads these variables (each recipe declares them as options): stage stop_stage data_dir
-# exp_dir config student_set teacher_config distill eval_splits noise device ngpu python.
+# exp_dir students config scratch_config student_set teacher_config distill eval_splits noise
+# snrs noisy_utterances device ngpu python.
 #
 # Every step goes through `run_step` (recipes/common.sh): it is skipped in the shell, without
 # starting Python, when its marker (.recipe.done beside the output) holds the same settings.
@@ -22,13 +24,16 @@
 # line in `run_shared_stages`; a new student goes into `student_models` so that stages 6 and 7
 # see it.
 
-DEFAULT_DISTILL=hidden=1.0,attention=1.0  # stage 5 weights, chosen on valid by benchmarks/distill.py
+DEFAULT_DISTILL=hidden=1.0,attention=1.0  # stage 5 weights (the from-scratch student's, chosen on valid by benchmarks/distill.py)
+STUDENT_ROLES="ce kd ce_scratch kd_scratch"  # what --students may name
 RECIPE_MARKER=.recipe.done  # the shell's marker, beside each stage's output
 # The cascade baselines of stage 6 (set these before running a recipe to change them). The ASR
 # (faster-whisper, Whisper tiny.en, one thread an utterance) costs 0.2-0.5 s an utterance and
 # condition, so the cascades are evaluated on a seeded subset of each split: CASCADE_UTTERANCES
-# clean, CASCADE_NOISY_UTTERANCES of those under each of the 12 noisy conditions; the students
-# are compared with them on the same utterances (the report's "end-to-end vs cascade").
+# clean, CASCADE_NOISY_UTTERANCES of those under each noisy condition (white and babble at each
+# of --snrs, reverb, telephone); the students are compared with them on the same utterances (the
+# report's "end-to-end vs cascade"; the subsets are prefixes of one seeded order, so they lie
+# inside the students' --noisy-utterances subset).
 CASCADE=${CASCADE:-true}                          # false: no cascade baselines
 CASCADE_UTTERANCES=${CASCADE_UTTERANCES:-50}      # clean utterances per split (0: all)
 CASCADE_NOISY_UTTERANCES=${CASCADE_NOISY_UTTERANCES:-10}  # of those, per noisy condition (0: all)
@@ -37,9 +42,12 @@ ASR_TRAIN_UTTERANCES=${ASR_TRAIN_UTTERANCES:-150}  # train utterances transcribe
 run_stage() {
   # run_stage N DESCRIPTION FUNCTION: run FUNCTION when N lies in [stage, stop_stage].
   local number="$1" description="$2" function="$3"
+  local started
   if [ "${stage}" -le "${number}" ] && [ "${stop_stage}" -ge "${number}" ]; then
     log "Stage ${number}: ${description}"
+    started=$(date +%s)
     "${function}"
+    log "Stage ${number} (${function#stage_}) took $(( $(date +%s) - started )) s"
   fi
 }
 
@@ -55,24 +63,46 @@ run_corpus_stage() {
   run_step "$(corpus_marker)" "${data_dir}/manifests/${RECIPE_MARKER}" "$@"
 }
 
-student_dirs() {
-  # The two students' folders, named after what configures them (as ESPnet names its
-  # experiments), so runs with another config, other overrides or other distillation weights
-  # never meet the checkpoints of an earlier run:
-  #   default config and settings    -> student_ce, student_kd
-  #   --config conf/big.yaml         -> student_ce_big, student_kd_big
-  #   --student-set train.epochs=30  -> student_ce_train.epochs30, student_kd_train.epochs30
-  #   --distill logits=1.0           -> student_kd_logits1.0
-  # `student_models` lists every student that stages 6 and 7 evaluate.
-  local name tag="" kd_tag=""
-  name=$(basename "${config}")
+config_tag() {
+  # config_tag CONFIG DEFAULT_NAME: "" for a config file named DEFAULT_NAME.yaml, else _<name>.
+  local name
+  name=$(basename "$1")
   name="${name%.yaml}"; name="${name%.yml}"
-  [ "${name}" = "student" ] || tag="_${name}"
-  [ -z "${student_set}" ] || tag="${tag}_$(echo "${student_set}" | tr -d '=' | tr ',/' '_-')"
+  [ "${name}" = "$2" ] || echo "_${name}"
+}
+
+student_dirs() {
+  # The folders of the students that --students names, after what configures them (as ESPnet
+  # names its experiments), so runs with another config, other overrides or other distillation
+  # weights never meet the checkpoints of an earlier run:
+  #   ce, kd             the main student (--config, default conf/whisper.yaml), CE only and
+  #                      distilled                       -> student_ce, student_kd
+  #   ce_scratch, kd_scratch  the from-scratch baseline (--scratch-config, default
+  #                      conf/student.yaml)              -> student_ce_scratch, student_kd_scratch
+  #   --config conf/big.yaml         -> student_ce_big, student_kd_big
+  #   --student-set train.epochs=30  -> student_ce_train.epochs30, student_kd_train.epochs30, ...
+  #   --distill logits=1.0           -> student_kd_logits1.0, student_kd_scratch_logits1.0
+  # `student_models` lists every student that stages 6 and 7 evaluate.
+  local role set_tag="" kd_tag="" main_tag scratch_tag
+  for role in ${students//,/ }; do
+    [[ " ${STUDENT_ROLES} " == *" ${role} "* ]] \
+      || die "--students: unknown student '${role}' (choose from: ${STUDENT_ROLES// /, })"
+  done
+  [ -z "${student_set}" ] || set_tag="_$(echo "${student_set}" | tr -d '=' | tr ',/' '_-')"
   [ "${distill}" = "${DEFAULT_DISTILL}" ] || kd_tag="_$(echo "${distill}" | tr -d '=' | tr ',/' '_-')"
-  student_ce="${exp_dir}/student_ce${tag}"
-  student_kd="${exp_dir}/student_kd${tag}${kd_tag}"
-  student_models=("${student_ce}" "${student_kd}")
+  main_tag="$(config_tag "${config}" whisper)${set_tag}"
+  scratch_tag="_scratch$(config_tag "${scratch_config}" student)${set_tag}"
+  student_models=() student_roles=()
+  for role in ${STUDENT_ROLES}; do  # in this order, whatever the order of --students
+    [[ ",${students}," == *",${role},"* ]] || continue
+    case "${role}" in
+      ce) student_models+=("${exp_dir}/student_ce${main_tag}") ;;
+      kd) student_models+=("${exp_dir}/student_kd${main_tag}${kd_tag}") ;;
+      ce_scratch) student_models+=("${exp_dir}/student_ce${scratch_tag}") ;;
+      kd_scratch) student_models+=("${exp_dir}/student_kd${scratch_tag}${kd_tag}") ;;
+    esac
+    student_roles+=("${role}")
+  done
 }
 
 set_flags() {
@@ -118,25 +148,45 @@ stage_teacher_targets() {
     --out "${exp_dir}/teacher/targets" --splits train,valid --device "${device}"
 }
 
-stage_student_ce() {
-  local overrides=() inputs=() command=()
-  mapfile -t overrides < <(set_flags "" "${student_set}")
+train_student() {
+  # train_student ROLE DIR: `slukd train` of one student (ROLE as in `student_dirs`).
+  local role="$1" out="$2" student_config="${config}"
+  local overrides=() inputs=() command=() teacher=() distill_weights=""
+  case "${role}" in *_scratch) student_config="${scratch_config}" ;; esac
   mapfile -t inputs < <(fbank_inputs)
+  if [[ "${role}" == kd* ]]; then
+    distill_weights="${distill}"
+    teacher=(--teacher-targets "${exp_dir}/teacher/targets")
+    inputs+=(--input "${exp_dir}/teacher/targets/.done")
+  fi
+  mapfile -t overrides < <(set_flags "" "${student_set}"; set_flags distill. "${distill_weights}")
   mapfile -t command < <(slukd_command train --data "${data_dir}/manifests" --features "${data_dir}/fbank" \
-    --out "${student_ce}" --config "${config}" --set "train.device=${device}" "${overrides[@]}")
-  run_step "${student_ce}/.done" "${student_ce}/${RECIPE_MARKER}" "${inputs[@]}" -- "${command[@]}"
+    --out "${out}" --config "${student_config}" "${teacher[@]}" --set "train.device=${device}" "${overrides[@]}")
+  run_step "${out}/.done" "${out}/${RECIPE_MARKER}" "${inputs[@]}" -- "${command[@]}"
 }
 
-stage_student_kd() {
-  local overrides=() inputs=() command=()
-  mapfile -t overrides < <(set_flags "" "${student_set}"; set_flags distill. "${distill}")
-  mapfile -t inputs < <(fbank_inputs)
-  mapfile -t command < <(slukd_command train --data "${data_dir}/manifests" --features "${data_dir}/fbank" \
-    --out "${student_kd}" --config "${config}" --teacher-targets "${exp_dir}/teacher/targets" \
-    --set "train.device=${device}" "${overrides[@]}")
-  run_step "${student_kd}/.done" "${student_kd}/${RECIPE_MARKER}" "${inputs[@]}" \
-    --input "${exp_dir}/teacher/targets/.done" -- "${command[@]}"
+train_students() {
+  # train_students PATTERN: train every chosen student whose role matches PATTERN (ce*, kd*).
+  local index
+  for index in "${!student_models[@]}"; do
+    # shellcheck disable=SC2053  # PATTERN is a glob
+    [[ "${student_roles[index]}" == $1 ]] || continue
+    train_student "${student_roles[index]}" "${student_models[index]}"
+  done
 }
+
+chosen_students() {
+  # chosen_students PATTERN: the folders of the chosen students whose role matches PATTERN.
+  local index names=""
+  for index in "${!student_models[@]}"; do
+    # shellcheck disable=SC2053
+    [[ "${student_roles[index]}" == $1 ]] && names+=" $(basename "${student_models[index]}")"
+  done
+  echo "${names# }"
+}
+
+stage_students_ce() { train_students 'ce*'; }
+stage_students_kd() { train_students 'kd*'; }
 
 evaluation_splits() {
   # --eval-splits, or every split but train and valid (test, test_unseen_phrasing,
@@ -199,18 +249,38 @@ evaluate_cascade_step() {
     --noisy-utterances "${CASCADE_NOISY_UTTERANCES}" --latency-utterances 5 "$@"
 }
 
+speed_split() {
+  # The split whose evaluation measures speed (latency, throughput, size): the report's main split
+  # (test when evaluated, else the first in name order, as pipeline.report.primary_split). Speed does
+  # not depend on the split, so the other splits skip it.
+  local splits
+  splits=" $(evaluation_splits) "
+  if [[ "${splits}" == *" test "* ]]; then
+    echo test
+  else
+    printf '%s\n' ${splits} | sort | head -n 1
+  fi
+}
+
 stage_evaluate() {
-  local split model reuse noise_flags=()
-  [ "${noise}" = true ] || noise_flags=(--no-noise)
-  log "splits: $(evaluation_splits); noise: ${noise}"
+  local split model reuse noise_flags=() speed_flags=()
+  if [ "${noise}" = true ]; then
+    noise_flags=(--snrs "${snrs}")
+  else
+    noise_flags=(--no-noise)
+  fi
+  log "splits: $(evaluation_splits); noise: ${noise} (SNRs ${snrs} dB; students: ${noisy_utterances:-0} utterances a condition, 0: all)"
   for split in $(evaluation_splits); do
-    evaluate_step "${exp_dir}/teacher" "${split}"
-    for model in "${student_models[@]}"; do
-      evaluate_step "${model}" "${split}" --teacher "${exp_dir}/teacher" "${noise_flags[@]}"
+    speed_flags=()
+    [ "${split}" = "$(speed_split)" ] || speed_flags=(--no-speed)
+    evaluate_step "${exp_dir}/teacher" "${split}" "${speed_flags[@]}"
+    for model in ${student_models[@]+"${student_models[@]}"}; do
+      evaluate_step "${model}" "${split}" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
+        --noisy-utterances "${noisy_utterances:-0}" "${speed_flags[@]}"
     done
     reuse=()  # the second cascade has the first one's ASR: it classifies the same hypotheses
     for model in ${cascade_models[@]+"${cascade_models[@]}"}; do
-      evaluate_cascade_step "${model}" "${split}" "${noise_flags[@]}" "${reuse[@]}"
+      evaluate_cascade_step "${model}" "${split}" "${noise_flags[@]}" "${speed_flags[@]}" ${reuse[@]+"${reuse[@]}"}
       reuse=(--reuse-hypotheses "${model}/eval/${split}.json")
     done
   done
@@ -231,8 +301,8 @@ run_shared_stages() {
   run_stage 1 "log-mel features and CMVN for every split into ${data_dir}/fbank" stage_features
   run_stage 2 "fine-tune the teacher on the transcripts into ${exp_dir}/teacher" stage_teacher
   run_stage 3 "export the teacher's targets into ${exp_dir}/teacher/targets" stage_teacher_targets
-  run_stage 4 "student with cross-entropy only into ${student_ce}" stage_student_ce
-  run_stage 5 "student distilled from the teacher (${distill}) into ${student_kd}" stage_student_kd
+  run_stage 4 "students with cross-entropy only: $(chosen_students 'ce*')" stage_students_ce
+  run_stage 5 "students distilled from the teacher (${distill}): $(chosen_students 'kd*')" stage_students_kd
   run_stage 6 "the cascade baselines (ASR + teacher) in ${exp_dir}/cascade*" stage_cascades
   run_stage 6 "evaluate the teacher on text, every student and cascade on audio" stage_evaluate
   run_stage 7 "report of every model in ${exp_dir}" stage_report

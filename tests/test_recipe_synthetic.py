@@ -1,5 +1,7 @@
-"""The default recipe at size tiny, end to end (stages 0-7), as the README's main command runs it,
-and its reruns: a finished step is skipped in the shell, without starting Python."""
+"""The default recipe at size tiny, end to end (stages 0-7), as the README's main command runs it:
+the Whisper-initialised students (CE only and distilled), the distilled from-scratch baseline, the
+cascades, evaluation and report; and its reruns: a finished step is skipped in the shell, without
+starting Python."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from data_prep.synthetic.engines import EngineUnavailable, PiperEngine
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "synthetic" / "run.sh"
-CONFIG = RECIPE.parent / "conf" / "student.yaml"
+CONFIG = RECIPE.parent / "conf" / "whisper.yaml"
 try:
     PiperEngine.check()
     HAS_PIPER = True
@@ -26,10 +28,16 @@ except EngineUnavailable:
 # piper, the default held-out engine, gives the test_unseen_engine split when it is installed
 EVAL_SPLITS = ("test", "test_unseen_phrasing", *(("test_unseen_engine",) if HAS_PIPER else ()))
 SPLITS = ("train", "valid", *EVAL_SPLITS)
-# Two epochs per student keep the test in minutes; everything else is the default recipe. The
-# override names the students' folders (student_ce_train.epochs2), so runs never collide.
-QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak,piper")
-STUDENTS = ("student_ce_train.epochs2", "student_kd_train.epochs2")
+# Two epochs per student and small cascade subsets keep the test in minutes; everything else is
+# the default recipe. The override names the students' folders (student_ce_train.epochs2), so
+# runs never collide.
+QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak,piper", "--noisy-utterances", "8")
+QUICK_ENVIRONMENT = {"CASCADE_UTTERANCES": "8", "CASCADE_NOISY_UTTERANCES": "2", "ASR_TRAIN_UTTERANCES": "16"}
+# the main student CE only and distilled (whisper), the distilled from-scratch baseline (transformer)
+STUDENTS = ("student_ce_train.epochs2", "student_kd_train.epochs2", "student_kd_scratch_train.epochs2")
+FAMILIES = ("whisper", "whisper", "transformer")
+CASCADES = ("cascade", "cascade_asr_teacher")
+MODELS = ("teacher", *STUDENTS, *CASCADES)
 SKIPPED = "done with these settings, skipping"
 
 
@@ -58,7 +66,8 @@ def snapshot(root: Path) -> Path:
 
 def run_recipe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     checkout = snapshot(tmp_path)
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(checkout)}
+    environment = {**os.environ, **QUICK_ENVIRONMENT, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": str(checkout)}  # fmt: skip
     (tmp_path / "bin").mkdir(exist_ok=True)
     python = write_counting_python(tmp_path / "bin")
     command = ["bash", str(checkout / "recipes" / "synthetic" / "run.sh"), "--size", "tiny",
@@ -74,8 +83,7 @@ def stages_run(stderr: str) -> list[int]:
 
 
 def eval_files(exp: Path) -> list[Path]:
-    return [exp / model / "eval" / f"{split}.json" for model in ("teacher", *STUDENTS)
-            for split in EVAL_SPLITS]  # fmt: skip
+    return [exp / model / "eval" / f"{split}.json" for model in MODELS for split in EVAL_SPLITS]
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +107,7 @@ def test_every_stage_writes_its_files(finished):
         assert (exp / "teacher" / name).is_file(), name
     assert (exp / "teacher" / "targets" / ".done").is_file()
     assert json.loads((exp / "teacher" / "metrics.json").read_text())["splits"]["valid"]["accuracy"] >= 0.9
-    for student in STUDENTS:
+    for student, family in zip(STUDENTS, FAMILIES, strict=True):
         for name in (
             ".done",
             "model.safetensors",
@@ -109,27 +117,41 @@ def test_every_stage_writes_its_files(finished):
             "train_log.csv",
         ):
             assert (exp / student / name).is_file(), f"{student}/{name}"
-    losses = json.loads((exp / STUDENTS[1] / "metrics.json").read_text())["losses"]
-    assert losses == ["ce", "hidden", "attention"]
-    assert json.loads((exp / STUDENTS[0] / "metrics.json").read_text())["losses"] == ["ce"]
+        assert json.loads((exp / student / "config.json").read_text())["family"] == family, student
+    losses = {
+        student: json.loads((exp / student / "metrics.json").read_text())["losses"] for student in STUDENTS
+    }
+    assert losses == {STUDENTS[0]: ["ce"], STUDENTS[1]: ["ce", "hidden", "attention"],
+                      STUDENTS[2]: ["ce", "hidden", "attention"]}  # fmt: skip
+    # the whisper twins share one frozen-encoder cache beside the feature stores
+    assert len(list((data / "fbank").glob("frozen_whisper_*/train/.done"))) == 1
     for path in eval_files(exp):
         evaluation = json.loads(path.read_text())
         assert 0 <= evaluation["metrics"]["accuracy"] <= 1, path
-    student_eval = json.loads((exp / STUDENTS[1] / "eval" / "test.json").read_text())
-    conditions = {(row["noise"], row["snr_db"]) for row in student_eval["noise_sweep"]}
-    # clean + 5 SNRs x white and babble (and whatever robustness conditions evaluate adds)
-    assert {("clean", None)} | {
-        (noise, snr) for noise in ("white", "babble") for snr in (0, 5, 10, 15, 20)
-    } <= conditions
+    conditions = {("clean", None), ("reverb", None), ("telephone", None)} | {
+        (noise, snr) for noise in ("white", "babble") for snr in (0, 10, 20)
+    }  # the recipe's sweep: white and babble at 20, 10, 0 dB, reverberation, a telephone channel
+    for model in (*STUDENTS, *CASCADES):
+        evaluation = json.loads((exp / model / "eval" / "test.json").read_text())
+        assert {(row["noise"], row["snr_db"]) for row in evaluation["noise_sweep"]} == conditions, model
+        assert evaluation["speed"] is not None, model  # speed on test only
+        assert json.loads((exp / model / "eval" / "test_unseen_phrasing.json").read_text())["speed"] is None
+    subset = json.loads((exp / STUDENTS[1] / "eval" / "test.json").read_text())["data"]["subset"]
+    assert subset["noisy_utterances"] == 8, subset  # the students' noise sweep on a seeded subset
+    cascade = json.loads((exp / "cascade" / "eval" / "test.json").read_text())["data"]["subset"]
+    assert (cascade["utterances"], cascade["noisy_utterances"]) == (8, 2), cascade
     assert json.loads((exp / "teacher" / "eval" / "test.json").read_text())["noise_sweep"] is None
     report = exp / "report"
     for name in ("report.md", "report.html", "metrics.json"):
         assert (report / name).is_file(), name
     assert list(report.glob("*.png"))
     markdown = (report / "report.md").read_text()
-    for model in ("teacher", *STUDENTS):
-        assert model in markdown
+    for model in MODELS:
+        assert model in markdown, model
+    assert "End-to-end vs cascade" in markdown
     assert stages_run(result.stderr) == list(range(8))
+    for stage in range(8):
+        assert f"Stage {stage} (" in result.stderr and " s\n" in result.stderr  # each stage's time
     assert f"report: {exp}/report/report.md" in result.stderr
     assert "done in" in result.stderr
 
@@ -145,13 +167,17 @@ def test_second_run_skips_every_step_in_the_shell(finished):
     assert result.returncode == 0, result.stderr[-3000:]
     assert python_calls(root) == calls, "a finished step started Python"
     assert "running: " not in result.stderr
-    # stage 0, 4 feature stores, teacher, targets, 2 students, 3 models x eval splits, report
-    assert result.stderr.count(SKIPPED) == 1 + len(SPLITS) + 4 + 3 * len(EVAL_SPLITS) + 1
+    # stage 0, a feature store per split, teacher, targets, 3 students, 4 cascade steps (2 cascade
+    # dirs, the ASR transcripts, the ASR-robust teacher), 6 models x eval splits, report
+    steps = 1 + len(SPLITS) + 2 + len(STUDENTS) + 4 + len(MODELS) * len(EVAL_SPLITS) + 1
+    assert result.stderr.count(SKIPPED) == steps
     assert stages_run(result.stderr) == list(range(8))
     assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
     assert seconds < 15, f"a rerun of the finished recipe took {seconds:.1f} s"
     marker = (exp / STUDENTS[0] / ".recipe.done").read_text()
-    assert "command: " in marker and "conf/student.yaml " in marker and "input: " in marker
+    assert "command: " in marker and "conf/whisper.yaml " in marker and "input: " in marker
+    marker = (exp / STUDENTS[2] / ".recipe.done").read_text()
+    assert "conf/student.yaml " in marker and "teacher/targets/.done" in marker
 
 
 def test_stages_4_to_5_skip_in_the_shell(finished):
@@ -159,13 +185,13 @@ def test_stages_4_to_5_skip_in_the_shell(finished):
     result = run_recipe(root, "--stage", "4", "--stop-stage", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert stages_run(result.stderr) == [4, 5]
-    assert result.stderr.count(SKIPPED) == 2 and "running: " not in result.stderr
+    assert result.stderr.count(SKIPPED) == len(STUDENTS) and "running: " not in result.stderr
     assert "report:" not in result.stderr
 
 
 def test_a_changed_config_file_reruns_its_stage(finished, tmp_path):
     root, _ = finished
-    config = tmp_path / "student.yaml"  # named as the default, so the students' folders stay the same
+    config = tmp_path / "whisper.yaml"  # named as the default, so the students' folders stay the same
     shutil.copy(CONFIG, config)
     first = run_recipe(root, "--stage", "4", "--stop-stage", "4", "--config", str(config))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -181,11 +207,19 @@ def test_a_changed_config_file_reruns_its_stage(finished, tmp_path):
 
 def test_other_settings_train_into_their_own_folders(finished):
     root, _ = finished
-    result = run_recipe(root, "--stage", "5", "--stop-stage", "5", "--distill", "logits=1.0")
+    result = run_recipe(root, "--stage", "5", "--stop-stage", "5", "--distill", "logits=1.0",
+                        "--students", "kd_scratch")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    kd = root / "exp" / "student_kd_train.epochs2_logits1.0"
+    kd = root / "exp" / "student_kd_scratch_train.epochs2_logits1.0"
     assert json.loads((kd / "metrics.json").read_text())["losses"] == ["ce", "logits"]
-    assert (root / "exp" / STUDENTS[1] / ".done").is_file()  # the earlier run is untouched
+    assert not (root / "exp" / "student_kd_train.epochs2_logits1.0").exists()  # not chosen
+    assert (root / "exp" / STUDENTS[2] / ".done").is_file()  # the earlier run is untouched
+
+
+def test_unknown_student_is_fatal_before_any_stage():
+    result = subprocess.run(["bash", str(RECIPE), "--students", "kd,teacher"], capture_output=True, text=True)
+    assert result.returncode == 1 and "--students: unknown student 'teacher'" in result.stderr
+    assert "Stage 0" not in result.stderr
 
 
 def test_size_must_be_known():

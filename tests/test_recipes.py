@@ -34,12 +34,18 @@ def test_help_lists_every_option_with_its_comment(name):
         "--stop-stage",
         "--ngpu",
         "--exp-dir",
+        "--students",
         "--config",
+        "--scratch-config",
         "--student-set",
         "--distill",
+        "--snrs",
+        "--noisy-utterances",
     ):
         assert option in result.stdout
     assert "last stage to run [7]" in result.stdout
+    # the default student: a pretrained Whisper encoder (conf/whisper.yaml) in every recipe
+    assert "conf/whisper.yaml" in result.stdout and "conf/student.yaml" in result.stdout
 
 
 @pytest.mark.parametrize("name", ["synthetic", "fsc", "slurp", "csv"])
@@ -156,3 +162,19 @@ def test_run_step_skips_in_the_shell_until_a_setting_changes(tmp_path):
     )  # fmt: skip
     assert failing.returncode == 1 and "missing.txt is missing after: true" in failing.stderr
     assert not (tmp_path / "m.done").exists()
+
+
+def test_run_step_does_not_hash_its_own_output(tmp_path):
+    """A command that names its output file (``--out FILE``) skips on the second run: the output,
+    absent on the first run, is not part of the step's settings."""
+    (tmp_path / "in.txt").write_text("a\n")
+    script = (
+        f'set -euo pipefail; . "{RECIPES / "common.sh"}"; cd "{tmp_path}"; '
+        'run_step out.txt out.recipe.done -- sh -c \'echo run >> runs.txt; cp "$0" "$1"\' in.txt out.txt'
+    )
+    for _ in range(2):
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs.txt").read_text().splitlines() == ["run"]
+    assert "skipping: out.txt" in result.stderr
+    assert "file: in.txt" in (tmp_path / "out.recipe.done").read_text()
