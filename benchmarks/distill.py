@@ -25,7 +25,9 @@ subset clean. The scores come from :mod:`benchmarks.student_scoring` (``slukd ev
 numbers; a frozen encoder runs once per evaluation set for all students that share it). Every
 run selects its checkpoint on valid only; the test splits are read once, at the end.
 
-Training runs, scores and timing are kept under ``<exp>/bench_distill/<row>_<settings hash>/
+``--train-rows`` limits which rows may train (the others show their finished runs only), so a
+benchmark can be run in parts within a time budget; ``--extra NAME=DIR`` scores a student that
+the recipe trained as one more row. Training runs, scores and timing are kept under ``<exp>/bench_distill/<row>_<settings hash>/
 seed<N>/``, so a rerun (or a run cut short by ``--time-budget``) only trains and scores what is
 missing. Timing per row: ``train utt/s`` is the training throughput (utterances per second over
 the epochs, validation included, from the run's metrics), ``wall s`` the whole run (model
@@ -126,7 +128,7 @@ class RunResult:
     valid_nll: float
     predicted: dict[str, tuple[int, ...]]
     utterances_per_second: float
-    wall_seconds: float
+    wall_seconds: float | None  # None: trained elsewhere (an --extra model dir)
 
 
 @dataclass
@@ -185,9 +187,10 @@ def run_folder(context: Context, row: Row, losses: str, config_path: Path, setti
     return context.bench / f"{key}_{digest}"
 
 
-def train_and_score(context: Context, row: Row, losses: str, seed: int) -> RunResult:
-    """Train one run (or find it trained), then score it on every column (or read its scores)."""
-    from pipeline.io import read_json, write_json
+def train_and_score(context: Context, row: Row, losses: str, seed: int) -> RunResult | None:
+    """Train one run (or find it trained), then score it on every column (or read its scores).
+    None: a row outside ``--train-rows`` whose run is not trained."""
+    from pipeline.io import is_done, read_json, write_json
     from pipeline.train import TrainInputs, load_experiment_config, train_student
 
     args, data = context.args, context.data
@@ -202,11 +205,20 @@ def train_and_score(context: Context, row: Row, losses: str, seed: int) -> RunRe
         # the rows on the same subset (fraction and seed) share them
         frozen_cache=context.bench / f"frozen_cache_{row.fraction:g}_seed{seed}" if row.fraction < 1 else None,
     )  # fmt: skip
+    if row.key not in args.train_rows and not is_done(run_dir):
+        return None
     timing_file = run_dir / "bench_timing.json"
     start = time.monotonic()
     metrics = train_student(inputs, run_dir, config)
     if not timing_file.is_file():  # trained just now (a finished run is found in well under a second)
         write_json(timing_file, {"wall_seconds": round(time.monotonic() - start, 2)})
+    return scored_run(context, run_dir, seed, metrics, float(read_json(timing_file)["wall_seconds"]))
+
+
+def scored_run(
+    context: Context, run_dir: Path, seed: int, metrics: dict, wall_seconds: float | None
+) -> RunResult:
+    """A trained model dir's scores on every column (read back when already scored)."""
     scores = context.scorer.cached_score(run_dir, run_dir / "bench_scores.json")
     return RunResult(
         seed=seed,
@@ -214,8 +226,16 @@ def train_and_score(context: Context, row: Row, losses: str, seed: int) -> RunRe
         valid_nll=scores["valid"].nll,
         predicted={name: score.predicted for name, score in scores.items()},
         utterances_per_second=float(metrics.get("train_utterances_per_second", 0.0)),
-        wall_seconds=float(read_json(timing_file)["wall_seconds"]),
+        wall_seconds=wall_seconds,
     )
+
+
+def score_extra(context: Context, name: str, model_dir: Path, results: dict[str, RowResults]) -> None:
+    """A student trained elsewhere (the recipe's), scored on the same columns: one run."""
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    experiment = json.loads((model_dir / "experiment.json").read_text())
+    run = scored_run(context, model_dir, int(experiment["train"]["seed"]), metrics, None)
+    results[name] = RowResults(f"{name} (`{model_dir}`, trained by the recipe)", [run])
 
 
 def out_of_time(context: Context) -> bool:
@@ -236,6 +256,9 @@ def run_rows(context: Context, rows: list[Row], losses_of: dict[str, str], seeds
             losses = losses_of.get(row.key, row.losses)
             start = time.monotonic()
             result = train_and_score(context, row, losses, seed)
+            if result is None:
+                logger.info("%s seed %d: not trained and not in --train-rows, left out", row.key, seed)
+                continue
             count = max(1, round(row.fraction * context.train_utterances))
             entry = results.setdefault(row.key, RowResults(row_name(row, losses, count)))
             entry.runs.append(result)
@@ -285,9 +308,9 @@ def results_table(results: dict[str, RowResults], sets: list[EvalSet], teacher: 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results.values():
         speed = statistics.mean(run.utterances_per_second for run in entry.runs)
-        wall = statistics.mean(run.wall_seconds for run in entry.runs)
+        walls = [run.wall_seconds for run in entry.runs if run.wall_seconds is not None]
         cells = [entry.name, str(len(entry.runs)), *(mean_spread(entry.values(s.name)) for s in sets),
-                 f"{speed:.0f}", f"{wall:.0f}"]  # fmt: skip
+                 f"{speed:.0f}", f"{statistics.mean(walls):.0f}" if walls else "-"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     if teacher:
         cells = [f"{100 * teacher[s.name]['accuracy']:.2f}" if s.name in teacher else "-" for s in sets]
@@ -393,6 +416,18 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--rows", default=",".join(r.key for r in ROWS), help="comma-separated row keys")
+    parser.add_argument(
+        "--train-rows",
+        default=None,
+        help="rows that may train (default: --rows); the others show only their finished runs",
+    )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a student model dir trained elsewhere (the recipe's), scored as one more row",
+    )
     parser.add_argument("--whisper-config", type=Path, default=ROOT / "recipes/synthetic/conf/whisper.yaml")
     parser.add_argument("--scratch-config", type=Path, default=ROOT / "recipes/synthetic/conf/student.yaml")
     parser.add_argument("--whisper-epochs", type=int, default=0, help="0: the config's")
@@ -430,6 +465,7 @@ def parse_args() -> argparse.Namespace:
     args.exp = args.exp or ROOT / "exp" / f"synthetic_{args.size}"
     args.teacher = args.teacher or args.exp / "teacher"
     args.targets = args.targets or args.teacher / "targets"
+    args.train_rows = {key.strip() for key in (args.train_rows or args.rows).split(",") if key.strip()}
     return args
 
 
@@ -471,7 +507,7 @@ def main() -> None:
     logger.info("command line: %s", " ".join(sys.argv))
     wanted = [key.strip() for key in args.rows.split(",") if key.strip()]
     known = {row.key: row for row in ROWS}
-    unknown = [key for key in wanted if key not in known]
+    unknown = [key for key in [*wanted, *args.train_rows] if key not in known]
     if unknown:
         sys.exit(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     rows = [row for row in ROWS if row.key in wanted]
@@ -508,6 +544,9 @@ def main() -> None:
         finished = run_rows(context, tenth, {"whisper_best_10pct": best}, seeds, results)
     if finished:
         run_rows(context, scratch, {}, seeds, results)
+    for extra in args.extra:
+        name, _, folder = extra.partition("=")
+        score_extra(context, name, Path(folder), results)
     minutes = (time.monotonic() - context.started) / 60
 
     teacher_file = args.teacher / "metrics.json"
@@ -521,7 +560,7 @@ def main() -> None:
             parts.append("End-to-end vs cascade, on the utterances each cascade was evaluated on "
                          "(its eval files; the student's accuracy on the same utterances):\n\n" + table)  # fmt: skip
     parts.append("Goals (issues 12 and 14):\n\n" + goals(results, best))
-    if scorer.frozen_seconds:
+    if scorer.frozen_seconds >= 1:
         parts.append(
             f"Frozen encoder over the evaluation sets, once for all Whisper rows: {scorer.frozen_seconds:.0f} s."
         )
