@@ -19,6 +19,25 @@ anything else builds a new one. Caches live beside the feature stores by default
 of one recipe (a CE-only and a distilled twin, several seeds) share them::
 
     <features>/frozen_<family>_<hash>/{train,valid}
+
+Augmented copies (``train.cache_augmented_copies: N``) give a frozen-encoder student acoustic
+variety at the cache's price: the train split is also stored N more times, each copy passed
+through the config's *waveform* augmentation (reverberation, noise, gain, band-limit, telephone,
+codec, speed, ...; SpecAugment and VTLP act on features and are not applied at cache time).
+Every utterance of copy ``k`` gets its own generator, seeded by ``(k, utterance id)``
+(:func:`utterance_seed`), so a copy is the same whatever the batching, the device's batch size or
+the training seed; babble mixes in ``babble_speakers`` other train utterances drawn from that
+same seed. The copies sit beside the clean split, named by the waveform augmentation settings
+(:func:`augmented_folder`); the clean ``train`` and ``valid`` caches keep their names, so turning
+copies on reuses them, and copy ``k`` is the same for every N >= k::
+
+    <features>/frozen_<family>_<hash>/train_augmented_<hash>/copy_<k>
+
+In training, :class:`AugmentedCopies` serves each utterance one of its ``1 + N`` versions per
+epoch: version ``(epoch + offset) mod (N + 1)`` (0 is clean), with a per-utterance ``offset``
+seeded by the training seed and the utterance id (:func:`version_of`). Every epoch thus mixes
+about ``1 / (N + 1)`` of each version, and N + 1 consecutive epochs show every utterance each of
+its versions once. Valid stays clean.
 """
 
 from __future__ import annotations
@@ -32,13 +51,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.augment import AugmentConfig, Augmenter
 from pipeline.config import to_dict
-from pipeline.data import Batch, LengthBucketSampler, UtteranceDataset, collate
+from pipeline.data import (
+    Batch,
+    LengthBucketSampler,
+    UtteranceDataset,
+    WaveformDataset,
+    collate,
+    pad_sequences,
+)
 from pipeline.feature_store import FRAMES_FILE, INDEX_FILE, META_FILE, FrameStore
 from pipeline.frontend import FrontEnd
 from pipeline.io import atomic_directory, file_sha256, is_done, mark_done, write_json
@@ -51,6 +79,13 @@ HEAD_FIELDS = frozenset({
     "num_intents", "teacher_dim", "ctc_vocab_size", "extra_layers", "extra_heads", "extra_feedforward",
     "dropout", "pooling", "pretrained",
 })  # fmt: skip
+
+# augment settings that act on features (not applied at cache time): a change keeps the copies valid
+FEATURE_AUGMENT_FIELDS = frozenset({
+    "spec_augment", "num_freq_masks", "freq_mask_width", "num_time_masks", "time_mask_width", "time_mask_ratio",
+    "mask_value", "vtlp_prob", "vtlp_warp",
+})  # fmt: skip
+COPY_VERSION = 1  # of the per-utterance augmentation scheme (seeds, babble partners)
 
 Inputs = Callable[[Batch], tuple[Tensor, Tensor]]  # a batch -> the student's normalised input features
 
@@ -191,14 +226,143 @@ def _build(student: nn.Module, inputs: Inputs, dataset: UtteranceDataset, length
     return FrozenStates(folder)
 
 
+# ----------------------------------------------------------------------------- augmented copies
+
+
+def utterance_seed(copy: int, utterance_id: str, salt: str = "copy") -> int:
+    """A 63-bit seed for one utterance in one copy (or, with another ``salt``, any per-utterance draw)."""
+    digest = hashlib.sha256(f"{salt}:{copy}:{utterance_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def waveform_augment_settings(augment: AugmentConfig) -> dict[str, Any]:
+    """The augment settings that shape a copy: all but the feature augmentations (SpecAugment, VTLP)."""
+    return {
+        key: value for key, value in sorted(augment.to_dict().items()) if key not in FEATURE_AUGMENT_FIELDS
+    }
+
+
+def augmented_folder(root: str | os.PathLike, augment: AugmentConfig) -> Path:
+    """``root/train_augmented_<12 hex digits of the waveform augment settings>`` (holds ``copy_<k>``)."""
+    text = json.dumps({"version": COPY_VERSION, **waveform_augment_settings(augment)}, sort_keys=True)
+    return Path(root) / f"train_augmented_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def copy_fingerprint(fingerprint: dict[str, Any], augment: AugmentConfig, copy: int) -> dict[str, Any]:
+    """Copy ``copy``'s fingerprint: the clean split's, plus the waveform augment settings and the copy."""
+    return {
+        **fingerprint,
+        "augment": waveform_augment_settings(augment),
+        "copy": copy,
+        "copy_version": COPY_VERSION,
+    }
+
+
+class CopyAugmentation:
+    """Copy ``copy``'s waveform augmentation of a batch, drawn per utterance from :func:`utterance_seed`.
+
+    Each utterance is augmented on its own (with ``babble_speakers`` partner utterances of the
+    split when babble noise is configured: the augmenter's babble mixes other rows of its batch),
+    so its result does not depend on the batch it comes in.
+
+    Args:
+        augmenter: the config's augmentation (only its waveform part is used).
+        copy: the copy number (1-based; 0 is the clean split).
+        waveforms: the split's audio, for babble partners.
+    """
+
+    def __init__(self, augmenter: Augmenter, copy: int, waveforms: WaveformDataset) -> None:
+        config = augmenter.config
+        self.augmenter, self.copy, self.waveforms = augmenter, copy, waveforms
+        babble = config.noise_prob > 0 and "babble" in config.noise_types
+        self.partners = min(config.babble_speakers, len(waveforms) - 1) if babble else 0
+        self.position = {utterance.id: i for i, utterance in enumerate(waveforms.manifest)}
+
+    def __call__(self, waveforms: Tensor, lengths: Tensor, ids: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """``([B, S'], [B])`` augmented padded waveforms (on ``waveforms``' device) and their lengths."""
+        rows = []
+        for row, utterance_id in enumerate(ids):
+            seed = utterance_seed(self.copy, utterance_id)
+            group = [waveforms[row, : int(lengths[row])], *self._partners(utterance_id, seed)]
+            padded, group_lengths = pad_sequences([wave.cpu() for wave in group], dtype=torch.float32)
+            generator = torch.Generator().manual_seed(seed)
+            augmented, augmented_lengths = self.augmenter(
+                padded.to(waveforms.device), group_lengths.to(waveforms.device), generator
+            )
+            rows.append(augmented[0, : int(augmented_lengths[0])].cpu())
+        padded, new_lengths = pad_sequences(rows, dtype=torch.float32)
+        return padded.to(waveforms.device), new_lengths.to(waveforms.device)
+
+    def _partners(self, utterance_id: str, seed: int) -> list[Tensor]:
+        """``partners`` other utterances of the split, drawn from the utterance's seed."""
+        if not self.partners:
+            return []
+        own = self.position[utterance_id]
+        rng = np.random.default_rng(seed)
+        picks = rng.choice(len(self.waveforms) - 1, self.partners, replace=False)
+        waves = []
+        for pick in picks.tolist():
+            item = self.waveforms[pick + (pick >= own)]  # skip the utterance itself
+            waves.append(item.waveform if not item.error else torch.zeros(1))
+        return waves
+
+
+def version_of(utterance_id: str, epoch: int, seed: int, versions: int) -> int:
+    """Which of an utterance's ``versions`` (0 clean, k copy k) training reads in ``epoch``:
+    ``(epoch + offset) mod versions``, with ``offset`` seeded by ``(seed, utterance id)``."""
+    return (epoch + utterance_seed(seed, utterance_id, salt="version")) % versions
+
+
+class AugmentedCopies:
+    """One split's clean cache and its augmented copies as one feature source (see the module
+    docstring): :meth:`set_epoch` picks, per utterance, the version its frames come from.
+
+    Args:
+        versions: the clean cache first, then copy 1, 2, ...
+        seed: the training seed (it shifts which version an utterance reads in which epoch).
+    """
+
+    def __init__(self, versions: Sequence[FrozenStates], seed: int = 0) -> None:
+        if not versions:
+            raise ValueError("AugmentedCopies needs at least the clean cache")
+        self.versions, self.seed, self.epoch = list(versions), seed, 0
+        self.folder = self.versions[0].folder
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def version(self, utterance_id: str) -> int:
+        """The version ``utterance_id`` reads in the current epoch."""
+        return version_of(utterance_id, self.epoch, self.seed, len(self.versions))
+
+    def __len__(self) -> int:
+        return len(self.versions[0])
+
+    def __contains__(self, utterance_id: object) -> bool:
+        return all(utterance_id in version for version in self.versions)
+
+    def frame_count(self, utterance_id: str) -> int:
+        return self.versions[self.version(utterance_id)].frame_count(utterance_id)
+
+    def features(self, utterance_id: str) -> Tensor:
+        return self.versions[self.version(utterance_id)].features(utterance_id)
+
+
 __all__ = [
     "CACHE_VERSION",
+    "AugmentedCopies",
+    "CopyAugmentation",
     "FrozenStates",
+    "augmented_folder",
     "build_frozen_states",
     "cache_fingerprint",
     "cache_folder",
     "cache_identity",
+    "copy_fingerprint",
     "frozen_settings",
     "frozen_weights_sha256",
     "has_frozen_part",
+    "utterance_seed",
+    "version_of",
+    "waveform_augment_settings",
 ]

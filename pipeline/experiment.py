@@ -39,13 +39,23 @@ class TrainConfig:
     on_the_fly: bool = False  # compute features from waveforms (needed for speed/noise augmentation)
     num_workers: int = 0  # DataLoader processes
     # Store a frozen encoder's outputs once per split and train the rest on them (pipeline.encoder_cache):
-    # auto: when the student has a frozen part and no augmentation is on; true: always (an error
+    # auto: when the student has a frozen part and no augmentation is on (or only waveform
+    # augmentation, with cache_augmented_copies > 0); true: always (an error
     # when it cannot); false: never.
     cache_frozen: bool | str = "auto"
+    # With waveform augmentation on, also cache this many augmented copies of the train split
+    # (seeded per copy and utterance); each epoch reads one version of each utterance. 0: no
+    # copies, and waveform augmentation runs on the fly without a cache (pipeline.encoder_cache).
+    cache_augmented_copies: int = 0
 
     def __post_init__(self) -> None:
         if self.cache_frozen not in (True, False, "auto"):
             raise ValueError(f"cache_frozen must be auto, true or false, got {self.cache_frozen!r}")
+        copies = self.cache_augmented_copies
+        if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+            raise ValueError(
+                f"cache_augmented_copies must be an integer >= 0, got {self.cache_augmented_copies!r}"
+            )
 
 
 def default_student_config() -> Any:

@@ -9,7 +9,8 @@ Named parts, after icefall: :class:`TrainConfig` (params with documented default
   from the family's ``default_frontend()`` with the feature store's settings and the *train*
   store's statistics; training, validation and the saved model normalise alike;
 - a student with a frozen bottom trains, without augmentation, on its bottom's outputs stored
-  once per split (:mod:`pipeline.encoder_cache`, ``train.cache_frozen``);
+  once per split (:mod:`pipeline.encoder_cache`, ``train.cache_frozen``); with waveform
+  augmentation, on the clean states and ``train.cache_augmented_copies`` augmented copies;
 - AdamW over the family's parameter groups (pretrained parts at ``pretrained_lr`` with
   layer-wise decay and their own warm-up), linear warm-up and cosine decay
   (:mod:`pipeline.schedule`), gradient clipping, bf16 autocast on GPU;
@@ -216,6 +217,8 @@ def _fingerprint(inputs: TrainInputs, config: ExperimentConfig) -> dict:
     for path in (inputs.train_manifest, inputs.valid_manifest):
         digest.update(Path(path).read_bytes())
     settings = config.to_dict()
+    if not settings["train"]["cache_augmented_copies"]:  # runs from before the setting keep their fingerprint
+        del settings["train"]["cache_augmented_copies"]
     return {"inputs_sha256": digest.hexdigest(), "config": json.loads(json.dumps(settings, default=str))}
 
 
@@ -385,6 +388,7 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
             return {"interrupted_at_epoch": state["epoch"]}
         epoch = state["epoch"] + 1
         sampler.set_epoch(epoch)
+        data.set_epoch(epoch)  # augmented copies in the frozen cache: which version each utterance reads
         epoch_start = time.monotonic()
         terms, state["step"] = train_one_epoch(
             model, optimizer, scheduler, loader, features, config, teacher, device, generator, state["step"],

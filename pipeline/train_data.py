@@ -8,7 +8,10 @@
 - :class:`TrainingFeatures`: a batch -> normalised (and, when training, augmented) features;
 - :func:`with_frozen_cache`: for a student with a frozen bottom and no augmentation, the datasets
   swapped for stores of the frozen bottom's outputs (:mod:`pipeline.encoder_cache`), which
-  :class:`FrozenInputs` hands to ``student.forward_from_frozen``.
+  :class:`FrozenInputs` hands to ``student.forward_from_frozen``. With
+  ``train.cache_augmented_copies: N`` and waveform augmentation on, the train split also gets N
+  augmented copies, and each epoch reads one version per utterance (:class:`AugmentedCopies`);
+  feature augmentation (SpecAugment, VTLP) still means no cache.
 
 Training, validation and the saved model normalise with the same statistics, so checkpoint
 selection sees what inference will.
@@ -29,13 +32,17 @@ from torch import Tensor, nn
 from pipeline import distributed
 from pipeline.augment import AugmentConfig, Augmenter
 from pipeline.config import ConfigError
-from pipeline.data import Batch, DataError, UtteranceDataset
+from pipeline.data import Batch, DataError, UtteranceDataset, WaveformDataset
 from pipeline.encoder_cache import (
+    AugmentedCopies,
+    CopyAugmentation,
     FrozenStates,
+    augmented_folder,
     build_frozen_states,
     cache_fingerprint,
     cache_folder,
     cache_identity,
+    copy_fingerprint,
     frozen_weights_sha256,
     has_frozen_part,
 )
@@ -71,6 +78,11 @@ class TrainData:
     train_lengths: list[int]  # per utterance, what batches are capped by (input frames, 10 ms on the fly)
     valid_lengths: list[int]  # (kept when the datasets hold frozen states, so the batches stay the same)
     frozen: bool = False  # the datasets hold the student's frozen encoder states (with_frozen_cache)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell a train split of augmented copies which epoch it serves (a no-op otherwise)."""
+        if isinstance(self.train.store, AugmentedCopies):
+            self.train.store.set_epoch(epoch)
 
     def encoder_frames(self, student: nn.Module) -> Tensor:
         """``[N]`` encoder frames of every training utterance (what a CTC head reads)."""
@@ -141,7 +153,7 @@ def has_frequency_axis(frontend: FrontEnd) -> bool:
 
 class FrozenInputs:
     """A batch of stored frozen-encoder states -> the states and their encoder frames on the device,
-    for ``student.forward_from_frozen`` (no augmentation: a cache exists only without it)."""
+    for ``student.forward_from_frozen`` (augmentation, if any, is in the cached copies)."""
 
     from_frozen = True
 
@@ -204,7 +216,10 @@ def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Modu
                 f"{inputs.train_features} holds {stored.name} features"
             )
         frontend = frontend.with_statistics(train_store.statistics)
-    on_the_fly = config.train.on_the_fly or config.augment.needs_waveforms
+    # augmented copies in the frozen cache: the clean split still comes from the store
+    on_the_fly = config.train.on_the_fly or (
+        config.augment.needs_waveforms and not copies_cached(config, student)
+    )
     train_set = UtteranceDataset(
         train_manifest, labels, train_store if use_stores and not on_the_fly else None
     )
@@ -216,27 +231,58 @@ def lengths_of(dataset: UtteranceDataset) -> list[int]:
     return [dataset.frames(i) for i in range(len(dataset))]
 
 
-def frozen_cache_wanted(config: ExperimentConfig, student: nn.Module) -> bool:
-    """Whether to train on stored frozen-encoder states (``train.cache_frozen``; see the module docstring).
-
-    Raises:
-        ConfigError: ``cache_frozen: true`` where no cache can stand in for the frozen bottom.
-    """
-    setting = config.train.cache_frozen
-    if setting is False:
-        return False
+def frozen_cache_obstacles(config: ExperimentConfig, student: nn.Module) -> list[str]:
+    """Why no frozen-encoder cache can stand in for the student's bottom (empty: it can)."""
     reasons = []
     if not has_frozen_part(student):
         freeze = getattr(student.config, "freeze", None)
         reasons.append(
             f"the {config.family} student has no frozen part" + (f" (freeze: {freeze})" if freeze else "")
         )
-    if config.augment.needs_waveforms:
-        reasons.append("waveform augmentation is on")
+    if config.augment.needs_waveforms and config.train.cache_augmented_copies == 0:
+        reasons.append(
+            "waveform augmentation is on (train.cache_augmented_copies > 0 caches augmented copies)"
+        )
     if config.augment.spec_augment or config.augment.vtlp_prob > 0:
         reasons.append("feature augmentation (SpecAugment, VTLP) is on")
+    return reasons
+
+
+def copies_cached(config: ExperimentConfig, student: nn.Module) -> bool:
+    """Whether training will read augmented copies from the frozen cache (``train.cache_augmented_copies``)."""
+    return (
+        config.train.cache_augmented_copies > 0
+        and config.train.cache_frozen is not False
+        and config.augment.needs_waveforms
+        and not frozen_cache_obstacles(config, student)
+    )
+
+
+def frozen_cache_wanted(config: ExperimentConfig, student: nn.Module) -> bool:
+    """Whether to train on stored frozen-encoder states (``train.cache_frozen``; see the module docstring).
+
+    Raises:
+        ConfigError: ``cache_frozen: true`` where no cache can stand in for the frozen bottom;
+            ``cache_augmented_copies > 0`` without any waveform augmentation to make copies with.
+    """
+    copies = config.train.cache_augmented_copies
+    if copies > 0 and not config.augment.needs_waveforms:
+        raise ConfigError(
+            f"train.cache_augmented_copies={copies}, but no waveform augmentation is on (augment.reverb_prob, "
+            "noise_prob, telephone_prob, ...): every copy would equal the clean split; set it to 0"
+        )
+    setting = config.train.cache_frozen
+    reasons = (
+        frozen_cache_obstacles(config, student) if setting is not False else ["train.cache_frozen=false"]
+    )
     if reasons and setting is True:
         raise ConfigError(f"train.cache_frozen=true, but {'; '.join(reasons)}")
+    if reasons and copies > 0:
+        logger.warning(
+            "train.cache_augmented_copies=%d is unused (%s): augmentation runs on the fly",
+            copies,
+            "; ".join(reasons),
+        )
     return not reasons
 
 
@@ -259,10 +305,54 @@ def with_frozen_cache(data: TrainData, student: nn.Module, config: ExperimentCon
                 student, lambda batch: features(batch, None, train=False), dataset, lengths, root / split,
                 cache_fingerprint(identity, dataset, source), config.train.max_frames, config.train.num_workers,
             )  # fmt: skip
+        copy_folders = build_augmented_copies(data, student, config, identity, root, device)
+    else:
+        copy_folders = augmented_copy_folders(config, root)
     distributed.barrier()
     cached = {
         split: UtteranceDataset(dataset.manifest, data.labels, FrozenStates(root / split))
         for split, (dataset, _) in splits.items()
     }
+    if copy_folders:
+        versions = [cached["train"].store, *(FrozenStates(folder) for folder in copy_folders)]
+        cached["train"] = UtteranceDataset(
+            data.train.manifest, data.labels, AugmentedCopies(versions, config.train.seed)
+        )
+        logger.info("%s student: the train split in %d versions (clean + %d augmented copies in %s)",
+                    config.family, len(versions), len(copy_folders), copy_folders[0].parent)  # fmt: skip
     logger.info("%s student: training on frozen encoder states from %s", config.family, root)
     return dataclasses.replace(data, train=cached["train"], valid=cached["valid"], frozen=True)
+
+
+def augmented_copy_folders(config: ExperimentConfig, root: Path) -> list[Path]:
+    """The folders of the train split's augmented copies (none without ``cache_augmented_copies``)."""
+    if not config.augment.needs_waveforms:
+        return []
+    folder = augmented_folder(root, config.augment)
+    return [folder / f"copy_{copy}" for copy in range(1, config.train.cache_augmented_copies + 1)]
+
+
+def build_augmented_copies(data: TrainData, student: nn.Module, config: ExperimentConfig, identity: dict,
+                           root: Path, device: torch.device) -> list[Path]:  # fmt: skip
+    """Build (or reuse) the train split's augmented copies: each utterance through the config's
+    waveform augmentation with its own seeded generator, then the front-end and the frozen bottom."""
+    folders = augmented_copy_folders(config, root)
+    if not folders:
+        return []
+    waveforms = UtteranceDataset(data.train.manifest, data.labels, None)
+    augmenter = Augmenter(config.augment, data.frontend.sample_rate)
+    base = cache_fingerprint(identity, waveforms, "waveforms")
+    for copy, folder in enumerate(folders, start=1):
+        augmentation = CopyAugmentation(augmenter, copy, WaveformDataset(data.train.manifest))
+
+        def inputs(
+            batch: Batch, augmentation: CopyAugmentation = augmentation
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            waves, samples = batch.waveforms.to(device), batch.waveform_lengths.to(device)
+            return data.frontend(*augmentation(waves, samples, batch.ids))
+
+        build_frozen_states(
+            student, inputs, waveforms, data.train_lengths, folder, copy_fingerprint(base, config.augment, copy),
+            config.train.max_frames, config.train.num_workers,
+        )  # fmt: skip
+    return folders

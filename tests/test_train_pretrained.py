@@ -178,3 +178,85 @@ def test_every_loss_on_a_50_hz_student_with_and_without_the_cache(
         direct, cached = float(rows["false"][f"train_{loss}"]), float(rows["true"][f"train_{loss}"])
         assert direct > 0 and cached == pytest.approx(direct, rel=1e-3, abs=1e-4), loss
     assert load_model_dir(tmp_path / "true").model.num_layers == 2
+
+
+AUGMENT = ["augment.reverb_prob=0.5", "augment.noise_prob=0.5", "augment.noise_types=[white,babble]",
+           "augment.telephone_prob=0.3", "augment.gain_prob=0.5", "augment.speed_perturb=true"]  # fmt: skip
+
+
+def test_augmented_copies_extend_the_clean_cache_and_training_reads_them(
+    corpus, whisper_dir, tmp_path, caplog
+):
+    """cache_augmented_copies=2 with waveform augmentation: the clean caches of a run without
+    augmentation are reused as they are, two copies are added beside them (different from clean
+    and from each other), a rerun reuses everything, and the run trains on the cache."""
+    from pipeline.encoder_cache import AugmentedCopies, FrozenStates, version_of
+
+    cache_root = tmp_path / "cache"
+    inputs = inputs_for(corpus, frozen_cache=cache_root)
+    train_student(
+        inputs,
+        tmp_path / "clean",
+        load_experiment_config(None, whisper_settings(whisper_dir, "train.epochs=1")),
+    )
+    (root,) = cache_root.iterdir()
+    clean_stamp = (root / "train" / "frames.f16").stat().st_mtime_ns
+    done = json.loads((tmp_path / "clean" / ".done").read_text())
+    assert "cache_augmented_copies" not in done["config"]["train"]  # N=0: the run's fingerprint as before
+
+    settings = whisper_settings(whisper_dir, "train.epochs=3", "train.cache_augmented_copies=2", *AUGMENT)
+    with caplog.at_level("INFO"):
+        metrics = train_student(inputs, tmp_path / "robust", load_experiment_config(None, settings))
+    assert "training on frozen encoder states" in caplog.text and "3 versions" in caplog.text
+    assert [p.name for p in cache_root.iterdir()] == [root.name]  # the clean cache kept its name and bytes
+    assert (root / "train" / "frames.f16").stat().st_mtime_ns == clean_stamp
+    (augmented,) = root.glob("train_augmented_*")
+    copies = [FrozenStates(augmented / f"copy_{k}") for k in (1, 2)]
+    clean = FrozenStates(root / "train")
+    differ = {0: 0, 1: 0, 2: 0}
+    for utterance in clean.ids:
+        states = [clean.frames_of(utterance), *(copy.frames_of(utterance) for copy in copies)]
+        for pair, (a, b) in enumerate(((0, 1), (0, 2), (1, 2))):
+            differ[pair] += states[a].shape != states[b].shape or not (states[a] == states[b]).all()
+    assert all(count >= len(clean.ids) * 0.8 for count in differ.values()), differ
+    assert copies[0].meta["copy"] == 1 and copies[0].meta["augment"]["reverb_prob"] == 0.5
+    rows = log_rows(tmp_path / "robust")
+    assert len(rows) == 3 and all(float(row["train_loss"]) > 0 for row in rows)
+    assert 0 <= metrics["valid_accuracy"] <= 1
+
+    served = AugmentedCopies([clean, *copies], seed=0)
+    served.set_epoch(2)
+    utterance = clean.ids[0]
+    expected = [clean, *copies][version_of(utterance, 2, 0, 3)].features(utterance)
+    assert torch.equal(served.features(utterance), expected)
+
+    # another seed with the same augmentation: nothing is rebuilt
+    stamps = [(augmented / f"copy_{k}" / "frames.f16").stat().st_mtime_ns for k in (1, 2)]
+    caplog.clear()
+    settings = whisper_settings(
+        whisper_dir, "train.epochs=1", "train.seed=4", "train.cache_augmented_copies=2", *AUGMENT
+    )
+    with caplog.at_level("INFO"):
+        train_student(inputs, tmp_path / "robust_seed4", load_experiment_config(None, settings))
+    assert caplog.text.count("up to date, reusing them") == 4  # train, valid, copy 1, copy 2
+    assert [(augmented / f"copy_{k}" / "frames.f16").stat().st_mtime_ns for k in (1, 2)] == stamps
+
+
+def test_augmented_copies_need_waveform_augmentation_and_a_cache(corpus, whisper_dir, tmp_path, caplog):
+    inputs = inputs_for(corpus, frozen_cache=tmp_path / "cache")
+    config = load_experiment_config(None, whisper_settings(whisper_dir, "train.cache_augmented_copies=1"))
+    with pytest.raises(ConfigError, match="cache_augmented_copies=1, but no waveform augmentation is on"):
+        train_student(inputs, tmp_path / "run", config)
+    settings = whisper_settings(whisper_dir, "train.cache_augmented_copies=1", "train.cache_frozen=true",
+                                "augment.spec_augment=true", *AUGMENT)  # fmt: skip
+    with pytest.raises(ConfigError, match="train.cache_frozen=true, but feature augmentation"):
+        train_student(inputs, tmp_path / "run", load_experiment_config(None, settings))
+    with pytest.raises(ConfigError, match="cache_augmented_copies must be an integer >= 0"):
+        load_experiment_config(None, ["train.cache_augmented_copies=-1"])
+    # SpecAugment with auto: no cache, the copies are unused and augmentation runs on the fly
+    settings = whisper_settings(whisper_dir, "train.cache_augmented_copies=1", "augment.spec_augment=true",
+                                "augment.reverb_prob=0.5", "train.epochs=1", "train.train_fraction=0.2")  # fmt: skip
+    with caplog.at_level("INFO"):
+        train_student(inputs, tmp_path / "on_the_fly", load_experiment_config(None, settings))
+    assert "cache_augmented_copies=1 is unused" in caplog.text
+    assert "training on frozen encoder states" not in caplog.text and not (tmp_path / "cache").exists()
