@@ -55,7 +55,9 @@ def test_weighted_scores_equal_the_scores_of_repeated_items():
     repeated_gold, repeated_predicted = np.repeat(gold, counts), np.repeat(predicted, counts)
     assert accuracy(gold, predicted, counts) == pytest.approx(accuracy(repeated_gold, repeated_predicted))
     assert accuracy(gold, predicted, counts) == pytest.approx(5 / 11)
-    assert macro_f1(gold, predicted, weights=counts) == pytest.approx(macro_f1(repeated_gold, repeated_predicted))
+    assert macro_f1(gold, predicted, weights=counts) == pytest.approx(
+        macro_f1(repeated_gold, repeated_predicted)
+    )
     assert macro_f1(gold, predicted, weights=counts) != pytest.approx(macro_f1(gold, predicted))
 
 
