@@ -27,8 +27,9 @@ The teacher (``--teacher``) runs on the gold transcripts for reference: latency 
 one transcript, throughput at batch 64, accuracy. The cascade (``--cascade``, a dir of
 ``slukd cascade create``: the ASR, then the teacher on its hypothesis) goes through
 ``IntentRecognizer`` like the students, audio in and intent out, with its ASR on one thread; it
-decodes one utterance at a time (its "batch 64" is sequential) on the first ``--cascade-limit``
-utterances, and its latency is timed over ``min(--runs, 20)`` calls. Its size is the ASR's
+decodes one utterance at a time (its "batch 64" is sequential) on a seeded subset of
+``--cascade-limit`` utterances (the subset ``slukd evaluate --seed 0 --max-utterances N`` and
+the recipe's cascade evaluation take; the students are compared with it on the same ones), and its latency is timed over ``min(--runs, 20)`` calls. Its size is the ASR's
 weights plus the teacher's. Prints a markdown table, then per student the targets (issue 12:
 int8 at most 25 ms for a 3 s command on one thread for the Whisper student, under 10 ms and RTF
 0.004 for the from-scratch one; int8 accuracy within 0.5 points of fp32), then each student's
@@ -113,8 +114,9 @@ def child(args: argparse.Namespace) -> None:
     from pipeline.manifest import read_manifest
 
     manifest = read_manifest(args.manifest)
-    limit = args.cascade_limit if args.method == "cascade" else args.limit
-    utterances = list(manifest)[:limit] if limit else list(manifest)
+    utterances = list(manifest)[: args.limit] if args.limit else list(manifest)
+    if args.method == "cascade" and args.cascade_limit:
+        utterances = [utterances[i] for i in cascade_subset(len(utterances), args.cascade_limit)]
     if args.method == "teacher":
         import transformers  # noqa: F401 - imported before the baseline, like everything below
     else:
@@ -167,6 +169,7 @@ def child(args: argparse.Namespace) -> None:
     result.update(
         accuracy=sum(correct) / len(utterances),
         correct=[bool(c) for c in correct],
+        ids=[u.id for u in utterances],
         latency_ms=1000 * statistics.median(latency),
         latency_p90_ms=1000 * float(np.percentile(latency, 90)),
         throughput=len(utterances) / elapsed,
@@ -175,6 +178,14 @@ def child(args: argparse.Namespace) -> None:
     if "command_seconds" in result:
         result["rtf"] = result["latency_ms"] / 1000 / result["command_seconds"]
     print(json.dumps(result))
+
+
+def cascade_subset(size: int, count: int) -> list[int]:
+    """The cascade's utterances: the seeded subset ``slukd evaluate --seed 0 --max-utterances N``
+    (and the recipe's cascade evaluation) takes."""
+    from pipeline.evaluate import EvaluateConfig, choose_subset
+
+    return choose_subset(size, EvaluateConfig(seed=0, max_utterances=min(count, size)))[0]
 
 
 def run_method(method: str, path: Path, args: argparse.Namespace) -> dict:
@@ -286,7 +297,8 @@ def cascade_comparison(student: Student, results: dict[str, dict], cascade: dict
         return []
     method, fastest = min(results.items(), key=lambda item: item[1]["latency_ms"])
     count = cascade["utterances"]
-    same = fastest["correct"][:count]
+    correct = dict(zip(fastest["ids"], fastest["correct"], strict=True))
+    same = [correct[i] for i in cascade["ids"]]
     student_accuracy = 100 * sum(same) / max(len(same), 1)
     speedup = cascade["latency_ms"] / fastest["latency_ms"]
     return [check(
