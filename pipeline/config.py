@@ -32,6 +32,7 @@ def load_config(
     path: str | os.PathLike | None = None,
     overrides: list[str] | None = None,
     section: str | None = None,
+    siblings: tuple[str, ...] = (),
 ) -> T:
     """Build ``cls`` from defaults, then a YAML file (optionally one section of it), then overrides.
 
@@ -40,12 +41,14 @@ def load_config(
         path: YAML file; ``None`` uses the defaults.
         overrides: ``["key=value", ...]``; values are parsed as YAML (``3``, ``0.5``, ``true``, ``[1, 2]``).
         section: top-level key of the file to read (``features``, ``teacher``, ...); a file without
-            that key is read whole.
+            that key is read whole, unless it has one of ``siblings``.
+        siblings: the file's other sections: a file that has one of them but not ``section`` gives
+            ``section`` its defaults (an experiment config without an ``augment:`` block).
 
     Raises:
         ConfigError: unknown keys, values of the wrong type, unreadable files.
     """
-    values = {**read_section(path, section), **parse_overrides(overrides)}
+    values = {**read_section(path, section, siblings), **parse_overrides(overrides)}
     where = f"{path}: " if path is not None else ""
     try:
         return from_dict(cls, values)
@@ -53,8 +56,11 @@ def load_config(
         raise ConfigError(f"{where}{error}") from None
 
 
-def read_section(path: str | os.PathLike | None, section: str | None = None) -> dict[str, Any]:
-    """The mapping in a YAML file (its ``section`` when the file has one); ``{}`` without a file."""
+def read_section(
+    path: str | os.PathLike | None, section: str | None = None, siblings: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The mapping in a YAML file (its ``section`` when the file has one); ``{}`` without a file, or
+    when the file has one of the ``siblings`` sections but not ``section``."""
     if path is None:
         return {}
     path = Path(path)
@@ -68,6 +74,8 @@ def read_section(path: str | os.PathLike | None, section: str | None = None) -> 
         raise ConfigError(f"{path}: expected a mapping of keys to values")
     if section is not None and isinstance(loaded.get(section), dict):
         return dict(loaded[section])
+    if section is not None and any(name in loaded for name in siblings):
+        return {}
     return loaded
 
 

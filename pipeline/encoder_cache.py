@@ -142,7 +142,7 @@ def cache_fingerprint(identity: dict[str, Any], dataset: UtteranceDataset, sourc
     ids = "\n".join(utterance.id for utterance in dataset.manifest)
     return {
         **identity,
-        "manifest": str(dataset.manifest.path),
+        "manifest": str(Path(dataset.manifest.path).resolve()) if dataset.manifest.path else None,
         "manifest_sha256": file_sha256(dataset.manifest.path) if dataset.manifest.path else None,
         "utterances_sha256": hashlib.sha256(ids.encode()).hexdigest(),
         "inputs": source,

@@ -99,21 +99,21 @@ def load_experiment_config(
                 f"override {override!r} must be SECTION.KEY=VALUE with SECTION in {', '.join(SECTIONS)}"
             )
         grouped[section].append(override.split(".", 1)[1])
-    augment_values = {**read_section(path, "augment"), **parse_overrides(grouped["augment"])}
+    augment_values = {**read_section(path, "augment", SECTIONS), **parse_overrides(grouped["augment"])}
     try:
         augment = AugmentConfig.from_dict(augment_values)  # validates itself, knows its tuple fields
     except (TypeError, ValueError) as error:
         raise ConfigError(f"augment: {error}") from None
-    student_values = {**read_section(path, "student"), **parse_overrides(grouped["student"])}
+    student_values = {**read_section(path, "student", SECTIONS), **parse_overrides(grouped["student"])}
     family = str(student_values.pop("family", DEFAULT_FAMILY))
     try:
         student = student_config(family, student_values)
     except StudentError as error:
         raise ConfigError(f"{path}: {error}" if path else str(error)) from None
     return ExperimentConfig(
-        train=load_config(TrainConfig, path, grouped["train"], section="train"),
+        train=load_config(TrainConfig, path, grouped["train"], section="train", siblings=SECTIONS),
         student=student,
-        distill=load_config(DistillConfig, path, grouped["distill"], section="distill"),
+        distill=load_config(DistillConfig, path, grouped["distill"], section="distill", siblings=SECTIONS),
         augment=augment,
         family=family,
     )

@@ -68,3 +68,14 @@ def test_from_dict_runs_the_dataclass_checks():
 
     with pytest.raises(ConfigError, match="window must be one of"):
         from_dict(FbankConfig, {"window": "kaiser"})
+
+
+def test_an_experiment_config_without_an_augment_block_keeps_its_defaults(tmp_path):
+    from pipeline.experiment import load_experiment_config
+
+    path = tmp_path / "student.yaml"
+    path.write_text("train:\n  epochs: 3\nstudent:\n  d_model: 64\n  num_heads: 4\n  num_layers: 1\n")
+    config = load_experiment_config(path)
+    assert config.train.epochs == 3
+    assert config.student.d_model == 64
+    assert config.augment.noise_prob == 0.0
