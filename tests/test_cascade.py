@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_asr import TINY_WHISPER_WORDS, espeak_corpus, save_tiny_hf_whisper
+from train_fixtures import save_tiny_bert
 
 from pipeline.asr import CASCADE_INSTALL, AsrConfig, AsrError, SpeechRecognizer, load_asr
 from pipeline.audio import load_audio
@@ -34,22 +35,6 @@ from pipeline.teacher import TeacherConfig, load_teacher, train_teacher
 from pipeline.text import normalize_transcript
 
 
-def save_tiny_bert(folder: Path, words: set[str]) -> Path:
-    """A random 1-layer BERT (hidden 32) with a WordPiece vocabulary of ``words``, saved offline."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
-    (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
-    )  # fmt: skip
-    BertModel(config).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     return espeak_corpus(tmp_path_factory.mktemp("cascade") / "tiny")
@@ -62,7 +47,7 @@ def experiment(corpus, tmp_path_factory) -> Path:
     manifests = {split: corpus / "manifests" / f"{split}.jsonl" for split in ("train", "valid")}
     words = {word for path in manifests.values() for u in read_manifest(path) for word in
              normalize_transcript(u.transcript).split()} | set(TINY_WHISPER_WORDS)  # fmt: skip
-    bert = save_tiny_bert(root / "bert", words)
+    bert = save_tiny_bert(root / "bert", words, layers=1)
     config = TeacherConfig(
         model=str(bert), epochs=3, learning_rate=1e-3, freeze_embeddings=False, device="cpu"
     )

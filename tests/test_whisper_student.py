@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from train_fixtures import save_tiny_whisper
 
 from pipeline.frontend import build_frontend
 from pipeline.pretrained import PretrainedError, load_whisper_encoder, resolve_pretrained
@@ -20,18 +21,10 @@ MELS, POSITIONS = 8, 20  # 20 encoder positions: at most 40 log-mel frames
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):
     """A tiny random WhisperForConditionalGeneration saved with save_pretrained."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from transformers import WhisperForConditionalGeneration
 
-    config = WhisperConfig(
-        vocab_size=60, num_mel_bins=MELS, d_model=16, encoder_layers=3, encoder_attention_heads=2,
-        encoder_ffn_dim=32, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32,
-        max_source_positions=POSITIONS, max_target_positions=8, pad_token_id=0, bos_token_id=1,
-        eos_token_id=2, decoder_start_token_id=1,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(config).eval()
-    folder = tmp_path_factory.mktemp("tiny_whisper")
-    model.save_pretrained(folder)
+    folder = save_tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"), MELS, POSITIONS, encoder_layers=3)
+    model = WhisperForConditionalGeneration.from_pretrained(folder).eval()
     return folder, model
 
 

@@ -31,13 +31,13 @@ def inputs_for(data: Path, **overrides) -> TrainInputs:
     return TrainInputs(**fields)
 
 
-def save_tiny_whisper(folder: Path, mels: int = 80, positions: int = 200) -> Path:
-    """A tiny random ``WhisperForConditionalGeneration`` (2 encoder layers, width 16) saved with
-    ``save_pretrained``; ``positions`` encoder frames = ``positions / 50`` seconds at most."""
+def save_tiny_whisper(folder: Path, mels: int = 80, positions: int = 200, encoder_layers: int = 2) -> Path:
+    """A tiny random ``WhisperForConditionalGeneration`` (width 16) saved with ``save_pretrained``;
+    ``positions`` encoder frames = ``positions / 50`` seconds at most."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     config = WhisperConfig(
-        vocab_size=60, num_mel_bins=mels, d_model=16, encoder_layers=2, encoder_attention_heads=2,
+        vocab_size=60, num_mel_bins=mels, d_model=16, encoder_layers=encoder_layers, encoder_attention_heads=2,
         encoder_ffn_dim=32, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32,
         max_source_positions=positions, max_target_positions=8, pad_token_id=0, bos_token_id=1,
         eos_token_id=2, decoder_start_token_id=1,
@@ -61,8 +61,8 @@ def save_tiny_wav2vec2(folder: Path) -> Path:
     return folder
 
 
-def save_tiny_bert(folder: Path, words: set[str]) -> Path:
-    """A random 2-layer BERT (width 32) with a WordPiece vocabulary of ``words``, saved offline."""
+def save_tiny_bert(folder: Path, words: set[str], layers: int = 2) -> Path:
+    """A random BERT (width 32) with a WordPiece vocabulary of ``words``, saved offline."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def save_tiny_bert(folder: Path, words: set[str]) -> Path:
     (folder / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     config = BertConfig(
-        vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        vocab_size=len(vocabulary), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=64,
     )  # fmt: skip
     torch.manual_seed(0)
