@@ -57,8 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.student_scoring import EvalSet, StudentScorer, evaluation_sets  # noqa: E402
-from pipeline.conditions import NoiseCondition  # noqa: E402
-from pipeline.labels import LabelSet  # noqa: E402
+from pipeline.augment.conditions import NoiseCondition  # noqa: E402
+from pipeline.data.labels import LabelSet  # noqa: E402
 
 logger = logging.getLogger("benchmarks.distill")
 
@@ -194,8 +194,8 @@ def run_folder(context: Context, row: Row, losses: str, config_path: Path, setti
 def train_and_score(context: Context, row: Row, losses: str, seed: int) -> RunResult | None:
     """Train one run (or find it trained), then score it on every column (or read its scores).
     None: a row outside ``--train-rows`` whose run is not trained."""
-    from pipeline.io import is_done, read_json, write_json
-    from pipeline.train import TrainInputs, load_experiment_config, train_student
+    from pipeline.core.io import is_done, read_json, write_json
+    from pipeline.training.train import TrainInputs, load_experiment_config, train_student
 
     args, data = context.args, context.data
     config_path = args.whisper_config if row.family == "whisper" else args.scratch_config
@@ -493,7 +493,7 @@ def check_inputs(args: argparse.Namespace, rows: list[Row]) -> None:
 
 
 def header(args: argparse.Namespace, sets: list[EvalSet], seeds: list[int], minutes: float) -> str:
-    from pipeline.evaluate import environment
+    from pipeline.evaluation.evaluate import environment
 
     hardware = environment()["hardware"]
     robust = next((len(s.manifest) for s in sets if s.name.endswith("subset clean")), 0)
@@ -513,11 +513,11 @@ def header(args: argparse.Namespace, sets: list[EvalSet], seeds: list[int], minu
 
 def main() -> None:
     args = parse_args()
-    from pipeline.features import resolve_device
-    from pipeline.logging_utils import setup_logging
+    from pipeline.core.devices import resolve_device
+    from pipeline.core.logging_utils import setup_logging
 
     setup_logging("INFO")
-    for name in ("pipeline", "pipeline.train", "pipeline.encoder_cache"):
+    for name in ("pipeline", "pipeline.training.train", "pipeline.training.encoder_cache"):
         logging.getLogger(name).setLevel(logging.WARNING)
     logger.info("command line: %s", " ".join(sys.argv))
     wanted = [key.strip() for key in args.rows.split(",") if key.strip()]
@@ -591,7 +591,7 @@ def main() -> None:
     text = "\n\n".join(parts) + "\n"
     print(text, flush=True)
     if args.out:
-        from pipeline.io import atomic_write_text
+        from pipeline.core.io import atomic_write_text
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text)

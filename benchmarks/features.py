@@ -39,7 +39,7 @@ METHODS = {
 
 def limited_manifest(manifest_path: Path, max_hours: float, folder: Path) -> Path:
     """The first utterances of a manifest up to ``max_hours``, with absolute audio paths."""
-    from pipeline.manifest import read_manifest, write_manifest
+    from pipeline.data.manifest import read_manifest, write_manifest
 
     manifest = read_manifest(manifest_path)
     chosen, total = [], 0.0
@@ -57,9 +57,9 @@ def run_method(method: str, manifest_path: Path, num_workers: int, batch_seconds
     import numpy as np
     import torch
 
-    from pipeline.audio import load_audio
-    from pipeline.feature_store import default_num_workers
-    from pipeline.manifest import read_manifest
+    from pipeline.data.audio import load_audio
+    from pipeline.data.manifest import read_manifest
+    from pipeline.frontends.feature_store import default_num_workers
 
     num_workers = num_workers if num_workers >= 0 else default_num_workers("cuda" if method == "e" else "cpu")
     manifest = read_manifest(manifest_path)
@@ -67,7 +67,7 @@ def run_method(method: str, manifest_path: Path, num_workers: int, batch_seconds
     if method == "a":
         from torch.utils.data import DataLoader
 
-        from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
+        from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
 
         batches = batches_by_duration([u.duration for u in manifest], batch_seconds)
         loader = DataLoader(
@@ -95,7 +95,7 @@ def run_method(method: str, manifest_path: Path, num_workers: int, batch_seconds
                 waveform = torch.from_numpy(load_audio(manifest.audio_path(utterance)))
                 kaldi.fbank(waveform[None] * 32768, num_mel_bins=80, dither=0.0)
     else:
-        from pipeline.feature_store import ExtractionOptions, compute_feature_store
+        from pipeline.frontends.feature_store import ExtractionOptions, compute_feature_store
 
         device = "cpu" if method == "d" else "cuda"
         with tempfile.TemporaryDirectory() as folder:
@@ -135,7 +135,7 @@ def main() -> None:
 
     import torch
 
-    from pipeline.manifest import read_manifest
+    from pipeline.data.manifest import read_manifest
 
     if not args.manifest.is_file():
         sys.exit(f"{args.manifest}: manifest not found; build the corpus first (make run) or pass --manifest")
@@ -154,7 +154,7 @@ def main() -> None:
     cpu = f"{os.cpu_count()} cpu cores" + (
         f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     )
-    from pipeline.feature_store import default_num_workers
+    from pipeline.frontends.feature_store import default_num_workers
 
     workers = args.num_workers if args.num_workers >= 0 else default_num_workers()
     print(

@@ -111,7 +111,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from pipeline.manifest import read_manifest
+    from pipeline.data.manifest import read_manifest
 
     manifest = read_manifest(args.manifest)
     utterances = list(manifest)[: args.limit] if args.limit else list(manifest)
@@ -122,7 +122,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         import soxr  # noqa: F401
 
-        import pipeline.inference  # noqa: F401
+        import pipeline.serving.inference  # noqa: F401
     if args.method.startswith("onnx"):
         import onnxruntime  # noqa: F401
     if args.method == "cascade":
@@ -131,7 +131,7 @@ def child(args: argparse.Namespace) -> None:
     baseline = memory_kb("VmRSS")
     result: dict = {"method": args.method, "path": str(args.path), "utterances": len(utterances)}
     if args.method == "teacher":
-        from pipeline.teacher import load_teacher
+        from pipeline.teacher.train import load_teacher
 
         teacher = load_teacher(args.path, "cpu")
         transcripts = [u.transcript for u in utterances]
@@ -146,7 +146,7 @@ def child(args: argparse.Namespace) -> None:
             input=f"transcript {one[0]!r}", size_bytes=(Path(args.path) / "model.safetensors").stat().st_size
         )
     else:
-        from pipeline.inference import IntentRecognizer
+        from pipeline.serving.inference import IntentRecognizer
 
         path = Path(args.path)
         recognizer = IntentRecognizer.from_pretrained(path)
@@ -183,7 +183,7 @@ def child(args: argparse.Namespace) -> None:
 def cascade_subset(size: int, count: int) -> list[int]:
     """The cascade's utterances: the seeded subset ``slukd evaluate --seed 0 --max-utterances N``
     (and the recipe's cascade evaluation) takes."""
-    from pipeline.evaluate import EvaluateConfig, choose_subset
+    from pipeline.evaluation.evaluate import EvaluateConfig, choose_subset
 
     return choose_subset(size, EvaluateConfig(seed=0, max_utterances=min(count, size)))[0]
 
@@ -224,8 +224,8 @@ class Student:
 
 def prepare_student(model_dir: Path, index: int, onnx_root: Path, methods: list[str]) -> Student:
     """The student's family and its fp32 and int8 exports (made when missing)."""
-    from pipeline.export import export_model
-    from pipeline.model_dir import read_config
+    from pipeline.serving.export import export_model
+    from pipeline.serving.model_dir import read_config
 
     folder = onnx_root / f"{index}_{model_dir.name}"
     student = Student(
@@ -389,7 +389,7 @@ def main() -> None:
     )
     print(text, flush=True)
     if args.out:
-        from pipeline.io import atomic_write_text
+        from pipeline.core.io import atomic_write_text
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text)

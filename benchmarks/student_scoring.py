@@ -8,10 +8,10 @@ Students without a frozen part (the from-scratch ``transformer``) run whole. The
 those of ``slukd evaluate`` on the same utterances (tests/test_benchmark_scoring.py checks it):
 
 - the waveforms, the front-end and the model are the same (the model dir's own front-end);
-- the conditions are :mod:`pipeline.conditions`' (``white`` at an SNR, ``reverb`` at an RT60
+- the conditions are :mod:`pipeline.augment.conditions`' (``white`` at an SNR, ``reverb`` at an RT60
   range, ``telephone``), seeded per utterance from (seed, condition, utterance id), so an
   utterance gets the same noise as under ``slukd evaluate --seed S``;
-- the robustness subset is :func:`pipeline.evaluate.choose_subset`'s noisy subset
+- the robustness subset is :func:`pipeline.evaluation.evaluate.choose_subset`'s noisy subset
   (``--noisy-utterances N``), i.e. the utterances the recipe's own evaluation would pick.
 
 Frozen states are kept in memory, float32, per batch (about 0.6 GB for the ``small`` corpus's
@@ -35,15 +35,15 @@ from torch import Tensor
 from torch.nn import functional
 from torch.utils.data import DataLoader
 
-from pipeline.conditions import NoiseCondition, noisy_waveforms
-from pipeline.data import WaveformDataset, batches_by_duration, collate_waveforms
-from pipeline.encoder_cache import cache_identity, frozen_weights_sha256, has_frozen_part
-from pipeline.errors import SlukdError
-from pipeline.evaluate import EvaluateConfig, choose_subset
-from pipeline.io import file_sha256, write_json
-from pipeline.labels import LabelSet
-from pipeline.manifest import Manifest, read_manifest
-from pipeline.model_dir import LoadedStudent, load_model_dir
+from pipeline.augment.conditions import NoiseCondition, noisy_waveforms
+from pipeline.core.errors import SlukdError
+from pipeline.core.io import file_sha256, write_json
+from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
+from pipeline.data.labels import LabelSet
+from pipeline.data.manifest import Manifest, read_manifest
+from pipeline.evaluation.evaluate import EvaluateConfig, choose_subset
+from pipeline.serving.model_dir import LoadedStudent, load_model_dir
+from pipeline.training.encoder_cache import cache_identity, frozen_weights_sha256, has_frozen_part
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def evaluation_sets(manifests: dict[str, Path], labels: LabelSet, conditions: Se
                     seed: int = 0) -> list[EvalSet]:  # fmt: skip
     """Every split clean (whole), then ``robustness_split`` under each condition on a seeded subset.
 
-    The subset is the noisy subset of :func:`pipeline.evaluate.choose_subset` (the same
+    The subset is the noisy subset of :func:`pipeline.evaluation.evaluate.choose_subset` (the same
     utterances as ``slukd evaluate --seed SEED --noisy-utterances N``); ``{split} subset clean``
     is the same subset without noise, so that a condition is compared with clean on the same
     utterances. ``robustness_utterances`` 0 takes the whole split.

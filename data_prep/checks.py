@@ -19,9 +19,9 @@ from data_prep.rows import (
     SourceRow,
     one_line,
 )
-from pipeline.audio import AudioError, AudioInfo, audio_info
-from pipeline.labels import LabelSet
-from pipeline.manifest import ManifestError, Utterance
+from pipeline.data.audio import AudioError, AudioInfo, audio_info
+from pipeline.data.labels import LabelSet
+from pipeline.data.manifest import ManifestError, Utterance
 
 
 def read_audio_headers(paths: Iterable[Path], num_workers: int = 0) -> dict[Path, AudioInfo | str]:

@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from data_prep.rows import MANIFEST_DIRNAME, SKIPPED_FILENAME, one_line
-from pipeline.audio import AudioError
-from pipeline.errors import SlukdError
-from pipeline.labels import LabelError
-from pipeline.logging_utils import setup_logging
-from pipeline.manifest import Manifest, ManifestError
+from pipeline.core.errors import SlukdError
+from pipeline.core.logging_utils import setup_logging
+from pipeline.data.audio import AudioError
+from pipeline.data.labels import LabelError
+from pipeline.data.manifest import Manifest, ManifestError
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

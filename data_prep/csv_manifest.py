@@ -33,7 +33,7 @@ from data_prep.command_line import build_parser, run_cli
 from data_prep.prepare import prepare_corpus
 from data_prep.rows import TRAIN_SPLIT, UNASSIGNED, DataPrepError, SourceRow, check_split_name
 from data_prep.tables import Table, read_table, resolve_audio
-from pipeline.manifest import Manifest
+from pipeline.data.manifest import Manifest
 
 logger = logging.getLogger("data_prep.csv_manifest")  # not __name__: "__main__" under python -m
 

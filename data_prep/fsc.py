@@ -27,7 +27,7 @@ from data_prep.command_line import build_parser, run_cli
 from data_prep.prepare import prepare_corpus
 from data_prep.rows import DataPrepError, SourceRow
 from data_prep.tables import check_columns, parse_split_files, read_table, resolve_audio, resolve_split_files
-from pipeline.manifest import Manifest
+from pipeline.data.manifest import Manifest
 
 logger = logging.getLogger("data_prep.fsc")  # not __name__: "__main__" under python -m
 

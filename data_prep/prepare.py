@@ -45,9 +45,9 @@ from data_prep.rows import (
     quoted_names,
     split_order,
 )
-from pipeline.io import atomic_directory, atomic_write_text, is_done, mark_done
-from pipeline.labels import LABELS_FILENAME, LabelSet
-from pipeline.manifest import (
+from pipeline.core.io import atomic_directory, atomic_write_text, is_done, mark_done
+from pipeline.data.labels import LABELS_FILENAME, LabelSet
+from pipeline.data.manifest import (
     MANIFEST_SUFFIX,
     Manifest,
     ManifestError,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import SlukdError
-from pipeline.manifest import Utterance
+from pipeline.core.errors import SlukdError
+from pipeline.data.manifest import Utterance
 
 MANIFEST_DIRNAME = "manifests"
 SKIPPED_FILENAME = "skipped.txt"

@@ -251,7 +251,7 @@ evaluate_cascade_step() {
 
 speed_split() {
   # The split whose evaluation measures speed (latency, throughput, size): the report's main split
-  # (test when evaluated, else the first in name order, as pipeline.report.primary_split). Speed does
+  # (test when evaluated, else the first in name order, as pipeline.evaluation.report.primary_split). Speed does
   # not depend on the split, so the other splits skip it.
   local splits
   splits=" $(evaluation_splits) "

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from pipeline.manifest import Utterance, write_manifest
+from pipeline.data.manifest import Utterance, write_manifest
 
 
 def tone_corpus(

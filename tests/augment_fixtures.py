@@ -9,7 +9,7 @@ import numpy as np
 import soundfile
 import torch
 
-from pipeline.audio import SAMPLE_RATE
+from pipeline.data.audio import SAMPLE_RATE
 
 LENGTHS = [8000, 5000, 6400, 3200]
 

@@ -13,10 +13,10 @@ import numpy as np
 import soundfile
 
 from data_prep.synthetic.generate import SyntheticConfig, prepare_synthetic
-from pipeline.audio import load_audio
-from pipeline.feature_store import ExtractionOptions, compute_feature_store
-from pipeline.manifest import read_manifest
-from pipeline.train import TrainInputs, load_experiment_config, train_student
+from pipeline.data.audio import load_audio
+from pipeline.data.manifest import read_manifest
+from pipeline.frontends.feature_store import ExtractionOptions, compute_feature_store
+from pipeline.training.train import TrainInputs, load_experiment_config, train_student
 
 TINY_MODEL = [
     "student.d_model=32", "student.num_layers=2", "student.num_heads=2", "student.feedforward=64",
@@ -64,7 +64,7 @@ def tiny_model(root: Path) -> TinyModel:
 
 def write_variant(source: Path, target: Path, sample_rate: int, channels: int = 1, **options) -> Path:
     """Re-encode a real recording at another rate / channel count / format (from the suffix)."""
-    from pipeline.audio import resample
+    from pipeline.data.audio import resample
 
     samples = resample(load_audio(source), 16000, sample_rate)
     if channels > 1:

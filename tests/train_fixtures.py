@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from data_prep.synthetic.generate import SyntheticConfig, prepare_synthetic
-from pipeline.feature_store import ExtractionOptions, compute_feature_store
-from pipeline.train import TrainInputs
+from pipeline.frontends.feature_store import ExtractionOptions, compute_feature_store
+from pipeline.training.train import TrainInputs
 
 
 def make_corpus(root: Path) -> Path:
@@ -81,10 +81,10 @@ def save_tiny_bert(folder: Path, words: set[str], layers: int = 2) -> Path:
 def make_teacher_targets(corpus: Path, root: Path) -> Path:
     """Targets with intent logits, hidden states and attention maps for train and valid, from the
     tiny BERT fine-tuned for two epochs on the corpus (seconds)."""
-    from pipeline.manifest import read_manifest
-    from pipeline.teacher import TeacherConfig, train_teacher
-    from pipeline.teacher_targets import export_targets
-    from pipeline.text import normalize_transcript
+    from pipeline.data.manifest import read_manifest
+    from pipeline.data.text import normalize_transcript
+    from pipeline.teacher.targets import export_targets
+    from pipeline.teacher.train import TeacherConfig, train_teacher
 
     manifests = {split: corpus / f"manifests/{split}.jsonl" for split in ("train", "valid", "test")}
     words = {word for path in manifests.values() for utterance in read_manifest(path)

@@ -16,8 +16,8 @@ from data_prep.synthetic.generate import (
     SyntheticConfig,
     prepare_synthetic,
 )
-from pipeline.errors import SlukdError
-from pipeline.logging_utils import setup_logging
+from pipeline.core.errors import SlukdError
+from pipeline.core.logging_utils import setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:

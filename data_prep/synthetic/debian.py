@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.synthetic.speakers import Engine, EngineUnavailable, Speaker, distinct, spread
-from pipeline.audio import load_audio
+from pipeline.data.audio import load_audio
 
 
 def _run_to_wav(command: list[str], output: Path, what: str) -> tuple[np.ndarray, int]:

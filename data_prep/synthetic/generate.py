@@ -38,11 +38,11 @@ from tqdm import tqdm
 from data_prep.synthetic import grammar
 from data_prep.synthetic.engines import ENGINES, Engine, Speaker, available_engines, worker_count
 from data_prep.synthetic.stats import corpus_stats
-from pipeline.audio import SAMPLE_RATE, audio_info, resample, write_audio
-from pipeline.errors import SlukdError
-from pipeline.io import is_done, mark_done, write_json
-from pipeline.labels import LabelSet
-from pipeline.manifest import Manifest, Utterance, read_manifest
+from pipeline.core.errors import SlukdError
+from pipeline.core.io import is_done, mark_done, write_json
+from pipeline.data.audio import SAMPLE_RATE, audio_info, resample, write_audio
+from pipeline.data.labels import LabelSet
+from pipeline.data.manifest import Manifest, Utterance, read_manifest
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import SlukdError
+from pipeline.core.errors import SlukdError
 
 
 class EngineUnavailable(SlukdError, RuntimeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from data_prep.synthetic import grammar
-from pipeline.manifest import Manifest
+from pipeline.data.manifest import Manifest
 
 
 def corpus_stats(manifests: dict[str, Manifest], generation: dict | None = None) -> dict:

@@ -1,0 +1,125 @@
+"""pipeline.augment.noise: exact SNR mixing, noise colours, babble, the noise bank."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from augment_fixtures import (
+    LENGTHS,
+    measured_snr_db,
+    padded_speech_like,
+    seeded,
+    spectral_slope_db_per_decade,
+    tone_batch,
+    write_noise_folder,
+)
+
+from pipeline.augment.noise import NoiseBank, add_noise, babble_noise, pink_noise, white_noise
+from pipeline.data.audio import SAMPLE_RATE, AudioError
+
+
+@pytest.fixture(scope="module")
+def noise_bank(tmp_path_factory) -> NoiseBank:
+    folder = tmp_path_factory.mktemp("bank") / "noise"
+    write_noise_folder(folder)
+    return NoiseBank(folder)
+
+
+# ----------------------------------------------------------------------------- noise
+
+
+@pytest.mark.parametrize("kind", ["white", "pink", "babble", "file"])
+def test_add_noise_hits_the_requested_snr_over_valid_samples(kind, noise_bank):
+    clean, lengths = padded_speech_like(LENGTHS)
+    shape = tuple(clean.shape)
+    generator = seeded(1)
+    noise = {
+        "white": lambda: white_noise(shape, generator),
+        "pink": lambda: pink_noise(shape, generator),
+        "babble": lambda: babble_noise(clean, lengths, generator),
+        "file": lambda: noise_bank.sample(shape[0], shape[1], generator),
+    }[kind]()
+    for target in (0.0, 5.0, 10.0, 20.0):
+        snr = torch.full((len(LENGTHS),), target)
+        noisy = add_noise(clean, lengths, snr, noise)
+        for row, length in enumerate(LENGTHS):
+            assert abs(measured_snr_db(clean[row], noisy[row], length) - target) < 0.5
+            assert torch.all(noisy[row, length:] == 0)
+    assert torch.equal(clean, padded_speech_like(LENGTHS)[0])  # inputs untouched
+
+
+def test_add_noise_takes_a_per_utterance_snr_and_leaves_silent_noise_clean():
+    clean, lengths = padded_speech_like(LENGTHS)
+    noise = white_noise(tuple(clean.shape), seeded(2))
+    noise[1] = 0.0
+    noisy = add_noise(clean, lengths, torch.tensor([0.0, 5.0, 10.0, 20.0]), noise)
+    assert abs(measured_snr_db(clean[0], noisy[0], LENGTHS[0]) - 0.0) < 0.5
+    assert abs(measured_snr_db(clean[3], noisy[3], LENGTHS[3]) - 20.0) < 0.5
+    assert torch.equal(noisy[1], clean[1])
+    with pytest.raises(ValueError, match="does not match"):
+        add_noise(clean, lengths, 10.0, noise[:, :100])
+
+
+def test_pink_noise_falls_10_db_per_decade_and_white_noise_is_flat():
+    pink = pink_noise((16, 8192), seeded(3))
+    white = white_noise((16, 8192), seeded(3))
+    assert -13.0 < spectral_slope_db_per_decade(pink) < -7.0
+    assert abs(spectral_slope_db_per_decade(white)) < 1.5
+    rms = pink.pow(2).mean(-1).sqrt()
+    torch.testing.assert_close(rms, torch.ones(16))
+    assert pink.mean(-1).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("num_speakers", [1, 3])
+def test_babble_is_built_from_the_other_utterances_only(num_speakers):
+    frequencies = [500.0, 1000.0, 1500.0, 2000.0]
+    lengths = [16000, 12800, 9600, 16000]  # multiples of every tone's period: seamless tiling
+    batch, lengths_tensor = tone_batch(frequencies, lengths)
+    babble = babble_noise(batch, lengths_tensor, seeded(4), num_speakers=num_speakers)
+    for row, length in enumerate(lengths):
+        assert torch.all(babble[row, length:] == 0)
+        window = torch.hann_window(length, periodic=False, dtype=torch.float64)
+        spectrum = torch.fft.rfft(babble[row, :length].double() * window).abs().pow(2)
+        frequency = torch.fft.rfftfreq(length, 1 / SAMPLE_RATE)
+        energy = [spectrum[(frequency - f).abs() < 30].sum().item() for f in frequencies]
+        total = sum(energy)
+        assert energy[row] < 1e-6 * total  # never the utterance itself
+        present = [i for i, e in enumerate(energy) if e > 0.05 * total]
+        assert row not in present and len(present) == num_speakers
+
+
+def test_babble_of_a_single_utterance_falls_back_to_pink_noise(caplog):
+    batch, lengths = tone_batch([500.0], [4000])
+    with caplog.at_level(logging.DEBUG, logger="pipeline.augment.noise"):
+        babble = babble_noise(batch, lengths, seeded(5))
+    assert "pink noise" in caplog.text
+    assert babble.shape == batch.shape and babble.abs().sum() > 0
+
+
+def test_noise_bank_resamples_mixes_down_and_crops(noise_bank):
+    assert [path.name for path in noise_bank.files] == ["narrow.wav", "wide.flac"]
+    assert noise_bank.lengths.tolist() == [8000, 4000]  # 0.5 s at 8 kHz, 0.25 s at 44.1 kHz, now 16 kHz
+    wide = noise_bank.samples[8000:]
+    assert abs(wide.abs().max().item() - 0.3) < 0.02  # mean of 0.4 and 0.2 channels
+    crops = noise_bank.sample(5, 20000, seeded(6))
+    assert crops.shape == (5, 20000) and crops.dtype == torch.float32
+    assert torch.isfinite(crops).all() and (crops.pow(2).mean(-1) > 0).all()
+    torch.testing.assert_close(crops, noise_bank.sample(5, 20000, seeded(6)))
+
+
+def test_noise_bank_errors_name_the_folder_or_the_file(tmp_path):
+    empty = tmp_path / "empty_noise"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no audio here")
+    with pytest.raises(AudioError, match="empty_noise: noise folder holds no audio files"):
+        NoiseBank(empty)
+    with pytest.raises(AudioError, match="missing_noise: noise folder not found"):
+        NoiseBank(tmp_path / "missing_noise")
+    broken = tmp_path / "broken_noise"
+    write_noise_folder(broken)
+    (broken / "corrupt.wav").write_bytes(b"this is not a wav file")
+    with pytest.raises(AudioError, match=r"corrupt\.wav: cannot read audio") as error:
+        NoiseBank(broken)
+    assert "\n" not in str(error.value)

@@ -1,0 +1,206 @@
+"""The built-in corpus at size `tiny`: real TTS audio and real assertions on its splits."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import soundfile
+
+from data_prep.synthetic import engines as engines_module
+from data_prep.synthetic import grammar
+from data_prep.synthetic.__main__ import main as synthetic_main
+from data_prep.synthetic.engines import EngineUnavailable, available_engines, kokoro_phonemes
+from data_prep.synthetic.generate import (
+    SPLITS,
+    UNSEEN_ENGINE_SPLIT,
+    SyntheticConfig,
+    SyntheticError,
+    plan_corpus,
+    prepare_synthetic,
+)
+from pipeline.core.errors import SlukdError
+from pipeline.data.labels import LabelSet
+from pipeline.data.manifest import read_manifest
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic") / "tiny"
+    manifests = prepare_synthetic(out, SyntheticConfig(size="tiny", seed=0))
+    return out, manifests
+
+
+def speakers(manifest):
+    return {u.speaker for u in manifest}
+
+
+def texts(manifest):
+    return {u.transcript for u in manifest}
+
+
+def test_files_and_sizes(corpus):
+    out, manifests = corpus
+    expected = SPLITS if "piper" in available_engines() else SPLITS[:-1]  # piper is held out by default
+    assert tuple(manifests) == expected
+    for split in expected:
+        assert (out / "manifests" / f"{split}.jsonl").is_file()
+    assert (out / ".done").is_file() and (out / "plan.json").is_file()
+    labels = LabelSet.load(out / "manifests")
+    assert labels.intents == [intent.name for intent in grammar.INTENTS]
+    assert set(labels.slots) == {"action", "object", "location"}
+    total = sum(len(m) for m in manifests.values())
+    assert 90 <= total <= 150
+    for split, manifest in manifests.items():
+        assert read_manifest(manifest.path, labels).utterances == manifest.utterances, split
+
+
+def test_split_contract(corpus):
+    _, m = corpus
+    train, valid, test, unseen = (m[s] for s in SPLITS[:4])
+    assert {u.intent for u in train} == {intent.name for intent in grammar.INTENTS}
+    assert speakers(test).isdisjoint(speakers(train))
+    assert speakers(unseen).isdisjoint(speakers(train))
+    assert speakers(valid) <= speakers(train)
+    assert texts(test) <= texts(train) and texts(valid) <= texts(train)
+    assert texts(unseen).isdisjoint(texts(train))
+    assert {u.extra["family"] for u in unseen}.isdisjoint({u.extra["family"] for u in train})
+    vocabulary = {word for text in texts(train) for word in text.split()}
+    assert all(set(text.split()) <= vocabulary for text in texts(unseen))
+    pairs = [(u.speaker, u.transcript) for split in m for u in m[split]]
+    assert len(pairs) == len(set(pairs)), "a (speaker, text) pair is recorded twice"
+    assert {u.extra["phrasing"] for split in ("train", "valid", "test") for u in m[split]} == {"seen"}
+    assert {u.extra["phrasing"] for u in unseen} == {"unseen"}
+    for split in m:
+        intent_of = {i.name: i for i in grammar.INTENTS}
+        assert all(u.slots == intent_of[u.intent].slots for u in m[split])
+
+
+def test_unseen_engine_split_holds_one_engine_out_of_training(corpus):
+    _, m = corpus
+    if UNSEEN_ENGINE_SPLIT not in m:
+        pytest.skip("piper, the default held-out engine, is not installed")
+    held_out = m[UNSEEN_ENGINE_SPLIT]
+    assert {u.extra["engine"] for u in held_out} == {"piper"}
+    for split in SPLITS[:4]:
+        assert "piper" not in {u.extra["engine"] for u in m[split]}, split
+    seen = [u for u in held_out if u.extra["phrasing"] == "seen"]
+    unseen = [u for u in held_out if u.extra["phrasing"] == "unseen"]
+    assert seen and unseen  # both seen and unseen phrasings
+    assert texts(seen) <= texts(m["train"]) and texts(unseen).isdisjoint(texts(m["train"]))
+    vocabulary = {word for text in texts(m["train"]) for word in text.split()}
+    assert all(set(text.split()) <= vocabulary for text in texts(unseen))
+
+
+def test_held_out_engine_option():
+    # a missing held-out engine leaves no such split; another engine can be held out instead
+    plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="piper"), ["espeak"])
+    assert UNSEEN_ENGINE_SPLIT not in pools and {p.split for p in plan} == set(SPLITS[:4])
+    plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="none"), ["espeak"])
+    assert UNSEEN_ENGINE_SPLIT not in pools
+    plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="espeak"), ["espeak", "piper"])
+    assert {s.engine for s in pools[UNSEEN_ENGINE_SPLIT]} == {"espeak"}
+    assert {s.engine for s in pools["train"] + pools["test"]} == {"piper"}
+    assert {p.speaker.engine for p in plan if p.split == UNSEEN_ENGINE_SPLIT} == {"espeak"}
+    with pytest.raises(SyntheticError, match="only engine available"):
+        plan_corpus(SyntheticConfig(size="tiny", held_out_engine="espeak"), ["espeak"])
+    with pytest.raises(SyntheticError, match="unknown held-out engine 'sam'"):
+        plan_corpus(SyntheticConfig(size="tiny", held_out_engine="sam"), ["espeak"])
+    assert issubclass(SyntheticError, SlukdError) and issubclass(EngineUnavailable, SlukdError)
+
+
+def test_kokoro_reads_espeak_phonemes_in_its_own_symbols():
+    assert kokoro_phonemes("tʃˈeɪndʒ ðə lˈæŋɡwɪdʒ") == "ʧˈAnʤ ðə lˈæŋɡwɪʤ"
+    assert kokoro_phonemes("tˈɜːn ɔnðə lˈaɪts") == "tˈɜɹn ɔnðə lˈIts"
+
+
+def test_audio_is_16k_mono_16bit_and_matches_the_manifest(corpus):
+    _, manifests = corpus
+    for manifest in manifests.values():
+        for utterance in manifest:
+            path = manifest.audio_path(utterance)
+            info = soundfile.info(str(path))
+            assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
+            assert info.frames / 16000 == pytest.approx(utterance.duration, abs=1e-3)
+            assert 0.5 < utterance.duration < 8.0
+    first = manifests["train"][0]
+    samples, _ = soundfile.read(str(manifests["train"].audio_path(first)))
+    rms = np.sqrt(np.mean(samples**2))
+    assert rms > 0.01  # speech, not silence
+
+
+def test_stats_match_the_manifests(corpus):
+    out, manifests = corpus
+    stats = json.loads((out / "manifests" / "stats.json").read_text())
+    for split, manifest in manifests.items():
+        entry = stats["splits"][split]
+        assert entry["utterances"] == len(manifest)
+        assert entry["speakers"] == len(speakers(manifest))
+        assert entry["phrasings"] == len(texts(manifest))
+        assert entry["hours"] == pytest.approx(manifest.total_duration / 3600, abs=1e-3)
+        assert sum(v["utterances"] for v in entry["per_intent"].values()) == len(manifest)
+    assert stats["generation"]["hours_of_audio_per_minute"] > 0
+
+
+def test_rerun_skips_and_a_new_seed_rebuilds(corpus, caplog):
+    out, manifests = corpus
+    stamp = (out / "manifests" / "train.jsonl").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO):
+        again = prepare_synthetic(out, SyntheticConfig(size="tiny", seed=0))
+    assert "already generated" in caplog.text
+    assert (out / "manifests" / "train.jsonl").stat().st_mtime_ns == stamp
+    assert again["train"].utterances == manifests["train"].utterances
+
+
+def test_plan_is_deterministic_from_the_seed():
+    engines = available_engines()
+    first, _ = plan_corpus(SyntheticConfig(size="small", seed=3), engines)
+    second, _ = plan_corpus(SyntheticConfig(size="small", seed=3), engines)
+    other, _ = plan_corpus(SyntheticConfig(size="small", seed=4), engines)
+    assert first == second
+    assert [p.text for p in first] != [p.text for p in other]
+
+
+def test_interrupted_run_resumes(tmp_path):
+    out = tmp_path / "corpus"
+    config = SyntheticConfig(size="tiny", seed=1, engines=["espeak"])
+    plan, _ = plan_corpus(config, ["espeak"])
+    manifests = prepare_synthetic(out, config)
+    kept = manifests["train"].audio_path(manifests["train"][0])
+    stamp = kept.stat().st_mtime_ns
+    (out / ".done").unlink()  # as if killed before the end
+    lost = manifests["test"].audio_path(manifests["test"][0])
+    lost.unlink()
+    prepare_synthetic(out, config)
+    assert lost.is_file() and kept.stat().st_mtime_ns == stamp  # only the missing file is redone
+    assert (out / ".done").is_file()
+    assert len(plan) == sum(len(read_manifest(out / "manifests" / f"{s}.jsonl")) for s in SPLITS[:4])
+
+
+def test_missing_engines_are_skipped_and_none_is_an_error(monkeypatch, caplog):
+    def unavailable(cls):
+        raise EngineUnavailable(f"{cls.name}: not installed here")
+
+    monkeypatch.setattr(engines_module.PiperEngine, "check", classmethod(unavailable))
+    with caplog.at_level(logging.WARNING):
+        assert available_engines(["espeak", "piper"]) == ["espeak"]
+    assert "skipping TTS engine piper" in caplog.text
+    for cls in engines_module.ENGINES.values():
+        monkeypatch.setattr(cls, "check", classmethod(unavailable))
+    with pytest.raises(EngineUnavailable, match="no TTS engine is available.*pip install 'slukd\\[tts\\]'"):
+        available_engines()
+    with pytest.raises(SlukdError, match="unknown TTS engine"):
+        available_engines(["sam"])
+
+
+def test_cli_reports_one_line_errors(tmp_path, capsys):
+    assert synthetic_main(["--out", str(tmp_path / "x"), "--engines", "sam"]) == 1
+    assert "unknown TTS engine(s) sam" in capsys.readouterr().err
+    assert (
+        synthetic_main(["--out", str(tmp_path / "x"), "--engines", "espeak", "--held-out-engine", "sam"]) == 1
+    )
+    assert "unknown held-out engine 'sam'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        synthetic_main(["--out", str(tmp_path / "x"), "--size", "huge"])

@@ -1,0 +1,227 @@
+"""The default recipe at size tiny, end to end (stages 0-7), as the README's main command runs it:
+the Whisper-initialised students (CE only and distilled), the distilled from-scratch baseline, the
+cascades, evaluation and report; and its reruns: a finished step is skipped in the shell, without
+starting Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_prep.synthetic.engines import EngineUnavailable, PiperEngine
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "synthetic" / "run.sh"
+CONFIG = RECIPE.parent / "conf" / "whisper.yaml"
+try:
+    PiperEngine.check()
+    HAS_PIPER = True
+except EngineUnavailable:
+    HAS_PIPER = False
+# piper, the default held-out engine, gives the test_unseen_engine split when it is installed
+EVAL_SPLITS = ("test", "test_unseen_phrasing", *(("test_unseen_engine",) if HAS_PIPER else ()))
+SPLITS = ("train", "valid", *EVAL_SPLITS)
+# Two epochs per student and small cascade subsets keep the test in minutes; everything else is
+# the default recipe. The override names the students' folders (student_ce_train.epochs2), so
+# runs never collide.
+QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak,piper", "--noisy-utterances", "8")
+QUICK_ENVIRONMENT = {"CASCADE_UTTERANCES": "8", "CASCADE_NOISY_UTTERANCES": "2", "ASR_TRAIN_UTTERANCES": "16"}
+# the main student CE only and distilled (whisper), the distilled from-scratch baseline (transformer)
+STUDENTS = ("student_ce_train.epochs2", "student_kd_train.epochs2", "student_kd_scratch_train.epochs2")
+FAMILIES = ("whisper", "whisper", "transformer")
+CASCADES = ("cascade", "cascade_asr_teacher")
+MODELS = ("teacher", *STUDENTS, *CASCADES)
+SKIPPED = "done with these settings, skipping"
+
+
+def write_counting_python(folder: Path) -> Path:
+    """An interpreter that appends a line to ``calls.log`` each time it starts, then runs Python."""
+    shim = folder / "python"
+    shim.write_text(f'#!/bin/sh\necho "$*" >> "{folder / "calls.log"}"\nexec "{sys.executable}" "$@"\n')
+    shim.chmod(0o755)
+    return shim
+
+
+def python_calls(root: Path) -> int:
+    log = root / "bin" / "calls.log"
+    return len(log.read_text().splitlines()) if log.is_file() else 0
+
+
+def snapshot(root: Path) -> Path:
+    """A copy of the recipes and the code that the runs below use: the markers hash the sources,
+    so an edit elsewhere in the tree between two runs (others at work) must not reach them."""
+    checkout = root / "checkout"
+    if not checkout.is_dir():
+        for name in ("recipes", "pipeline", "data_prep"):
+            shutil.copytree(REPO / name, checkout / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return checkout
+
+
+def run_recipe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    checkout = snapshot(tmp_path)
+    environment = {**os.environ, **QUICK_ENVIRONMENT, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                   "PYTHONPATH": str(checkout)}  # fmt: skip
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    python = write_counting_python(tmp_path / "bin")
+    command = ["bash", str(checkout / "recipes" / "synthetic" / "run.sh"), "--size", "tiny",
+               "--data-root", str(tmp_path / "data"), "--exp-dir", str(tmp_path / "exp"),
+               "--python", str(python), "--device", "cpu", *QUICK, *args]  # fmt: skip
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=1200, env=environment, cwd=checkout
+    )
+
+
+def stages_run(stderr: str) -> list[int]:
+    return [stage for stage in range(8) if f"Stage {stage}:" in stderr]
+
+
+def eval_files(exp: Path) -> list[Path]:
+    return [exp / model / "eval" / f"{split}.json" for model in MODELS for split in EVAL_SPLITS]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipe")
+    result = run_recipe(root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_every_stage_writes_its_files(finished):
+    root, result = finished
+    data, exp = root / "data" / "synthetic_tiny", root / "exp"
+    for split in SPLITS:
+        assert (data / "manifests" / f"{split}.jsonl").is_file()
+        for name in (".done", "meta.json", "index.json", "frames.f16"):
+            assert (data / "fbank" / split / name).is_file()
+    for name in ("labels.json", "stats.json"):
+        assert (data / "manifests" / name).is_file()
+    for name in (".done", "model.safetensors", "config.json", "metrics.json", "labels.json", "train_log.csv"):
+        assert (exp / "teacher" / name).is_file(), name
+    assert (exp / "teacher" / "targets" / ".done").is_file()
+    assert json.loads((exp / "teacher" / "metrics.json").read_text())["splits"]["valid"]["accuracy"] >= 0.9
+    for student, family in zip(STUDENTS, FAMILIES, strict=True):
+        for name in (
+            ".done",
+            "model.safetensors",
+            "config.json",
+            "metrics.json",
+            "labels.json",
+            "train_log.csv",
+        ):
+            assert (exp / student / name).is_file(), f"{student}/{name}"
+        assert json.loads((exp / student / "config.json").read_text())["family"] == family, student
+    losses = {
+        student: json.loads((exp / student / "metrics.json").read_text())["losses"] for student in STUDENTS
+    }
+    assert losses == {STUDENTS[0]: ["ce"], STUDENTS[1]: ["ce", "hidden", "attention"],
+                      STUDENTS[2]: ["ce", "hidden", "attention"]}  # fmt: skip
+    # the whisper twins share one frozen-encoder cache beside the feature stores
+    assert len(list((data / "fbank").glob("frozen_whisper_*/train/.done"))) == 1
+    for path in eval_files(exp):
+        evaluation = json.loads(path.read_text())
+        assert 0 <= evaluation["metrics"]["accuracy"] <= 1, path
+    conditions = {("clean", None), ("reverb", None), ("telephone", None)} | {
+        (noise, snr) for noise in ("white", "babble") for snr in (0, 10, 20)
+    }  # the recipe's sweep: white and babble at 20, 10, 0 dB, reverberation, a telephone channel
+    for model in (*STUDENTS, *CASCADES):
+        evaluation = json.loads((exp / model / "eval" / "test.json").read_text())
+        assert {(row["noise"], row["snr_db"]) for row in evaluation["noise_sweep"]} == conditions, model
+        assert evaluation["speed"] is not None, model  # speed on test only
+        assert json.loads((exp / model / "eval" / "test_unseen_phrasing.json").read_text())["speed"] is None
+    subset = json.loads((exp / STUDENTS[1] / "eval" / "test.json").read_text())["data"]["subset"]
+    assert subset["noisy_utterances"] == 8, subset  # the students' noise sweep on a seeded subset
+    cascade = json.loads((exp / "cascade" / "eval" / "test.json").read_text())["data"]["subset"]
+    assert (cascade["utterances"], cascade["noisy_utterances"]) == (8, 2), cascade
+    assert json.loads((exp / "teacher" / "eval" / "test.json").read_text())["noise_sweep"] is None
+    report = exp / "report"
+    for name in ("report.md", "report.html", "metrics.json"):
+        assert (report / name).is_file(), name
+    assert list(report.glob("*.png"))
+    markdown = (report / "report.md").read_text()
+    for model in MODELS:
+        assert model in markdown, model
+    assert "End-to-end vs cascade" in markdown
+    assert stages_run(result.stderr) == list(range(8))
+    for stage in range(8):
+        assert f"Stage {stage} (" in result.stderr and " s\n" in result.stderr  # each stage's time
+    assert f"report: {exp}/report/report.md" in result.stderr
+    assert "done in" in result.stderr
+
+
+def test_second_run_skips_every_step_in_the_shell(finished):
+    root, _ = finished
+    exp = root / "exp"
+    stamps = {path: path.stat().st_mtime_ns for path in eval_files(exp)}
+    calls = python_calls(root)
+    start = time.monotonic()
+    result = run_recipe(root)
+    seconds = time.monotonic() - start
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert python_calls(root) == calls, "a finished step started Python"
+    assert "running: " not in result.stderr
+    # stage 0, a feature store per split, teacher, targets, 3 students, 4 cascade steps (2 cascade
+    # dirs, the ASR transcripts, the ASR-robust teacher), 6 models x eval splits, report
+    steps = 1 + len(SPLITS) + 2 + len(STUDENTS) + 4 + len(MODELS) * len(EVAL_SPLITS) + 1
+    assert result.stderr.count(SKIPPED) == steps
+    assert stages_run(result.stderr) == list(range(8))
+    assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
+    assert seconds < 15, f"a rerun of the finished recipe took {seconds:.1f} s"
+    marker = (exp / STUDENTS[0] / ".recipe.done").read_text()
+    assert "command: " in marker and "conf/whisper.yaml " in marker and "input: " in marker
+    marker = (exp / STUDENTS[2] / ".recipe.done").read_text()
+    assert "conf/student.yaml " in marker and "teacher/targets/.done" in marker
+
+
+def test_stages_4_to_5_skip_in_the_shell(finished):
+    root, _ = finished
+    result = run_recipe(root, "--stage", "4", "--stop-stage", "5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert stages_run(result.stderr) == [4, 5]
+    assert result.stderr.count(SKIPPED) == len(STUDENTS) and "running: " not in result.stderr
+    assert "report:" not in result.stderr
+
+
+def test_a_changed_config_file_reruns_its_stage(finished, tmp_path):
+    root, _ = finished
+    config = tmp_path / "whisper.yaml"  # named as the default, so the students' folders stay the same
+    shutil.copy(CONFIG, config)
+    first = run_recipe(root, "--stage", "4", "--stop-stage", "4", "--config", str(config))
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = run_recipe(root, "--stage", "4", "--stop-stage", "4", "--config", str(config))
+    assert again.stderr.count(SKIPPED) == 1 and "running: " not in again.stderr
+    config.write_text(config.read_text() + "# edited\n")
+    calls = python_calls(root)
+    edited = run_recipe(root, "--stage", "4", "--stop-stage", "4", "--config", str(config))
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    assert SKIPPED not in edited.stderr and python_calls(root) == calls + 1  # Python decides again
+    assert "student already trained with this config, skipping" in edited.stderr
+
+
+def test_other_settings_train_into_their_own_folders(finished):
+    root, _ = finished
+    result = run_recipe(root, "--stage", "5", "--stop-stage", "5", "--distill", "logits=1.0",
+                        "--students", "kd_scratch")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    kd = root / "exp" / "student_kd_scratch_train.epochs2_logits1.0"
+    assert json.loads((kd / "metrics.json").read_text())["losses"] == ["ce", "logits"]
+    assert not (root / "exp" / "student_kd_train.epochs2_logits1.0").exists()  # not chosen
+    assert (root / "exp" / STUDENTS[2] / ".done").is_file()  # the earlier run is untouched
+
+
+def test_unknown_student_is_fatal_before_any_stage():
+    result = subprocess.run(["bash", str(RECIPE), "--students", "kd,teacher"], capture_output=True, text=True)
+    assert result.returncode == 1 and "--students: unknown student 'teacher'" in result.stderr
+    assert "Stage 0" not in result.stderr
+
+
+def test_size_must_be_known():
+    result = subprocess.run(["bash", str(RECIPE), "--size", "huge"], capture_output=True, text=True)
+    assert result.returncode == 1 and "--size must be tiny, small or full" in result.stderr
