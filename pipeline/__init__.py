@@ -7,7 +7,7 @@ The public face for users is ``from pipeline import IntentRecognizer``, imported
 that ``import pipeline`` stays cheap.
 """
 
-__version__ = "0.1.0"
+from pipeline.core.version import __version__
 
 __all__ = ["IntentRecognizer", "__version__"]
 

@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipeline import __version__
 from pipeline.cascade.asr import (
     AsrConfig,
     AsrError,
@@ -47,6 +46,7 @@ from pipeline.cascade.asr import (
 from pipeline.core.config import ConfigError, from_dict, to_dict
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, read_json, write_json
+from pipeline.core.version import __version__
 from pipeline.data.labels import LABELS_FILENAME, LabelError, LabelSet
 from pipeline.data.text import normalize_transcript
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipeline import __version__
+from pipeline.core.version import __version__
 
 # corpus name -> module with main(argv) (python -m data_prep.<module>)
 CORPORA = {

@@ -52,7 +52,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import __version__
 from pipeline.augment.conditions import (
     SWEEP_NOISE_TYPES,
     BabbleBank,
@@ -64,6 +63,7 @@ from pipeline.core.config import to_dict
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, read_json, write_json
+from pipeline.core.version import __version__
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest

@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import __version__
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import atomic_directory, write_json
+from pipeline.core.version import __version__
 from pipeline.evaluation.evaluate import EVAL_FOLDER, EVAL_FORMAT
 from pipeline.evaluation.records import subset_note
 from pipeline.evaluation.report_cascade import section as cascade_section
