@@ -5,12 +5,15 @@ Splits (:func:`sample_splits`; the same names as the built-in corpus):
 - ``train``: the training pool, balanced over intents; its first sentences cover every
   expression shape and every slot value the pool can say (shapes first), the rest are drawn
   at random (a new text where one is left);
-- ``valid``: half from the training pool (phrasings seen in training), half from the *valid*
-  held-out pool, so that checkpoint selection sees phrasings it was not trained on and is not
-  at its ceiling; all of it from the training pool when the grammar leaves no such pool;
-- ``test``: the training pool (seen phrasings; unseen voices come from the corpus);
+- ``valid``: half texts of ``train`` (seen phrasings), half from the *valid* held-out pool,
+  so that checkpoint selection sees phrasings it was not trained on and is not at its
+  ceiling; all seen when the grammar leaves no such pool;
+- ``test``: texts of ``train`` (seen phrasings; the unseen voices come from the corpus);
 - ``test_unseen_phrasing``: the *test* held-out pool only;
-- ``test_unseen_engine``: half from the training pool, half from the test held-out pool.
+- ``test_unseen_engine``: half texts of ``train``, half from the test held-out pool.
+
+Seen sentences are drawn from ``train``'s texts, balanced over intents; with no ``train``
+asked there are none.
 
 Held-out pools: whole expression shapes (a shape is a template's text; equal texts in
 several intents are one shape), ``held_out_fraction`` of them for the test pool and half that
@@ -308,6 +311,20 @@ def _sample_held_out(
     return sentences
 
 
+def _sample_seen(grammar: Grammar, train: list[Sentence], size: int, rng: random.Random) -> list[Sentence]:
+    """``size`` sentences whose texts ``train`` says, balanced over intents, each intent's texts in turn."""
+    texts: dict[str, dict[str, Sentence]] = defaultdict(dict)
+    for sentence in train:
+        texts[sentence.intent].setdefault(sentence.text, sentence)
+    intents = [intent for intent in grammar.intents if texts[intent]]
+    sentences = []
+    for intent, quota in sorted(_spread(size, intents, rng).items(), key=lambda item: intents.index(item[0])):
+        order = list(texts[intent].values())
+        rng.shuffle(order)
+        sentences += [order[index % len(order)] for index in range(quota)]
+    return sentences
+
+
 def sample_splits(
     grammar: Grammar,
     sizes: dict[str, int],
@@ -351,7 +368,7 @@ def sample_splits(
         held_out = _sample_held_out(
             grammar, pools, split, size - round(size * seen_share), pool, avoid, vocabulary, rng
         )
-        seen = _sample_train(grammar, pools, size - len(held_out), rng)
+        seen = _sample_seen(grammar, train, size - len(held_out), rng)
         result[split] = seen + held_out
         if split == "valid":
             valid_texts = {sentence.text for sentence in held_out}
