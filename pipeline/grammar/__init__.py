@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from pipeline.grammar.homeassistant import grammar_from_homeassistant
+from pipeline.grammar.house import HOUSE_FILENAME, homeassistant_house_grammar
 from pipeline.grammar.model import NONE, Grammar, GrammarError, Sentence, read_yaml
 from pipeline.grammar.rhino import grammar_from_rhino
 from pipeline.grammar.sampler import SPLIT_SOURCES, sample_splits
@@ -24,6 +25,7 @@ __all__ = [
     "Grammar",
     "GrammarError",
     "Sentence",
+    "homeassistant_house_grammar",
     "load_grammar",
     "sample_splits",
 ]
@@ -41,9 +43,15 @@ def load_grammar(path: str | os.PathLike) -> Grammar:
         The grammar; a bad file raises :class:`GrammarError` naming it.
     """
     path = Path(path)
+    if path.is_dir():
+        if not (path / HOUSE_FILENAME).is_file():
+            raise GrammarError(f"{path}: a grammar folder must hold {HOUSE_FILENAME}")
+        path = path / HOUSE_FILENAME
     data = read_yaml(path)
     if isinstance(data, dict) and "context" in data:
         return grammar_from_rhino(data, path)
+    if isinstance(data, dict) and "house" in data:
+        return homeassistant_house_grammar(path)
     if isinstance(data, dict) and "intents" in data:
         return grammar_from_homeassistant(data, path)
     raise GrammarError(
