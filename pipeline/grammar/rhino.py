@@ -33,6 +33,7 @@ BUILT_IN_TYPES = {
 }
 _TOKEN = re.compile(r"\$([A-Za-z_][\w.]*):([A-Za-z_]\w*)|@([A-Za-z_]\w*)|([\[\](),])|([^\[\](),$@]+)|([$@])")
 _RESERVED = set("{}<>|;")
+_SPACE_AROUND_BAR = re.compile(r"\s*\|\s*")
 
 
 def _names(section: object, what: str, path: Path) -> dict:
@@ -78,7 +79,7 @@ def translate_expression(text: str, types: set[str], macros: set[str], where: st
             out.append(words)
     if stack:
         raise GrammarError(f"{where}: unbalanced brackets")
-    return "".join(out)
+    return _SPACE_AROUND_BAR.sub("|", "".join(out))
 
 
 def rhino_to_homeassistant(data: object, path: Path) -> tuple[dict, dict[str, str]]:

@@ -20,7 +20,8 @@ several intents are one shape), ``held_out_fraction`` of them for the test pool 
 for the valid pool, chosen among shapes mostly made of words that other shapes also say; and
 slot-value combinations (a sentence's intent with the values of the two or more slots it says)
 in the same proportions, decided by a seeded hash. Every intent keeps at least half its shapes
-and every slot value stays in the training pool. A held-out sentence never repeats a text of
+and every slot value stays in the training pool (a held-out combination that is the only way
+left to say a value in ``train`` goes back to training). A held-out sentence never repeats a text of
 ``train`` (nor ``test_unseen_phrasing`` one of ``valid``), and uses only words said in ``train``
 where it can (a warning says how many could not).
 
@@ -104,6 +105,35 @@ def sample_template(
     return spoken_text("".join(parts)), spoken
 
 
+def _expand(node: Node) -> list[tuple[str, dict[str, str]]]:
+    if isinstance(node, Text):
+        return [(node.text, {})]
+    if isinstance(node, Seq):
+        found: list[tuple[str, dict[str, str]]] = [("", {})]
+        for item in node.items:
+            found = [(left + right, {**a, **b}) for left, a in found for right, b in _expand(item)]
+        return found
+    if isinstance(node, Choice):
+        return [expansion for item in node.items for expansion in _expand(item)]
+    if isinstance(node, Slot):
+        return [
+            (text, {**slots, node.name: value})
+            for phrase, value in node.values
+            for text, slots in _expand(phrase)
+        ]
+    raise TypeError(type(node).__name__)
+
+
+def expand_template(template: Template, limit: int = 100_000) -> list[tuple[str, dict[str, str]]]:
+    """Every (text, spoken slots) a template says, distinct, in grammar order; for small templates."""
+    if template.tree.count > limit:
+        raise GrammarError(
+            f"expression {template.shape!r} has {template.tree.count} expansions (limit {limit})"
+        )
+    found = {(spoken_text(text), tuple(sorted(slots.items()))) for text, slots in _expand(template.tree)}
+    return [(text, dict(slots)) for text, slots in sorted(found)]
+
+
 def _words(text: str) -> set[str]:
     return set(text.lower().split())
 
@@ -133,6 +163,7 @@ class _Pools:
             raise GrammarError(f"held_out_fraction must be in [0, 0.5), got {fraction}")
         self.grammar, self.seed, self.fraction = grammar, seed, fraction
         self.shape_pool = self._choose_shapes(random.Random(f"{seed}/shapes"))
+        self.released: set[tuple] = set()  # held-out combinations train needed to say a value
 
     def _choose_shapes(self, rng: random.Random) -> dict[str, str]:
         grammar = self.grammar
@@ -180,9 +211,10 @@ class _Pools:
 
     def combination(self, intent: str, spoken: dict[str, str]) -> str:
         """The pool of a combination of two or more spoken slot values."""
-        if len(spoken) < 2:
+        key = (intent, *sorted(spoken.items()))
+        if len(spoken) < 2 or key in self.released:
             return TRAIN
-        u = _unit(self.seed, "combination", intent, *sorted(spoken.items()))
+        u = _unit(self.seed, "combination", *key)
         if u < self.fraction:
             return TEST
         return VALID if u < 1.5 * self.fraction else TRAIN
@@ -193,6 +225,10 @@ class _Pools:
         if not kinds:
             return TRAIN
         return kinds.pop() if len(kinds) == 1 else None
+
+    def release(self, template: Template, spoken: dict[str, str]) -> None:
+        """Give a held-out combination back to training (the only way left to say a value)."""
+        self.released.add((template.intent, *sorted(spoken.items())))
 
     def can_give(self, template: Template, pool: str) -> bool:
         shape = self.shape_pool[template.shape]
@@ -219,9 +255,11 @@ class _Drawer:
         avoid: set[str] | frozenset[str] = frozenset(),
         vocabulary: set[str] | None = None,
         new_texts: set[str] | None = None,
+        release: bool = False,
     ) -> Sentence | None:
         """A sentence of ``pool`` from ``templates``: never a text in ``avoid``; preferably
-        new (not in ``new_texts``) and in ``vocabulary``."""
+        new (not in ``new_texts``) and in ``vocabulary``. With ``release`` (train only), a
+        held-out combination of a training shape is taken and given back to training."""
         if want is not None:
             templates = [t for t in templates if want in t.tree.produces or want in t.fixed_slots.items()]
         if not templates:
@@ -230,8 +268,12 @@ class _Drawer:
         for attempt in range(2 * _TRIES):
             template = self.rng.choice(templates)
             text, spoken = sample_template(template, self.rng, want)
-            if text in avoid or self.pools.pool_of(template, spoken) != pool:
+            if text in avoid:
                 continue
+            if self.pools.pool_of(template, spoken) != pool:
+                if not (release and self.pools.shape_pool[template.shape] == TRAIN):
+                    continue
+                self.pools.release(template, spoken)
             in_vocabulary = vocabulary is None or _words(text) <= vocabulary
             if in_vocabulary and (new_texts is None or text not in new_texts or attempt >= _TRIES):
                 return self._sentence(template, text, spoken, pool)
@@ -265,7 +307,11 @@ def _sample_train(grammar: Grammar, pools: _Pools, size: int, rng: random.Random
         texts: set[str] = set()
         for index in range(quotas[intent]):
             chosen, want = targets[index] if index < len(targets) else (templates, None)
-            sentence = drawer.draw(chosen, TRAIN, want, new_texts=texts) or drawer.draw(templates, TRAIN)
+            sentence = (
+                drawer.draw(chosen, TRAIN, want, new_texts=texts)
+                or drawer.draw(chosen, TRAIN, want, release=True)
+                or drawer.draw(templates, TRAIN)
+            )
             if sentence is None:
                 raise GrammarError(f"{grammar.path}: intent {intent!r} has no expression left for training")
             texts.add(sentence.text)
