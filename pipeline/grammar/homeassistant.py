@@ -53,7 +53,9 @@ class _NeedsWildcard(Exception):
 
 
 def _parse_template(text: object, where: str) -> Expression:
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise GrammarError(f"{where}: an expression must be a string, got {type(text).__name__}")
+    if not text.strip():
         raise GrammarError(f"{where}: an empty expression has no expansion")
     try:
         return parse_sentence(text, keep_text=True).expression
@@ -274,10 +276,12 @@ def grammar_from_homeassistant(data: object, path: Path, shapes: dict[str, str] 
         if found_any:
             intents.append(intent)
     if wildcard_skipped:
+        dropped = [str(intent) for intent in data["intents"] if str(intent) not in intents]
         logger.warning(
-            "%s: left out %d sentence template(s) that need free text (a wildcard list)",
+            "%s: left out %d sentence template(s) that need free text (a wildcard list)%s",
             path,
             wildcard_skipped,
+            f", and intent(s) {', '.join(dropped)} with nothing else" if dropped else "",
         )
     if not templates:
         raise GrammarError(f"{path}: no expression without free text is left")

@@ -121,3 +121,30 @@ def test_bad_split_or_fraction(cafe):
         sample_splits(cafe, {"dev": 3}, seed=0)
     with pytest.raises(GrammarError, match="held_out_fraction"):
         sample_splits(cafe, {"train": 3}, seed=0, held_out_fraction=0.7)
+
+
+def test_same_sentences_in_every_process(tmp_path):
+    """No dependence on Python's per-process string hashing (set order)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "cafe.yaml"
+    path.write_text(textwrap.dedent(CAFE), encoding="utf-8")
+    code = (
+        "import sys; from pipeline.grammar import load_grammar, sample_splits; "
+        f"print(repr(sample_splits(load_grammar(sys.argv[1]), {SIZES!r}, seed=5)))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    outputs = set()
+    for hash_seed in ("1", "2"):
+        environment = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        outputs.add(run.stdout)
+    assert len(outputs) == 1 and "Sentence(" in outputs.pop()
