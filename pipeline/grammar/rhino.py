@@ -46,7 +46,9 @@ def _names(section: object, what: str, path: Path) -> dict:
 
 def translate_expression(text: str, types: set[str], macros: set[str], where: str) -> str:
     """One Rhino expression (or macro phrase) in Home Assistant template syntax."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise GrammarError(f"{where}: an expression must be a string (quote it: YAML reads [a, b] as a list)")
+    if not text.strip():
         raise GrammarError(f"{where}: an empty expression has no expansion")
     reserved = sorted(_RESERVED & set(text))
     if reserved:

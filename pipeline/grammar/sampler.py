@@ -9,7 +9,7 @@ Splits (:func:`sample_splits`; the same names as the built-in corpus):
   so that checkpoint selection sees phrasings it was not trained on and is not at its
   ceiling; all seen when the grammar leaves no such pool;
 - ``test``: texts of ``train`` (seen phrasings; the unseen voices come from the corpus);
-- ``test_unseen_phrasing``: the *test* held-out pool only;
+- ``test_unseen_phrasing``: the *test* held-out pool only (each intent's held-out shapes first);
 - ``test_unseen_engine``: half texts of ``train``, half from the test held-out pool.
 
 Seen sentences are drawn from ``train``'s texts, balanced over intents; with no ``train``
@@ -338,8 +338,13 @@ def _sample_held_out(
     texts: set[str] = set()
     for intent, quota in sorted(_spread(size, intents, rng).items(), key=lambda item: intents.index(item[0])):
         templates = drawer.candidates(intent, pool)
-        for _ in range(quota):
-            sentence = drawer.draw(templates, pool, avoid=avoid, vocabulary=vocabulary, new_texts=texts)
+        shapes = list(dict.fromkeys(t.shape for t in templates))
+        rng.shuffle(shapes)
+        for index in range(quota):
+            chosen = [t for t in templates if t.shape == shapes[index]] if index < len(shapes) else templates
+            sentence = drawer.draw(chosen, pool, avoid=avoid, vocabulary=vocabulary, new_texts=texts)
+            if sentence is None and chosen is not templates:
+                sentence = drawer.draw(templates, pool, avoid=avoid, vocabulary=vocabulary, new_texts=texts)
             if sentence is not None:
                 texts.add(sentence.text)
                 sentences.append(sentence)

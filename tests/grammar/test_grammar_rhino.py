@@ -91,6 +91,7 @@ ERRORS = {
     "duplicate intent": ('    a: ["tea"]\n    a: ["coffee"]', ["duplicate intent 'a'"]),
     "empty expression": ('    a: [""]', ["'a'", "no expansion"]),
     "stray dollar": ('    a: ["tea $"]', ["'a'", "$type:name"]),
+    "unquoted brackets": ("    a:\n      - [make, brew]", ["'a'", "must be a string"]),
 }
 
 

@@ -86,6 +86,8 @@ def test_held_out_shapes_and_combinations_are_disjoint(cafe):
     train_combinations = {spoken_combination(cafe, s) for s in splits["train"]}
     unseen = splits["test_unseen_phrasing"]
     assert unseen and all(s.phrasing == "unseen" for s in unseen)
+    test_shapes = {shape for shape, pool in pools.shape_pool.items() if pool == TEST}
+    assert test_shapes <= {s.shape for s in unseen}  # every held-out shape is said
     valid_unseen = [s for s in splits["valid"] if s.phrasing == "unseen"]
     assert len(valid_unseen) == SIZES["valid"] // 2
     for sentence in unseen + valid_unseen:
@@ -95,7 +97,6 @@ def test_held_out_shapes_and_combinations_are_disjoint(cafe):
             sentence.shape not in train_shapes or spoken_combination(cafe, sentence) not in train_combinations
         )
     # valid and test hold out different shapes, and never share a text
-    test_shapes = {shape for shape, pool in pools.shape_pool.items() if pool == TEST}
     assert not {s.shape for s in valid_unseen} & test_shapes
     assert not {s.text for s in valid_unseen} & {s.text for s in unseen}
     # seen sentences of the other splits are train's texts
