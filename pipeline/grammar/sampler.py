@@ -256,16 +256,18 @@ class _Drawer:
         vocabulary: set[str] | None = None,
         new_texts: set[str] | None = None,
         release: bool = False,
+        patience: int = _TRIES,
     ) -> Sentence | None:
-        """A sentence of ``pool`` from ``templates``: never a text in ``avoid``; preferably
-        new (not in ``new_texts``) and in ``vocabulary``. With ``release`` (train only), a
-        held-out combination of a training shape is taken and given back to training."""
+        """A sentence of ``pool`` from ``templates``: never a text in ``avoid``; preferably in
+        ``vocabulary`` and new (not in ``new_texts``: up to ``patience`` tries). With ``release``
+        (train only), a held-out combination of a training shape is given back to training."""
         if want is not None:
             templates = [t for t in templates if want in t.tree.produces or want in t.fixed_slots.items()]
         if not templates:
             return None
         fallback = None
-        for attempt in range(2 * _TRIES):
+        repeats = 0
+        for _ in range(2 * _TRIES):
             template = self.rng.choice(templates)
             text, spoken = sample_template(template, self.rng, want)
             if text in avoid:
@@ -275,10 +277,14 @@ class _Drawer:
                     continue
                 self.pools.release(template, spoken)
             in_vocabulary = vocabulary is None or _words(text) <= vocabulary
-            if in_vocabulary and (new_texts is None or text not in new_texts or attempt >= _TRIES):
+            if in_vocabulary and (new_texts is None or text not in new_texts):
                 return self._sentence(template, text, spoken, pool)
-            if fallback is None or (in_vocabulary and fallback[3] is False):
+            if fallback is None or (in_vocabulary and not fallback[3]):
                 fallback = (template, text, spoken, in_vocabulary)
+            if in_vocabulary:
+                repeats += 1
+                if repeats >= patience:
+                    break
         if fallback is None:
             return None
         template, text, spoken, in_vocabulary = fallback
@@ -305,15 +311,18 @@ def _sample_train(grammar: Grammar, pools: _Pools, size: int, rng: random.Random
         targets = [([t for t in templates if t.shape == shape], None) for shape in shapes]
         targets += [(templates, value) for value in values]
         texts: set[str] = set()
+        patience = _TRIES  # halves each time no new text is found: a said-out intent costs little
         for index in range(quotas[intent]):
             chosen, want = targets[index] if index < len(targets) else (templates, None)
             sentence = (
-                drawer.draw(chosen, TRAIN, want, new_texts=texts)
+                drawer.draw(chosen, TRAIN, want, new_texts=texts, patience=patience)
                 or drawer.draw(chosen, TRAIN, want, release=True)
                 or drawer.draw(templates, TRAIN)
             )
             if sentence is None:
                 raise GrammarError(f"{grammar.path}: intent {intent!r} has no expression left for training")
+            if sentence.text in texts:
+                patience = max(1, patience // 2)
             texts.add(sentence.text)
             sentences.append(sentence)
     return sentences
@@ -340,14 +349,19 @@ def _sample_held_out(
         templates = drawer.candidates(intent, pool)
         shapes = list(dict.fromkeys(t.shape for t in templates))
         rng.shuffle(shapes)
+        patience = _TRIES
         for index in range(quota):
             chosen = [t for t in templates if t.shape == shapes[index]] if index < len(shapes) else templates
-            sentence = drawer.draw(chosen, pool, avoid=avoid, vocabulary=vocabulary, new_texts=texts)
+            options = {"avoid": avoid, "vocabulary": vocabulary, "new_texts": texts, "patience": patience}
+            sentence = drawer.draw(chosen, pool, **options)
             if sentence is None and chosen is not templates:
-                sentence = drawer.draw(templates, pool, avoid=avoid, vocabulary=vocabulary, new_texts=texts)
-            if sentence is not None:
-                texts.add(sentence.text)
-                sentences.append(sentence)
+                sentence = drawer.draw(templates, pool, **options)
+            if sentence is None:
+                continue
+            if sentence.text in texts:
+                patience = max(1, patience // 2)
+            texts.add(sentence.text)
+            sentences.append(sentence)
     if len(sentences) < size:
         logger.warning(
             "%s: %s has %d held-out sentences of %d asked", grammar.path, split, len(sentences), size
