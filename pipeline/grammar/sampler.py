@@ -125,7 +125,7 @@ def _expand(node: Node) -> list[tuple[str, dict[str, str]]]:
 
 
 def expand_template(template: Template, limit: int = 100_000) -> list[tuple[str, dict[str, str]]]:
-    """Every (text, spoken slots) a template says, distinct, in grammar order; for small templates."""
+    """Every (text, spoken slots) a template says, distinct and sorted; for small templates."""
     if template.tree.count > limit:
         raise GrammarError(
             f"expression {template.shape!r} has {template.tree.count} expansions (limit {limit})"

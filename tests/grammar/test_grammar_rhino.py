@@ -78,6 +78,12 @@ def test_built_in_number_type(tmp_path):
     )
     assert grammar.slots["digit"] == [str(n) for n in range(10)]
     assert ("call seven", (("digit", "7"),)) in expansions(grammar, "dial")
+    grammar = load_grammar(
+        write(tmp_path, 'context:\n  expressions:\n    pick: ["the $pv.TwoDigitOrdinal:place one"]\n')
+    )
+    assert ("the twenty-first one", (("place", "21"),)) in expansions(grammar, "pick")
+    with pytest.raises(GrammarError, match=r"undefined slot type \$pv.Alphabetic \(built-in types here"):
+        load_grammar(write(tmp_path, 'context:\n  expressions:\n    spell: ["$pv.Alphabetic:letter"]\n'))
 
 
 ERRORS = {
