@@ -9,15 +9,16 @@ Splits (:func:`sample_splits`; the same names as the built-in corpus):
   so that checkpoint selection sees phrasings it was not trained on and is not at its
   ceiling; all seen when the grammar leaves no such pool;
 - ``test``: texts of ``train`` (seen phrasings; the unseen voices come from the corpus);
-- ``test_unseen_phrasing``: the *test* held-out pool only (each intent's held-out shapes first);
+- ``test_unseen_phrasing``: the *test* held-out pool only (each intent's held-out shapes first;
+  short, with a warning, when the pool is smaller than asked);
 - ``test_unseen_engine``: half texts of ``train``, half from the test held-out pool.
 
 Seen sentences are drawn from ``train``'s texts, balanced over intents; with no ``train``
 asked there are none.
 
 Held-out pools: whole expression shapes (a shape is a template's text; equal texts in
-several intents are one shape), ``held_out_fraction`` of them for the test pool and half that
-for the valid pool, chosen among shapes mostly made of words that other shapes also say; and
+several intents are one shape), ``held_out_fraction`` of them for the test pool and
+``valid_held_out_fraction`` (by default half that) for the valid pool, chosen among shapes mostly made of words that other shapes also say; and
 slot-value combinations (a sentence's intent with the values of the two or more slots it says)
 in the same proportions, decided by a seeded hash. Every intent keeps at least half its shapes
 and every slot value stays in the training pool (a held-out combination that is the only way
@@ -158,10 +159,13 @@ def _unit(*parts: object) -> float:
 class _Pools:
     """Which shapes and slot-value combinations are held out, for one grammar and seed."""
 
-    def __init__(self, grammar: Grammar, seed: int, fraction: float):
-        if not 0.0 <= fraction < 0.5:
-            raise GrammarError(f"held_out_fraction must be in [0, 0.5), got {fraction}")
-        self.grammar, self.seed, self.fraction = grammar, seed, fraction
+    def __init__(self, grammar: Grammar, seed: int, fraction: float, valid_fraction: float | None = None):
+        valid_fraction = fraction / 2 if valid_fraction is None else valid_fraction
+        if not (0.0 <= fraction and 0.0 <= valid_fraction and fraction + valid_fraction < 0.75):
+            raise GrammarError(
+                f"held-out fractions must be >= 0 and leave training over a quarter, got {fraction} and {valid_fraction}"
+            )
+        self.grammar, self.seed, self.fraction, self.valid_fraction = grammar, seed, fraction, valid_fraction
         self.shape_pool = self._choose_shapes(random.Random(f"{seed}/shapes"))
         self.released: set[tuple] = set()  # held-out combinations train needed to say a value
 
@@ -182,7 +186,7 @@ class _Pools:
         rng.shuffle(eligible)
         shapes_of = {intent: {t.shape for t in grammar.templates_of(intent)} for intent in grammar.intents}
         every_value = self._values(grammar.templates)
-        wanted = {TEST: round(len(shapes) * self.fraction), VALID: round(len(shapes) * self.fraction / 2)}
+        wanted = {TEST: round(len(shapes) * self.fraction), VALID: round(len(shapes) * self.valid_fraction)}
         for kind in (TEST, VALID):
             for shape in eligible:
                 if wanted[kind] == 0:
@@ -217,7 +221,7 @@ class _Pools:
         u = _unit(self.seed, "combination", *key)
         if u < self.fraction:
             return TEST
-        return VALID if u < 1.5 * self.fraction else TRAIN
+        return VALID if u < self.fraction + self.valid_fraction else TRAIN
 
     def pool_of(self, template: Template, spoken: dict[str, str]) -> str | None:
         """train, valid or test; ``None`` for a sentence held out for both."""
@@ -234,7 +238,8 @@ class _Pools:
         shape = self.shape_pool[template.shape]
         if pool == TRAIN:
             return shape == TRAIN
-        return shape == pool or (shape == TRAIN and len(template.variable_slots) >= 2 and self.fraction > 0)
+        share = self.fraction if pool == TEST else self.valid_fraction
+        return shape == pool or (shape == TRAIN and len(template.variable_slots) >= 2 and share > 0)
 
 
 class _Drawer:
@@ -395,6 +400,7 @@ def sample_splits(
     sizes: dict[str, int],
     seed: int,
     held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
+    valid_held_out_fraction: float | None = None,
 ) -> dict[str, list[Sentence]]:
     """Sample every split in ``sizes`` (see the module docstring for what each holds).
 
@@ -403,7 +409,9 @@ def sample_splits(
         sizes: split name -> number of sentences; names from :data:`SPLIT_SOURCES`.
         seed: the same seed, grammar and sizes give the same sentences.
         held_out_fraction: the share of shapes (and of slot-value combinations) held out for
-            the test pool; half as many go to the valid pool.
+            the test pool.
+        valid_held_out_fraction: the share held out for the valid pool; ``None``: half of
+            ``held_out_fraction``; 0: ``valid`` has only seen phrasings.
 
     Returns:
         split name -> sentences, in the order of ``sizes``.
@@ -411,7 +419,7 @@ def sample_splits(
     unknown = sorted(set(sizes) - set(SPLIT_SOURCES))
     if unknown:
         raise GrammarError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLIT_SOURCES)}")
-    pools = _Pools(grammar, seed, held_out_fraction)
+    pools = _Pools(grammar, seed, held_out_fraction, valid_held_out_fraction)
     held = Counter(pools.shape_pool.values())
     logger.info(
         "%s: %d shapes, %d held out for valid and %d for test",
@@ -433,7 +441,7 @@ def sample_splits(
         held_out = _sample_held_out(
             grammar, pools, split, size - round(size * seen_share), pool, avoid, vocabulary, rng
         )
-        seen = _sample_seen(grammar, train, size - len(held_out), rng)
+        seen = _sample_seen(grammar, train, size - len(held_out), rng) if seen_share > 0 else []
         result[split] = seen + held_out
         if split == "valid":
             valid_texts = {sentence.text for sentence in held_out}

@@ -112,16 +112,25 @@ def test_every_intent_keeps_half_its_shapes_for_training(cafe):
         assert 2 * pools_of_intent.count(TRAIN) >= len(pools_of_intent)
 
 
-def test_no_held_out_fraction_means_no_unseen_sentences(cafe, caplog):
-    splits = sample_splits(cafe, {"train": 30, "valid": 10}, seed=0, held_out_fraction=0.0)
+def test_no_held_out_fraction_means_no_unseen_sentences(cafe):
+    splits = sample_splits(
+        cafe, {"train": 30, "valid": 10, "test_unseen_phrasing": 5}, seed=0, held_out_fraction=0.0
+    )
     assert all(s.phrasing == "seen" for s in splits["valid"])
+    assert splits["test_unseen_phrasing"] == []
 
 
 def test_bad_split_or_fraction(cafe):
     with pytest.raises(GrammarError, match="unknown split 'dev'"):
         sample_splits(cafe, {"dev": 3}, seed=0)
-    with pytest.raises(GrammarError, match="held_out_fraction"):
+    with pytest.raises(GrammarError, match="held-out fractions"):
         sample_splits(cafe, {"train": 3}, seed=0, held_out_fraction=0.7)
+
+
+def test_valid_held_out_fraction(cafe):
+    assert Counter(_Pools(cafe, 0, 0.125, 0.25).shape_pool.values()) == {TRAIN: 10, VALID: 4, TEST: 2}
+    splits = sample_splits(cafe, {"train": 30, "valid": 10}, seed=0, valid_held_out_fraction=0.0)
+    assert all(s.phrasing == "seen" for s in splits["valid"])
 
 
 def test_same_sentences_in_every_process(tmp_path):
