@@ -193,13 +193,17 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
+    own = {id(key) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # keys merged in with "<<" may be overridden: only own keys count
     mapping = _Mapping()
     mapping.duplicates = []
+    written: set = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in mapping:
-            mapping.duplicates.append((key, key_node.start_mark.line + 1))
+        if id(key_node) in own:
+            if key in written:
+                mapping.duplicates.append((key, key_node.start_mark.line + 1))
+            written.add(key)
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 
@@ -207,19 +211,23 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _first_duplicate(data: object, parent: str = "") -> str | None:
+def _first_duplicate(data: object, parent: str = "", visited: set[int] | None = None) -> str | None:
+    visited = set() if visited is None else visited
+    if id(data) in visited:  # an alias seen before (or a recursive one)
+        return None
+    visited.add(id(data))
     if isinstance(data, dict):
         for key, line in getattr(data, "duplicates", []):
             return f"duplicate {_DUPLICATE_KIND.get(parent, 'key')} {key!r} (line {line})"
-        for key, value in data.items():
-            found = _first_duplicate(value, str(key))
-            if found:
-                return found
+        children = [(str(key), value) for key, value in data.items()]
     elif isinstance(data, list):
-        for value in data:
-            found = _first_duplicate(value, parent)
-            if found:
-                return found
+        children = [(parent, value) for value in data]
+    else:
+        return None
+    for name, value in children:
+        found = _first_duplicate(value, name, visited)
+        if found:
+            return found
     return None
 
 

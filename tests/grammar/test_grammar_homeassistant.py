@@ -211,6 +211,21 @@ def test_errors_are_one_line_naming_file_intent_and_expression(tmp_path, case):
         assert part in message, (part, message)
 
 
+def test_yaml_merge_keys_may_override(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        language: en
+        block: &block {sentences: ["turn on"], slots: {state: "on"}}
+        intents:
+          On: {data: [*block]}
+          Off: {data: [{<<: *block, sentences: ["turn off"], slots: {state: "off"}}]}
+        """,
+    )
+    grammar = load_grammar(path)
+    assert [t.fixed_slots for t in grammar.templates] == [{"state": "on"}, {"state": "off"}]
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(GrammarError, match="not found"):
         load_grammar(tmp_path / "nope.yaml")
