@@ -8,13 +8,16 @@ and the expression. Supported: ``(a|b)``, ``[x]``, ``(a;b)`` permutations, ``{li
 lists (numbers said in words), ``<rule>``, ``skip_words``, per-block fixed ``slots``, local
 ``lists``/``expansion_rules``, and ``requires_context``/``excludes_context`` against the
 ``context`` of list values. Sentences that need a ``wildcard`` list (free text) are left out,
-with one warning that says how many.
+with one warning that says how many. Written forms (digits, "1/2") are left out where an
+alternative or a synonym says the same in words, since the sentences are read by speech
+synthesis.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,24 @@ from pipeline.grammar.model import (
 logger = logging.getLogger(__name__)
 
 MAX_PERMUTATION_ITEMS = 4  # (a;b;c;d) has 24 orders; more is a grammar bug, not a phrasing
+
+
+_WRITTEN = re.compile(r"[0-9/]")  # written forms ("1/2", "50") that speech synthesis reads badly
+
+
+def _written(node: Node) -> bool:
+    """Whether a tree's own text (list values aside) has a written form."""
+    if isinstance(node, Text):
+        return bool(_WRITTEN.search(node.text))
+    if isinstance(node, (Seq, Choice)):
+        return any(_written(item) for item in node.items)
+    return False
+
+
+def _prefer_spoken(nodes: list[Node]) -> list[Node]:
+    """The alternatives without written forms, when there are some."""
+    spoken = [node for node in nodes if not _written(node)]
+    return spoken or nodes
 
 
 class _NeedsWildcard(Exception):
@@ -134,7 +155,7 @@ class _Compiler:
         if isinstance(expression, TextChunk):
             return Text(expression.original_text)
         if isinstance(expression, Alternative):
-            return Choice([self.compile(item) for item in expression.items])
+            return Choice(_prefer_spoken([self.compile(item) for item in expression.items]))
         if isinstance(expression, Permutation):
             if len(expression.items) > MAX_PERMUTATION_ITEMS:
                 raise GrammarError(f"{self.where}: a permutation of more than {MAX_PERMUTATION_ITEMS} items")
@@ -183,6 +204,10 @@ class _Compiler:
                         f"{self.where}: a value of list {{{reference.list_name}}} has no 'out'"
                     )
                 values.append((phrase, str(out)))
+            spoken_out = {out for phrase, out in values if not _written(phrase)}
+            values = [
+                (phrase, out) for phrase, out in values if out not in spoken_out or not _written(phrase)
+            ]
         elif isinstance(slot_list, RangeSlotList):
             say = _number_words(self.language) if slot_list.words else None
             for number in slot_list.get_numbers():

@@ -123,6 +123,27 @@ def test_local_lists_rules_and_context(tmp_path):
     assert not any("front door" in text for text in texts(grammar, "Dim"))
 
 
+def test_written_forms_give_way_to_words(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        language: en
+        lists:
+          half: {values: [{in: half, out: 30}, {in: 1/2, out: 30}, {in: 3/4, out: 45}]}
+        intents:
+          Timer:
+            data:
+              - sentences: ["(set|start) a {half:minutes} (hour|60 minute) timer"]
+        """,
+    )
+    assert texts(load_grammar(path), "Timer") == {
+        "set a half hour timer",
+        "start a half hour timer",
+        "set a 3/4 hour timer",  # no spoken synonym: kept
+        "start a 3/4 hour timer",
+    }
+
+
 def test_skip_words_and_symbols(tmp_path):
     path = write(
         tmp_path,
