@@ -1,9 +1,10 @@
 """Command grammars as data: Home Assistant intent YAML and Picovoice Rhino contexts in, sampled
 sentences with their intent and slots out.
 
-    >>> grammar = load_grammar("recipes/grammar/conf/fsc.yaml")
-    >>> splits = sample_splits(grammar, {"train": 620, "valid": 62}, seed=0)
-    >>> splits["train"][0].text, splits["train"][0].intent, splits["train"][0].slots
+    grammar = load_grammar("recipes/grammar/conf/fsc.yaml")
+    grammar.label_set()                    # intents, and each slot's values plus "none"
+    splits = sample_splits(grammar, {"train": 620, "valid": 62, "test_unseen_phrasing": 62}, seed=0)
+    splits["train"][0]                     # Sentence(text, intent, slots, shape, phrasing)
 
 See ``docs/grammar.md`` for the formats.
 """
@@ -17,7 +18,7 @@ from pipeline.grammar.homeassistant import grammar_from_homeassistant
 from pipeline.grammar.house import HOUSE_FILENAME, homeassistant_house_grammar
 from pipeline.grammar.model import NONE, Grammar, GrammarError, Sentence, read_yaml
 from pipeline.grammar.rhino import grammar_from_rhino
-from pipeline.grammar.sampler import SPLIT_SOURCES, sample_splits
+from pipeline.grammar.sampler import SPLIT_SOURCES, expand_template, sample_splits
 
 __all__ = [
     "NONE",
@@ -25,6 +26,7 @@ __all__ = [
     "Grammar",
     "GrammarError",
     "Sentence",
+    "expand_template",
     "homeassistant_house_grammar",
     "load_grammar",
     "sample_splits",
