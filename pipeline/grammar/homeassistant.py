@@ -43,6 +43,7 @@ from pipeline.grammar.model import (
     Slot,
     Template,
     Text,
+    check_intents_agree_with_slots,
     collect_slot_values,
 )
 
@@ -310,10 +311,12 @@ def grammar_from_homeassistant(data: object, path: Path, shapes: dict[str, str] 
         )
     if not templates:
         raise GrammarError(f"{path}: no expression without free text is left")
-    return Grammar(
+    grammar = Grammar(
         path=path,
         intents=intents,
         slots=collect_slot_values(templates),
         templates=templates,
         skip_words=list(skip_words),
     )
+    check_intents_agree_with_slots(grammar)
+    return grammar

@@ -20,9 +20,10 @@ from pathlib import Path
 import yaml
 
 from pipeline.core.errors import SlukdError
-from pipeline.data.labels import LabelSet
+from pipeline.data.labels import LabelSet, intent_slot_table
 
 NONE = "none"  # the value of a slot a sentence does not fill
+MAX_NAMED_SLOTS = 5  # intent names are read as slot values only up to this many slots (orders tried)
 
 
 class GrammarError(SlukdError, ValueError):
@@ -146,6 +147,33 @@ class Grammar:
     def complete_slots(self, slots: dict[str, str]) -> dict[str, str]:
         """``slots`` with every slot of the grammar, :data:`NONE` where unfilled, in grammar order."""
         return {name: slots.get(name, NONE) for name in self.slots}
+
+
+def check_intents_agree_with_slots(grammar: Grammar, separator: str = "_") -> None:
+    """For a grammar whose intent names are its slot values joined (FSC's ``action_object_location``),
+    raise :class:`GrammarError` unless every expression says exactly its intent's values."""
+    names = list(grammar.slots)
+    if not names or len(names) > MAX_NAMED_SLOTS:
+        return
+    if any(intent.count(separator) < len(names) - 1 for intent in grammar.intents):
+        return
+    table = intent_slot_table(grammar.label_set(), separator)
+    if table is None:
+        return
+    expected = dict(zip(grammar.intents, table, strict=True))
+    for template in grammar.templates:
+        said: dict[str, set[str]] = {}
+        for name, value in template.tree.produces:
+            said.setdefault(name, set()).add(value)
+        for name, value in template.fixed_slots.items():
+            said.setdefault(name, set()).add(value)
+        for name in names:
+            values = said.get(name, {NONE})
+            if values != {expected[template.intent][name]}:
+                raise GrammarError(
+                    f"{grammar.path}: intent {template.intent!r}, expression {template.shape!r}: says "
+                    f"{name} = {', '.join(sorted(values))} but the intent's name says {expected[template.intent][name]}"
+                )
 
 
 def collect_slot_values(templates: list[Template]) -> dict[str, list[str]]:

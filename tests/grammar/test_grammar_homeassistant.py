@@ -247,6 +247,31 @@ def test_yaml_merge_keys_may_override(tmp_path):
     assert [t.fixed_slots for t in grammar.templates] == [{"state": "on"}, {"state": "off"}]
 
 
+FSC_STYLE = """
+language: en
+lists:
+  room: {values: [kitchen, bedroom]}
+intents:
+  activate_lights_none: {data: [{sentences: ["lights on"], slots: {action: activate, object: lights, location: none}}]}
+  activate_lights_kitchen:
+    data: [{sentences: ["kitchen lights on"], slots: {action: activate, object: lights, location: kitchen}}]
+  deactivate_lights_bedroom:
+    data: [{sentences: ["{room:location} lights off"], slots: {action: deactivate, object: lights}}]
+"""
+
+
+def test_intent_names_made_of_slot_values_must_agree_with_the_slots(tmp_path):
+    with pytest.raises(GrammarError) as caught:
+        load_grammar(write(tmp_path, FSC_STYLE))
+    message = caught.value.one_line()
+    assert "'deactivate_lights_bedroom', expression '{room:location} lights off'" in message
+    assert "says location = bedroom, kitchen but the intent's name says bedroom" in message
+    fixed = FSC_STYLE.replace("{room:location} lights off", "bedroom lights off").replace(
+        "action: deactivate, object: lights}", "action: deactivate, object: lights, location: bedroom}"
+    )
+    assert load_grammar(write(tmp_path, fixed)).intents[2] == "deactivate_lights_bedroom"
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(GrammarError, match="not found"):
         load_grammar(tmp_path / "nope.yaml")
