@@ -183,7 +183,12 @@ def has_speech(waveform: np.ndarray, sample_rate: int, config: VadConfig = DEFAU
 def trim_silence(waveform: np.ndarray, sample_rate: int, config: VadConfig = DEFAULT_VAD) -> np.ndarray:
     """The waveform from its first to its last speech region, ``trim_margin_s`` wider either side;
     unchanged when it holds no speech (there is nothing to keep, and the caller decides)."""
-    regions = speech_regions(waveform, sample_rate, config)
+    return trim_to_regions(waveform, sample_rate, speech_regions(waveform, sample_rate, config), config)
+
+
+def trim_to_regions(waveform: np.ndarray, sample_rate: int, regions: list[Region],
+                    config: VadConfig = DEFAULT_VAD) -> np.ndarray:  # fmt: skip
+    """:func:`trim_silence` with regions already found (a slice of ``waveform``, or itself)."""
     if not regions:
         return waveform
     start = max(0, int((regions[0][0] - config.trim_margin_s) * sample_rate))
@@ -235,4 +240,5 @@ __all__ = [
     "speech_regions",
     "speech_segments",
     "trim_silence",
+    "trim_to_regions",
 ]
