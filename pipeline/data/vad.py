@@ -63,6 +63,13 @@ class VadConfig:
     segment_gap_s: float = 0.5  # segmentation merges regions closer than this
 
     def __post_init__(self) -> None:
+        try:
+            low, high = (float(hz) for hz in self.band_hz)
+        except (TypeError, ValueError):
+            raise VadError(f"VAD: band_hz must be two frequencies, got {self.band_hz!r}") from None
+        if not 0 < low < high:
+            raise VadError(f"VAD: band_hz must be 0 < low < high, got {self.band_hz!r}")
+        object.__setattr__(self, "band_hz", (low, high))  # a JSON list back to a (hashable) tuple
         if self.hop_s <= 0 or self.frame_s < self.hop_s:
             raise VadError(f"VAD: need 0 < hop_s <= frame_s, got hop_s={self.hop_s}, frame_s={self.frame_s}")
         for name in ("floor_window_s", "merge_gap_s", "min_speech_s", "min_run_s", "trim_margin_s",

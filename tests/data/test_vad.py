@@ -3,6 +3,8 @@ and segmented at known boundaries in synthesised long recordings."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -117,7 +119,9 @@ def test_segments_cover_each_utterance_within_the_window():
 
 def test_settings_round_trip_and_bad_settings():
     config = VadConfig(margin_db=6.0)
-    assert VadConfig.from_dict(config.to_dict()) == config
+    assert VadConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # band_hz: list -> tuple
+    with pytest.raises(VadError, match="band_hz"):
+        VadConfig(band_hz=(3000.0, 300.0))
     with pytest.raises(VadError, match="unknown setting"):
         VadConfig.from_dict({"margin": 3})
     with pytest.raises(VadError, match="hop_s"):
