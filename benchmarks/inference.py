@@ -164,7 +164,9 @@ def child(args: argparse.Namespace) -> None:
         result["latency_rejection_ms"] = 1000 * statistics.median(rejecting)
         waveforms = [recognizer.load(manifest.audio_path(u))[0] for u in utterances]
         start = time.perf_counter()
-        predictions = recognizer.predict(waveforms, sample_rate=recognizer.sample_rate, batch_size=64)
+        predictions = recognizer.predict(
+            waveforms, recognizer.sample_rate, batch_size=64, threshold=None
+        )  # closed set
         elapsed = time.perf_counter() - start
         correct = [p.intent == u.intent for p, u in zip(predictions, utterances, strict=True)]
         if args.method == "cascade":
