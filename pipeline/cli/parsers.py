@@ -137,7 +137,8 @@ def add_deployment_parsers(commands: argparse._SubParsersAction) -> None:
         "predict",
         help="intent of audio files: one JSON line per file on stdout",
         description="One JSON line per file: file, intent, confidence, top_k, slots, duration "
-        "(and transcript with a CTC head); an unusable file gets {file, error} and the exit status is 1.",
+        "(and transcript with a CTC head; reason when the intent is 'unknown': no speech, not a command, "
+        "low confidence); an unusable file gets {file, error} and the exit status is 1.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", type=Path, required=True,
@@ -146,10 +147,11 @@ def add_deployment_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--list", type=Path, default=None, help="a text file of paths, one a line (as @LIST)")
     parser.add_argument("--top-k", type=int, default=5, help="(intent, probability) pairs per line")
     parser.add_argument("--threshold", default="auto",
-                        help="auto: the model's calibrated rejection (slukd calibrate; none: no rejection); a number: "
-                        "below it the rejection score answers 'unknown'; none: no rejection")  # fmt: skip
+                        help="auto: the threshold `slukd calibrate` stored in the model (a model without one rejects "
+                        "nothing); a number: below it the rejection score answers 'unknown'; none: no rejection")  # fmt: skip
     parser.add_argument("--segment", action="store_true",
-                        help="split each recording into speech segments: one JSON line per segment, with start/end")  # fmt: skip
+                        help="split each recording (of any length) into speech segments no longer than the model's "
+                        "window (--max-seconds at most): one JSON line per segment, with start/end")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="files per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N")
     parser.add_argument("--max-seconds", type=float, default=None,

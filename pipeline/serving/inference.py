@@ -21,6 +21,7 @@ padded audio.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -374,8 +375,8 @@ class IntentRecognizer:
         for prediction, (start, end) in zip(predictions, spans, strict=True):
             prediction.start, prediction.end = start, end
         seconds = len(waveform) / self.sample_rate
-        return predictions or [Prediction(UNKNOWN_INTENT, 0.0, [], {}, seconds, None, str(path), NO_SPEECH, 0.0,
-                                          round(seconds, 4))]  # fmt: skip
+        silent = Prediction(UNKNOWN_INTENT, 0.0, [], {}, seconds, source=str(path), reason=NO_SPEECH)
+        return predictions or [dataclasses.replace(silent, start=0.0, end=round(seconds, 4))]
 
     def _predict_chunk(self, paths: list[str], top_k: int, threshold: float | str | None,
                        batch_size: int) -> Iterator[tuple[str, Prediction | AudioError]]:  # fmt: skip
