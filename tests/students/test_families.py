@@ -21,7 +21,7 @@ import soundfile
 import torch
 from train_fixtures import inputs_for, make_corpus, make_teacher_targets, save_tiny_whisper
 
-from pipeline.cli.main import main as cli
+from pipeline.cli import main as cli
 from pipeline.data.audio import AudioError
 from pipeline.data.manifest import read_manifest
 from pipeline.serving.export import sidecar_path
