@@ -98,6 +98,9 @@ def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str 
     commands = [u for u in manifest if u.intent != UNKNOWN_INTENT and u.intent in recognizer.labels]
     if not commands:
         raise RejectionError(f"{manifests[split]}: no in-domain utterances to calibrate on")
+    if len(commands) < len(manifest):
+        logger.info("%s: %d of %d utterances are not commands the model knows (left out)",
+                    manifests[split], len(manifest) - len(commands), len(manifest))  # fmt: skip
     stored = recognizer.rejection
     vad = DEFAULT_VAD if stored is None else stored.vad_config
     try:

@@ -168,7 +168,7 @@ def resolve_rejection(
         stored: the model's own (None: the model has none).
         threshold: ``"auto"`` (the model's own: none stored means no rejection), None (no
             rejection), or a number that overrides the stored threshold (on the stored method's
-            score; max-softmax with the default speech check when nothing is stored).
+            score; when nothing is stored, on :func:`default_method`'s, with the default speech check).
         labels: the model's labels.
     """
     if threshold is None:
