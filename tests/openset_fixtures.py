@@ -24,6 +24,20 @@ def espeak_speech(text: str, voice: str = "en-us", rate: int = 170, pitch: int =
     return samples[loud[0] : loud[-1] + 1].astype(np.float32)
 
 
+def piper_speech(text: str, length_scale: float = 1.0) -> np.ndarray:
+    """The piper voice of the synthetic corpus reading ``text`` at 16 kHz (with its own silences)."""
+    from data_prep.synthetic.engines import PiperEngine
+    from data_prep.synthetic.speakers import Speaker
+
+    global _PIPER
+    _PIPER = _PIPER or PiperEngine()
+    samples, rate_hz = _PIPER.synthesize(text, Speaker("piper", "joe", rate=length_scale, noise=0.667))
+    return resample(samples, rate_hz, SAMPLE_RATE).astype(np.float32)
+
+
+_PIPER = None
+
+
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
 

@@ -3,6 +3,7 @@ and segmented at known boundaries in synthesised long recordings."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -18,12 +19,13 @@ from pipeline.data.vad import (
     speech_segments,
     trim_silence,
 )
-from tests.openset_fixtures import at_level, clicks, espeak_speech, hum, long_recording, noise
+from tests.openset_fixtures import at_level, clicks, espeak_speech, hum, long_recording, noise, piper_speech
 
 SECONDS = 3 * SAMPLE_RATE
 TOLERANCE_S = 0.08  # a region's edge may be this far from the true speech boundary
 
 
+@functools.cache
 def non_speech() -> dict[str, np.ndarray]:
     """What must never count as speech: silence with a noise floor, coloured noise at several
     levels, mains hum, clicks, and a stationary noise that starts after digital silence."""
@@ -66,6 +68,18 @@ def test_speech_is_found_quiet_fast_and_in_noise(text):
             noisy = clip + at_level(noise(len(clip), colour, rng), -35)
             assert has_speech(noisy, SAMPLE_RATE), (text, rate, colour)
     assert has_speech(espeak_speech(text), SAMPLE_RATE)  # no silence around it at all
+
+
+def test_piper_speech_is_found_quiet_and_in_noise():
+    pytest.importorskip("piper")
+    rng = np.random.default_rng(7)
+    for text, length_scale in (("yes", 0.85), ("turn off the kitchen lights", 1.2)):  # fast and slow
+        speech = piper_speech(text, length_scale)
+        for level in (-50, -20):
+            assert has_speech(at_level(speech, level), SAMPLE_RATE), (text, level)
+        for colour in ("white", "pink"):  # 10 dB below the whole clip's level, its silences included
+            noisy = at_level(speech, -25) + at_level(noise(len(speech), colour, rng), -35)
+            assert has_speech(noisy, SAMPLE_RATE), (text, colour)
 
 
 def long_case() -> tuple[np.ndarray, list[tuple[float, float]]]:
