@@ -14,8 +14,13 @@ the baseline the students are measured against; its hypothesis is the prediction
 
 Limits: an input longer than ``max_seconds`` (default :data:`MAX_SECONDS`) is refused with an
 :class:`~pipeline.data.audio.AudioError` that names it and the limit (checked from the header before
-decoding), so a long recording can never exhaust memory; split it first. Empty inputs are
-refused the same way. A batch holds at most ``batch_size`` inputs and ``max_batch_seconds`` of
+decoding), so a long recording can never exhaust memory; :meth:`IntentRecognizer.predict_segments`
+answers its speech segments instead. Empty inputs are refused the same way.
+
+Saying "unknown" (:mod:`pipeline.serving.rejection`): with ``threshold="auto"`` (the default) a
+model's calibrated rejection applies: no speech (the model does not run), its ``unknown`` class,
+or a score below the threshold answer ``"unknown"`` with a ``reason``. A model trained on
+trimmed audio (``trim_silence`` in its config) gets its input trimmed the same way. A batch holds at most ``batch_size`` inputs and ``max_batch_seconds`` of
 padded audio.
 """
 
