@@ -37,6 +37,7 @@ from scipy.signal import butter, sosfilt
 from pipeline.core.errors import SlukdError
 
 Region = tuple[float, float]  # (start, end) in seconds
+BLOCK_HOPS = 6000  # frames' worth of samples filtered at a time (60 s at 10 ms)
 
 
 class VadError(SlukdError, ValueError):
@@ -113,10 +114,20 @@ def frame_energies(waveform: np.ndarray, sample_rate: int, config: VadConfig = D
     count = 1 + (samples.size - window) // hop if samples.size else 0
     if count <= 0:
         return np.zeros(0, dtype=np.float64)
-    filtered = sosfilt(_band_filter(sample_rate, config.band_hz), samples).astype(np.float64)
-    squares = np.concatenate([[0.0], np.cumsum(filtered * filtered)])
-    starts = np.arange(count) * hop
-    power = (squares[starts + window] - squares[starts]) / window
+    sos = _band_filter(sample_rate, config.band_hz)
+    state = np.zeros((sos.shape[0], 2))  # the filter runs on in blocks: a long recording needs no
+    power = np.empty(count)  # float64 copy of itself, only its frames' energies
+    carry, done = np.zeros(0), 0
+    for begin in range(0, samples.size, BLOCK_HOPS * hop):
+        filtered, state = sosfilt(sos, samples[begin : begin + BLOCK_HOPS * hop].astype(np.float64), zi=state)
+        data = np.concatenate([carry, filtered])  # starts at sample done * hop
+        take = min(count - done, 1 + (len(data) - window) // hop if len(data) >= window else 0)
+        if take > 0:
+            squares = np.concatenate([[0.0], np.cumsum(data * data)])
+            starts = np.arange(take) * hop
+            power[done : done + take] = (squares[starts + window] - squares[starts]) / window
+            done += take
+        carry = data[take * hop :] if take > 0 else data
     return 10.0 * np.log10(power + 1e-12)
 
 

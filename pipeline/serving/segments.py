@@ -21,7 +21,7 @@ from pipeline.serving.rejection import Rejection
 
 logger = logging.getLogger(__name__)
 
-MAX_RECORDING_SECONDS = 4 * 3600.0  # a longer recording is refused (its samples alone would be ~1 GB)
+MAX_RECORDING_SECONDS = 3600.0  # longer is refused: decoding holds it whole (1 h of 44.1 kHz stereo: 1.3 GB)
 
 
 def segment_recording(path: str | os.PathLike, sample_rate: int, window_seconds: float,
