@@ -231,3 +231,17 @@ def test_rejection_travels_in_the_onnx_metadata(calibrated, model, non_speech_fi
         assert (a.intent, a.reason) == (b.intent, b.reason)
     plain = export_model(model.model_dir, tmp_path / "plain.onnx")  # no rejection stored: none exported
     assert IntentRecognizer.from_pretrained(plain.onnx_path).rejection is None
+
+
+def test_a_recording_too_long_to_decode_is_refused(capsys, calibrated, tmp_path, monkeypatch):
+    from pipeline.serving import segments
+
+    path = tmp_path / "hour.wav"
+    soundfile.write(str(path), np.zeros(4 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    monkeypatch.setattr(
+        segments, "MAX_RECORDING_SECONDS", 3.0
+    )  # stands for the hour, checked from the header
+    code, lines = run_cli(capsys, "predict", "--model", calibrated, "--segment", path)
+    assert code == 1 and lines == [
+        {"file": str(path), "error": f"{path}: audio is 4 s, longer than the 3 s a recording may be"}
+    ]
