@@ -16,6 +16,10 @@ CPU thread (torch and onnxruntime intra-op threads = 1), on the same audio files
   within 0.25 s, real utterances concatenated and cut to 3.0 s): median and p90 over ``--runs``
   calls after 10 warm-up calls, waveform in -> logits out (front-end included, decoding excluded);
 - real-time factor = median latency / audio duration;
+- latency with rejection (students and cascade, issue 17): the same 3 s command at batch 1 through
+  ``IntentRecognizer.predict`` with rejection on: the speech check and trimming
+  (:mod:`pipeline.data.vad`), the model, the threshold (the model's calibrated one, else 0.5 on
+  max-softmax), top-k and slots: what one ``slukd predict`` answer costs after decoding;
 - throughput at batch 64 (utterances/s): the first ``--limit`` utterances, decoded beforehand,
   through ``IntentRecognizer.predict`` in length-sorted batches of 64;
 - peak memory: the process's peak RSS (VmHWM) minus its RSS after all imports, before the model
@@ -65,6 +69,7 @@ LATENCY_TARGETS_MS = {"whisper": 25.0, "transformer": 10.0}
 RTF_TARGETS = {"transformer": 0.004}
 ACCURACY_GAP_POINTS = 0.5
 CASCADE_SPEEDUP = 10.0  # issue 13: the best student at least this much faster than the cascade
+REJECTION_LATENCY_MS = 10.0  # issue 17: int8 with rejection (VAD + threshold), 3 s, batch 1, one thread
 
 
 def memory_kb(field: str) -> int:
@@ -154,9 +159,14 @@ def child(args: argparse.Namespace) -> None:
         batch, lengths = command[None, :].astype(np.float32), np.array([len(command)], dtype=np.int64)
         runs = min(args.runs, CASCADE_RUNS) if args.method == "cascade" else args.runs
         latency = timed(lambda: recognizer.logits(batch, lengths), runs)
+        threshold = "auto" if recognizer.rejection is not None else 0.5  # a number turns rejection on
+        rejecting = timed(lambda: recognizer.predict(command, recognizer.sample_rate, 1, threshold), runs)
+        result["latency_rejection_ms"] = 1000 * statistics.median(rejecting)
         waveforms = [recognizer.load(manifest.audio_path(u))[0] for u in utterances]
         start = time.perf_counter()
-        predictions = recognizer.predict(waveforms, sample_rate=recognizer.sample_rate, batch_size=64)
+        predictions = recognizer.predict(
+            waveforms, recognizer.sample_rate, batch_size=64, threshold=None
+        )  # closed set
         elapsed = time.perf_counter() - start
         correct = [p.intent == u.intent for p, u in zip(predictions, utterances, strict=True)]
         if args.method == "cascade":
@@ -251,15 +261,16 @@ class Row:
 
 def table(rows: list[Row]) -> str:
     header = (
-        "| model | latency b=1 median (p90) ms | RTF | throughput b=64 utt/s | peak memory MB | size MB "
-        "| accuracy | utterances | input |\n|---|---|---|---|---|---|---|---|---|"
+        "| model | latency b=1 median (p90) ms | with rejection b=1 ms | RTF | throughput b=64 utt/s "
+        "| peak memory MB | size MB | accuracy | utterances | input |\n|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [header]
     for row in rows:
         result = row.result
         rtf = f"{result['rtf']:.4f}" if "rtf" in result else "-"
+        rejecting = f"{result['latency_rejection_ms']:.2f}" if "latency_rejection_ms" in result else "-"
         lines.append(
-            f"| {row.label} | {result['latency_ms']:.2f} ({result['latency_p90_ms']:.2f}) | {rtf} "
+            f"| {row.label} | {result['latency_ms']:.2f} ({result['latency_p90_ms']:.2f}) | {rejecting} | {rtf} "
             f"| {result['throughput']:.1f} | {result['peak_memory_mb']:.1f} | {result['size_bytes'] / 1e6:.2f} "
             f"| {100 * result['accuracy']:.2f}% | {result['utterances']} | {result['input']} |"
         )
@@ -284,6 +295,8 @@ def targets(student: Student, results: dict[str, dict]) -> list[str]:
         lines.append(
             check(f"{student.name} int8 RTF {int8['rtf']:.4f} < {rtf_target}", int8["rtf"] < rtf_target)
         )
+    lines.append(check(f"{student.name} int8 latency with rejection {int8['latency_rejection_ms']:.2f} ms <= "
+                       f"{REJECTION_LATENCY_MS:g} ms", int8["latency_rejection_ms"] <= REJECTION_LATENCY_MS))  # fmt: skip
     if "onnx_fp32" in results:
         gap = 100 * (results["onnx_fp32"]["accuracy"] - int8["accuracy"])
         lines.append(check(f"{student.name} int8 accuracy {gap:+.2f} points below ONNX fp32 (within "

@@ -130,8 +130,8 @@ class StudentScorer:
         self.seed = seed
         self.batch_seconds = batch_seconds
         self.max_batch_size = max_batch_size
-        self._audio: dict[str, list[_Batch]] = {}
-        self._frozen: dict[tuple[str, str], list[tuple[Tensor, Tensor]]] = {}
+        self._audio: dict[tuple[str, bool], list[_Batch]] = {}
+        self._frozen: dict[tuple[str, str, bool], list[tuple[Tensor, Tensor]]] = {}
         self.frozen_seconds = 0.0  # time spent running frozen encoders (once per encoder and set)
 
     def describe(self) -> dict:
@@ -145,13 +145,15 @@ class StudentScorer:
             ],
         }  # fmt: skip
 
-    def _batches(self, eval_set: EvalSet) -> list[_Batch]:
-        """The set's audio under its condition, decoded once, in length-sorted batches."""
-        if eval_set.name in self._audio:
-            return self._audio[eval_set.name]
+    def _batches(self, eval_set: EvalSet, trim_silence: bool = False) -> list[_Batch]:
+        """The set's audio under its condition, decoded once (per trimming, as each model was
+        trained: ``trim_silence`` in its config.json), in length-sorted batches."""
+        if (eval_set.name, trim_silence) in self._audio:
+            return self._audio[eval_set.name, trim_silence]
         manifest = eval_set.manifest
         order = batches_by_duration([u.duration for u in manifest], self.batch_seconds, self.max_batch_size)
-        loader = DataLoader(WaveformDataset(manifest), batch_sampler=order, collate_fn=collate_waveforms)
+        waves = WaveformDataset(manifest, trim_silence=trim_silence)
+        loader = DataLoader(waves, batch_sampler=order, collate_fn=collate_waveforms)
         batches = []
         for batch in loader:
             bad = [error for error in batch.errors if error]
@@ -160,19 +162,20 @@ class StudentScorer:
             ids = [manifest[i].id for i in batch.indices]
             waveforms = noisy_waveforms(batch.waveforms, batch.lengths, ids, eval_set.condition, self.seed)
             batches.append(_Batch(waveforms, batch.lengths, list(batch.indices)))
-        self._audio[eval_set.name] = batches
+        self._audio[eval_set.name, trim_silence] = batches
         return batches
 
     def _frozen_states(
         self, student: LoadedStudent, identity: str, eval_set: EvalSet
     ) -> list[tuple[Tensor, Tensor]]:
         """The student's frozen bottom over the set (computed once per frozen identity and set)."""
-        key = (identity, eval_set.name)
+        trim = bool(student.config.get("trim_silence"))
+        key = (identity, eval_set.name, trim)
         if key not in self._frozen:
             start = time.monotonic()
             states = []
             with torch.no_grad():
-                for batch in self._batches(eval_set):
+                for batch in self._batches(eval_set, trim):
                     features, frames = student.frontend(
                         batch.waveforms.to(self.device), batch.lengths.to(self.device)
                     )
@@ -184,7 +187,7 @@ class StudentScorer:
     @torch.no_grad()
     def logits(self, student: LoadedStudent, eval_set: EvalSet) -> np.ndarray:
         """``[N, C]`` float32 logits of the set's utterances (manifest order)."""
-        batches = self._batches(eval_set)
+        batches = self._batches(eval_set, bool(student.config.get("trim_silence")))
         result = np.zeros((len(eval_set.manifest), len(student.labels)), np.float32)
         model = student.model.eval()
         if has_frozen_part(model):

@@ -8,6 +8,7 @@
     slukd teacher export --model DIR --data D --out DIR   teacher targets, one row per transcript
     slukd predict --model DIR|model.onnx FILE|DIR|@LIST|-...   one JSON line per audio file
     slukd export --model DIR [--int8] [--verify FILE...]   ONNX (waveform in, logits out) + sidecar JSON
+    slukd calibrate --model DIR --data D [--split valid] [--target 0.98]   the rejection threshold -> DIR/config.json
     slukd evaluate --model DIR --data D --split S   accuracy, noise sweep, WER, speed -> DIR/eval/S.json
     slukd report EXP_DIR             report.md/.html, metrics.json and figures of every evaluated model
     slukd cascade create --teacher DIR --out DIR   the ASR + teacher baseline as a model dir
@@ -105,7 +106,7 @@ def validate(manifests: list[Path], labels_path: Path | None = None, check_audio
 
 
 def features(manifest: Path, out: Path, config_path: Path | None = None, overrides: list[str] | None = None,
-             options: dict | None = None) -> int:  # fmt: skip
+             options: dict | None = None, trim_silence: bool = True) -> int:  # fmt: skip
     """Build (or reuse) the feature store of one manifest; under torchrun every rank takes part."""
     from pipeline.core import distributed
     from pipeline.core.config import load_config, to_dict
@@ -120,7 +121,7 @@ def features(manifest: Path, out: Path, config_path: Path | None = None, overrid
     logger.info("feature config: %s", to_dict(config))
     rank, _ = distributed.init_distributed(device)
     try:
-        store = compute_feature_store(manifest, out, config, extraction)
+        store = compute_feature_store(manifest, out, config, extraction, trim_silence)
     finally:
         distributed.shutdown()
     if rank == 0:
@@ -245,11 +246,13 @@ def report(experiment: Path, out: Path | None = None) -> int:
     return 0
 
 
-def predict(model: Path, inputs: list[str], top_k: int = 5, threshold: float | None = None, batch_size: int = 16,
-            device: str = "cpu", max_seconds: float | None = None) -> int:  # fmt: skip
+def predict(model: Path, inputs: list[str], top_k: int = 5, threshold: float | str | None = "auto",
+            batch_size: int = 16, device: str = "cpu", max_seconds: float | None = None,
+            segment: bool = False) -> int:  # fmt: skip
     """One JSON line per input file on stdout (``pipeline.serving.inference.IntentRecognizer``).
 
-    A file that cannot be used gets ``{"file": ..., "error": ...}``; returns 1 if any did.
+    A file that cannot be used gets ``{"file": ..., "error": ...}``; returns 1 if any did. With
+    ``segment``, a line per speech segment of each file (``start``/``end`` in seconds).
     """
     from pipeline.serving.inference import MAX_SECONDS, IntentRecognizer, expand_inputs
 
@@ -260,7 +263,11 @@ def predict(model: Path, inputs: list[str], top_k: int = 5, threshold: float | N
     expanded = expand_inputs(inputs, sys.stdin)
     failures = 0
     usable = [path for path, problem in expanded if problem is None]
-    results = iter(recognizer.predict_files(usable, top_k, threshold, batch_size))
+    threshold = None if str(threshold).lower() == "none" else threshold
+    if threshold not in (None, "auto") and not _is_number(threshold):
+        raise UsageError(f"slukd predict: --threshold must be auto, none or a number, got {threshold!r}")
+    results = iter(recognizer.predict_files(usable, top_k, threshold, batch_size) if not segment else
+                   segment_results(recognizer, usable, top_k, threshold, batch_size))  # fmt: skip
     for path, problem in expanded:
         if problem is None:
             path, result = next(results)
@@ -269,14 +276,45 @@ def predict(model: Path, inputs: list[str], top_k: int = 5, threshold: float | N
         if problem is not None:
             failures += 1
             logger.error("%s", problem if problem.startswith(path) else f"{path}: {problem}")
-            line = {"file": path, "error": problem}
+            lines = [{"file": path, "error": problem}]
         else:
-            line = {"file": path, **result.to_dict()}
-        sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+            lines = [{"file": path, **item.to_dict()} for item in (result if segment else [result])]
+        sys.stdout.write("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
         sys.stdout.flush()
     if failures:
         logger.error("%d of %d inputs failed", failures, len(expanded))
     return 1 if failures else 0
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def segment_results(recognizer: Any, paths: list[str], top_k: int, threshold: float | str | None,
+                    batch_size: int) -> Iterator[tuple[str, list[Any] | Exception]]:  # fmt: skip
+    """``predict --segment``: each file's segment predictions, or its error."""
+    from pipeline.data.audio import AudioError
+
+    for path in paths:
+        try:
+            yield path, recognizer.predict_segments(path, top_k, threshold, batch_size)
+        except AudioError as error:
+            yield path, error
+
+
+def calibrate(model: Path, data: Path, split: str = "valid", target: float = 0.98, method: str = "auto",
+              temperature: float = 1.0, batch_size: int = 16) -> int:  # fmt: skip
+    """Store a student's rejection threshold, chosen on ``split`` (``pipeline.serving.calibrate.calibrate``)."""
+    from pipeline.serving.calibrate import calibrate as calibrate_model
+
+    if split.startswith("test"):
+        raise UsageError(f"slukd calibrate: choose the threshold on valid, not on {split!r}")
+    calibrate_model(model, data, split, target, method, temperature, batch_size)
+    return 0
 
 
 @contextlib.contextmanager
@@ -339,7 +377,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "features": lambda args: features(
         args.manifest, args.out, args.config, args.set,
         {"device": args.device, "batch_seconds": args.batch_seconds, "num_workers": args.num_workers,
-         "strict": args.strict},
+         "strict": args.strict}, not args.no_trim_silence,
     ),
     "train": lambda args: train(
         args.data, args.features, args.out, args.teacher_targets, args.config, args.set, args.epoch_budget
@@ -363,7 +401,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": lambda args: report(args.experiment, args.out),
     "predict": lambda args: predict(
         args.model, list(args.inputs) + ([f"@{args.list}"] if args.list else []), args.top_k, args.threshold,
-        args.batch_size, args.device, args.max_seconds,
+        args.batch_size, args.device, args.max_seconds, args.segment,
+    ),
+    "calibrate": lambda args: calibrate(
+        args.model, args.data, args.split, args.target, args.method, args.temperature, args.batch_size
     ),
     "export": lambda args: export(
         args.model, args.format, args.int8, args.out, args.verify, args.max_verify_files, args.tolerance

@@ -137,7 +137,8 @@ def add_deployment_parsers(commands: argparse._SubParsersAction) -> None:
         "predict",
         help="intent of audio files: one JSON line per file on stdout",
         description="One JSON line per file: file, intent, confidence, top_k, slots, duration "
-        "(and transcript with a CTC head); an unusable file gets {file, error} and the exit status is 1.",
+        "(and transcript with a CTC head; reason when the intent is 'unknown': no speech, not a command, "
+        "low confidence); an unusable file gets {file, error} and the exit status is 1.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", type=Path, required=True,
@@ -145,8 +146,12 @@ def add_deployment_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="*", help=PREDICT_INPUTS_HELP)
     parser.add_argument("--list", type=Path, default=None, help="a text file of paths, one a line (as @LIST)")
     parser.add_argument("--top-k", type=int, default=5, help="(intent, probability) pairs per line")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="below this probability the intent is 'unknown' (None: always the best)")  # fmt: skip
+    parser.add_argument("--threshold", default="auto",
+                        help="auto: the threshold `slukd calibrate` stored in the model (a model without one rejects "
+                        "nothing); a number: below it the rejection score answers 'unknown'; none: no rejection")  # fmt: skip
+    parser.add_argument("--segment", action="store_true",
+                        help="split each recording (of any length) into speech segments no longer than the model's "
+                        "window (--max-seconds at most): one JSON line per segment, with start/end")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16, help="files per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N")
     parser.add_argument("--max-seconds", type=float, default=None,
@@ -282,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     features_parser.add_argument(
         "--strict", action="store_true", help="stop at the first bad file instead of skipping it"
     )
+    features_parser.add_argument("--no-trim-silence", action="store_true",
+                                 help="keep leading/trailing non-speech (trimmed by default; models trained on "
+                                 "the store record the choice and inference follows it)")  # fmt: skip
     features_parser.set_defaults(command="features")
 
     train_parser = commands.add_parser(
@@ -313,4 +321,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_deployment_parsers(commands)
     add_evaluate_parsers(commands)
     add_cascade_parsers(commands)
+    add_calibrate_parser(commands)
     return parser
+
+
+def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
+    """``slukd calibrate``: the rejection threshold of a model dir, chosen on valid."""
+    parser = commands.add_parser(
+        "calibrate",
+        help="choose a student's rejection threshold on valid and store it in its config.json",
+        description="Writes the 'rejection' section (method, threshold, target acceptance, VAD settings) "
+        "of MODEL/config.json; predict uses it by default and export copies it into the ONNX metadata.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", type=Path, required=True, help="a student model dir")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="data folder with <split>.jsonl (or manifests/)"
+    )
+    parser.add_argument("--split", default="valid", help="the split to calibrate on (never test)")
+    parser.add_argument("--target", type=float, default=0.98, help="share of in-domain utterances to accept")
+    parser.add_argument("--method", default="auto", choices=["auto", "max_softmax", "energy", "unknown"],
+                        help="the rejection score (auto: unknown when the labels have it, else max_softmax)")  # fmt: skip
+    parser.add_argument("--temperature", type=float, default=1.0, help="temperature of the energy score")
+    parser.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
+    parser.set_defaults(command="calibrate")

@@ -29,6 +29,7 @@ from pipeline.data.audio import SAMPLE_RATE, AudioError, read_audio
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest
 from pipeline.data.text import normalize_transcript
+from pipeline.data.vad import trim_silence as trim_to_speech
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +85,19 @@ class WaveformBatch(NamedTuple):
 
 
 class WaveformDataset(Dataset):
-    """Manifest utterances as 16 kHz mono waveforms; problems become ``error`` strings."""
+    """Manifest utterances as 16 kHz mono waveforms; problems become ``error`` strings.
 
-    def __init__(self, manifest: Manifest, sample_rate: int = SAMPLE_RATE) -> None:
+    With ``trim_silence``, leading and trailing non-speech is cut (:func:`pipeline.data.vad.trim_silence`):
+    the one place training, feature extraction and evaluation do it, as inference does for a
+    model trained so (``trim_silence`` in its config.json).
+    """
+
+    def __init__(
+        self, manifest: Manifest, sample_rate: int = SAMPLE_RATE, trim_silence: bool = False
+    ) -> None:
         self.manifest = manifest
         self.sample_rate = sample_rate
+        self.trim_silence = trim_silence
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -108,6 +117,10 @@ class WaveformDataset(Dataset):
             notes.append(f"mixed {info.channels} channels down to mono")
         if info.sample_rate != self.sample_rate:
             notes.append(f"resampled {info.sample_rate} Hz to {self.sample_rate} Hz")
+        if self.trim_silence:
+            trimmed = trim_to_speech(samples, self.sample_rate)
+            notes += ["trimmed to its speech"] if len(trimmed) < len(samples) else []
+            samples = np.ascontiguousarray(trimmed)
         return WaveformItem(index, torch.from_numpy(samples), "", "; ".join(notes))
 
 
@@ -236,12 +249,13 @@ class Batch(NamedTuple):
 class UtteranceDataset(Dataset):
     """Manifest utterances with their label id, and raw features from a store or waveforms."""
 
-    def __init__(self, manifest: Manifest, labels: LabelSet, store: FeatureSource | None) -> None:
+    def __init__(self, manifest: Manifest, labels: LabelSet, store: FeatureSource | None,
+                 trim_silence: bool = False) -> None:  # fmt: skip
         self.manifest = manifest
         self.targets = [labels.index(u.intent) for u in manifest]
         self.transcripts = [normalize_transcript(u.transcript) for u in manifest]
         self.store = store
-        self.waveforms = None if store is not None else WaveformDataset(manifest)
+        self.waveforms = None if store is not None else WaveformDataset(manifest, trim_silence=trim_silence)
         if store is not None:
             missing = [u.id for u in manifest if u.id not in store]
             if missing:

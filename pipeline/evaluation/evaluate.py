@@ -167,7 +167,8 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
     hypotheses: dict[str, list[str | None]] = {c.name: [None] * len(manifest) for c in conditions}
     transcripts: list[str] = [""] * len(manifest)
     batches = batches_by_duration([u.duration for u in manifest], config.batch_seconds, config.max_batch_size)
-    loader = DataLoader(WaveformDataset(manifest), batch_sampler=batches, collate_fn=collate_waveforms)
+    waveforms = WaveformDataset(manifest, trim_silence=bool(model.config.get("trim_silence")))  # as trained
+    loader = DataLoader(waveforms, batch_sampler=batches, collate_fn=collate_waveforms)
     model.module.eval()
     for batch in tqdm(loader, desc=f"evaluate ({len(conditions)} condition(s))", unit="batch"):
         bad = [error for error in batch.errors if error]

@@ -86,12 +86,15 @@ def as_frontend(config: FbankConfig | FrontEnd | None) -> FrontEnd:
     return FbankFrontEnd(config or FbankConfig())
 
 
-def store_fingerprint(frontend: FbankConfig | FrontEnd, manifest_path: str | os.PathLike) -> dict:
-    """What a store's content depends on: the store version, the front-end's extraction config, the manifest."""
+def store_fingerprint(frontend: FbankConfig | FrontEnd, manifest_path: str | os.PathLike,
+                      trim_silence: bool = False) -> dict:  # fmt: skip
+    """What a store's content depends on: the store version, the front-end's extraction config, the
+    manifest, and trimming (named only when on, so stores built before it keep their fingerprint)."""
     return {
         "version": STORE_VERSION,
         "feature_config": as_frontend(frontend).extraction_config(),
         "manifest_sha256": manifest_sha256(manifest_path),
+        **({"trim_silence": True} if trim_silence else {}),
     }
 
 
@@ -177,6 +180,12 @@ class FeatureStore(FrameStore):
         cmvn = self.meta["cmvn"]
         return {"mean": cmvn["mean"], "std": cmvn["std"]}
 
+    @property
+    def trim_silence(self) -> bool:
+        """Whether leading/trailing non-speech was trimmed before extraction (a model trained on
+        the store records it, and inference trims the same way)."""
+        return bool(self.meta.get("trim_silence", False))
+
     def check_compatible(self, frontend: FbankConfig | FrontEnd,
                          manifest_path: str | os.PathLike | None = None) -> None:  # fmt: skip
         """Raise :class:`FeatureStoreError` naming what differs from the requested front-end/manifest."""
@@ -199,6 +208,7 @@ def compute_feature_store(
     output_dir: str | os.PathLike,
     config: FbankConfig | FrontEnd | None = None,
     options: ExtractionOptions | None = None,
+    trim_silence: bool = True,
 ) -> FeatureStore:
     """Extract features for every utterance of a manifest into a store (or reuse a finished one).
 
@@ -210,6 +220,8 @@ def compute_feature_store(
         config: the front-end whose raw features to store (an :class:`FbankConfig` means the
             fbank front-end with it; default: fbank with Kaldi's defaults).
         options: device, batch size, workers, strictness.
+        trim_silence: cut leading and trailing non-speech first (:mod:`pipeline.data.vad`); on for
+            new stores, and recorded in the store's meta (and so in every model trained on it).
 
     Raises:
         FeatureStoreError: with ``strict``, the first bad file; or every file was unusable.
@@ -217,7 +229,7 @@ def compute_feature_store(
     frontend = as_frontend(config)
     options = options or ExtractionOptions()
     manifest_path, output_dir = Path(manifest_path), Path(output_dir)
-    fingerprint = store_fingerprint(frontend, manifest_path)
+    fingerprint = store_fingerprint(frontend, manifest_path, trim_silence)
     if is_done(output_dir, fingerprint):
         logger.info("%s: feature store is up to date, skipping", output_dir)
         return FeatureStore(output_dir)
@@ -236,7 +248,7 @@ def compute_feature_store(
     start = time.monotonic()
     mine = batches[rank * len(batches) // world_size : (rank + 1) * len(batches) // world_size]
     try:
-        _extract_shard(manifest, mine, shard_dir, frontend, device, options, show_progress=rank == 0)
+        _extract_shard(manifest, mine, shard_dir, frontend, device, options, rank == 0, trim_silence)
         write_json(shard_dir / "status.json", {"ok": True})
     except Exception as error:
         write_json(shard_dir / "status.json", {"ok": False, "error": str(error)})
@@ -264,12 +276,12 @@ def compute_feature_store(
 
 
 def _extract_shard(manifest, batches, shard_dir: Path, frontend: FrontEnd, device: torch.device,
-                   options: ExtractionOptions, show_progress: bool) -> None:  # fmt: skip
+                   options: ExtractionOptions, show_progress: bool, trim_silence: bool = False) -> None:  # fmt: skip
     """Extract some batches into ``shard_dir``: frames, index, per-batch CMVN partial sums, skips."""
     dim = frontend.feature_dim
     workers = options.num_workers if options.num_workers >= 0 else default_num_workers(device)
     loader = DataLoader(
-        WaveformDataset(manifest, frontend.sample_rate),
+        WaveformDataset(manifest, frontend.sample_rate, trim_silence),
         batch_sampler=batches,
         num_workers=workers,
         collate_fn=collate_waveforms,

@@ -56,6 +56,7 @@ from pipeline.serving.model_dir import (
     LoadedStudent,
     load_model_dir,
 )
+from pipeline.serving.rejection import rejection_metadata
 from pipeline.students.registry import min_input_length
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,7 @@ def export_model(
         "quantization": "int8-dynamic" if int8 else "none",
         "source_model": str(model_dir),
         "max_seconds": str(getattr(loaded.model, "max_input_seconds", "")),
+        **rejection_metadata(saved),  # slukd_rejection, trim_silence
     }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out.parent) as scratch:

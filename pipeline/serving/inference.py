@@ -14,13 +14,19 @@ the baseline the students are measured against; its hypothesis is the prediction
 
 Limits: an input longer than ``max_seconds`` (default :data:`MAX_SECONDS`) is refused with an
 :class:`~pipeline.data.audio.AudioError` that names it and the limit (checked from the header before
-decoding), so a long recording can never exhaust memory; split it first. Empty inputs are
-refused the same way. A batch holds at most ``batch_size`` inputs and ``max_batch_seconds`` of
+decoding), so a long recording can never exhaust memory; :meth:`IntentRecognizer.predict_segments`
+answers its speech segments instead. Empty inputs are refused the same way.
+
+Saying "unknown" (:mod:`pipeline.serving.rejection`): with ``threshold="auto"`` (the default) a
+model's calibrated rejection applies: no speech (the model does not run), its ``unknown`` class,
+or a score below the threshold answer ``"unknown"`` with a ``reason``. A model trained on
+trimmed audio (``trim_silence`` in its config) gets its input trimmed the same way. A batch holds at most ``batch_size`` inputs and ``max_batch_seconds`` of
 padded audio.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -35,7 +41,6 @@ import torch
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import SlukdError
 from pipeline.data.audio import (
-    AUDIO_SUFFIXES,
     SAMPLE_RATE,
     AudioError,
     audio_info,
@@ -45,14 +50,25 @@ from pipeline.data.audio import (
 )
 from pipeline.data.batching import batches_by_duration, pad_sequences
 from pipeline.data.labels import LabelSet, intent_slot_values
+from pipeline.serving.inputs import expand_inputs, find_audio_files
 from pipeline.serving.model_dir import ONNX_FORMAT, ONNX_FORMAT_VERSION, load_model_dir
+from pipeline.serving.rejection import (
+    NO_SPEECH,
+    UNKNOWN_INTENT,
+    Rejection,
+    no_command_reason,
+    rejection_from_config,
+    rejection_from_metadata,
+    resolve_rejection,
+    screen,
+)
+from pipeline.serving.segments import cut, segment_recording
 from pipeline.students.ctc import greedy_ctc
 
 logger = logging.getLogger(__name__)
 
 MAX_SECONDS = 60.0  # longest input accepted; longer recordings are refused, not cropped
 MAX_BATCH_SECONDS = 480.0  # padded audio per batch (bounds fbank and attention memory)
-UNKNOWN_INTENT = "unknown"
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
@@ -75,11 +91,15 @@ class Prediction:
     duration: float  # seconds of audio
     transcript: str | None = None  # greedy CTC decoding with a CTC head; a cascade's ASR hypothesis
     source: str | None = None  # the file, or ``array[i]``
+    reason: str | None = None  # why the intent is "unknown" (pipeline.serving.rejection), else None
+    start: float | None = None  # seconds into the recording, for a segment of one (predict_segments)
+    end: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``slukd predict`` line without ``file``)."""
-        result: dict[str, Any] = {
-            "intent": self.intent,
+        result: dict[str, Any] = {} if self.start is None else {"start": self.start, "end": self.end}
+        result |= {"intent": self.intent} | ({"reason": self.reason} if self.reason else {})
+        result |= {
             "confidence": round(self.confidence, 6),
             "top_k": [[intent, round(probability, 6)] for intent, probability in self.top_k],
             "slots": self.slots,
@@ -112,6 +132,7 @@ class TorchBackend:
         self.sample_rate = loaded.frontend.sample_rate
         self.ctc_characters: str | None = loaded.ctc_characters
         self.max_seconds: float | None = getattr(loaded.model, "max_input_seconds", None)  # the family's own
+        self.rejection, self.trim_silence = rejection_from_config(loaded.config, str(model_dir))
 
     @torch.inference_mode()
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
@@ -163,6 +184,7 @@ class OnnxBackend:
             self.labels = LabelSet.from_dict(json.loads(metadata["labels"]))
             self.sample_rate = int(metadata["sample_rate"])
             self.max_seconds = float(metadata["max_seconds"]) if metadata.get("max_seconds") else None
+            self.rejection, self.trim_silence = rejection_from_metadata(metadata, str(path))
         except (KeyError, ValueError) as error:
             raise InferenceError(f"{path}: bad metadata ({_first_line(error)})") from None
         self.ctc_characters = metadata.get("ctc_characters") or None
@@ -217,6 +239,8 @@ class IntentRecognizer:
         self.ctc_characters: str | None = backend.ctc_characters
         # the model's own limit (Whisper's 30 s) where it is lower
         self.max_seconds = min(max_seconds, backend.max_seconds or max_seconds)
+        self.rejection: Rejection | None = getattr(backend, "rejection", None)  # pipeline.serving.rejection
+        self.trim_silence: bool = getattr(backend, "trim_silence", False)  # as the model was trained
 
     @classmethod
     def from_pretrained(
@@ -301,7 +325,7 @@ class IntentRecognizer:
         inputs: AudioInput | Sequence[AudioInput],
         sample_rate: int | None = None,
         top_k: int = 5,
-        threshold: float | None = None,
+        threshold: float | str | None = "auto",
         batch_size: int = 16,
     ) -> list[Prediction]:
         """Predict the intent of each input (file paths, or arrays at ``sample_rate``).
@@ -311,7 +335,9 @@ class IntentRecognizer:
                 numpy/torch arrays ``[samples]`` or ``[channels, samples]``.
             sample_rate: the rate of array inputs.
             top_k: how many (intent, probability) pairs each result lists.
-            threshold: below this top probability the intent is ``"unknown"`` (no slots).
+            threshold: ``"auto"``: the model's calibrated rejection (none stored: no rejection);
+                a number: below it the rejection score (max-softmax unless calibrated with another
+                method) answers ``"unknown"`` (no slots, a ``reason``); None: no rejection.
             batch_size: inputs per forward pass (batches are sorted by length).
 
         Raises:
@@ -330,7 +356,7 @@ class IntentRecognizer:
         self,
         paths: Iterable[str | os.PathLike],
         top_k: int = 5,
-        threshold: float | None = None,
+        threshold: float | str | None = "auto",
         batch_size: int = 16,
     ) -> Iterator[tuple[str, Prediction | AudioError]]:
         """Predict files one chunk at a time, in input order; a bad file yields its error, not a crash."""
@@ -343,7 +369,21 @@ class IntentRecognizer:
         if chunk:
             yield from self._predict_chunk(chunk, top_k, threshold, batch_size)
 
-    def _predict_chunk(self, paths: list[str], top_k: int, threshold: float | None,
+    def predict_segments(self, path: str | os.PathLike, top_k: int = 5, threshold: float | str | None = "auto",
+                         batch_size: int = 16) -> list[Prediction]:  # fmt: skip
+        """One prediction (with ``start``/``end``) per speech segment of a recording of any length
+        (:mod:`pipeline.serving.segments`); without speech, one ``no speech`` answer for all of it."""
+        waveform, spans = segment_recording(path, self.sample_rate, self.max_seconds, self.rejection)
+        names = [f"{path}@{start:g}-{end:g}" for start, end in spans]
+        pieces = cut(waveform, self.sample_rate, spans)
+        predictions = self._predict_waveforms(pieces, names, top_k, threshold, batch_size)
+        for prediction, (start, end) in zip(predictions, spans, strict=True):
+            prediction.start, prediction.end = start, end
+        seconds = len(waveform) / self.sample_rate
+        silent = Prediction(UNKNOWN_INTENT, 0.0, [], {}, seconds, source=str(path), reason=NO_SPEECH)
+        return predictions or [dataclasses.replace(silent, start=0.0, end=round(seconds, 4))]
+
+    def _predict_chunk(self, paths: list[str], top_k: int, threshold: float | str | None,
                        batch_size: int) -> Iterator[tuple[str, Prediction | AudioError]]:  # fmt: skip
         results: dict[int, Prediction | AudioError] = {}
         waveforms, names, positions = [], [], []
@@ -362,20 +402,30 @@ class IntentRecognizer:
             yield path, results[position]
 
     def _predict_waveforms(self, waveforms: list[np.ndarray], names: list[str], top_k: int,
-                           threshold: float | None, batch_size: int) -> list[Prediction]:  # fmt: skip
+                           threshold: float | str | None, batch_size: int) -> list[Prediction]:  # fmt: skip
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        results: list[Prediction | None] = [None] * len(waveforms)
+        rejection = resolve_rejection(self.rejection, threshold, self.labels)
+        vad = rejection.vad_config if rejection else None
+        screened = [screen(waveform, self.sample_rate, self.trim_silence, vad) for waveform in waveforms]
+        results: list[Prediction | None] = [
+            None if found else Prediction(UNKNOWN_INTENT, 0.0, [], {}, len(waveforms[i]) / self.sample_rate,
+                                          source=names[i], reason=NO_SPEECH)
+            for i, (_, found) in enumerate(screened)
+        ]  # fmt: skip
+        speech = [index for index, result in enumerate(results) if result is None]  # the model runs on these
         max_samples = int(MAX_BATCH_SECONDS * self.sample_rate)
-        for members in batches_by_duration([len(w) for w in waveforms], max_samples, batch_size):
-            batch, lengths = pad_waveforms([waveforms[i] for i in members])
+        for members in batches_by_duration([len(screened[i][0]) for i in speech], max_samples, batch_size):
+            batch, lengths = pad_waveforms([screened[speech[m]][0] for m in members])
             output = self.forward(batch, lengths)
-            for row, index in enumerate(members):
-                results[index] = self._prediction(output, row, lengths[row], names[index], top_k, threshold)
+            for row, index in enumerate(speech[m] for m in members):
+                results[index] = self._prediction(
+                    output, row, len(waveforms[index]), names[index], top_k, rejection
+                )
         return [result for result in results if result is not None]
 
     def _prediction(self, output: ModelOutput, row: int, samples: int, name: str, top_k: int,
-                    threshold: float | None) -> Prediction:  # fmt: skip
+                    rejection: Rejection | None) -> Prediction:  # fmt: skip
         logits = output.logits[row].astype(np.float64)
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
@@ -383,8 +433,10 @@ class IntentRecognizer:
         best = int(ranked[0])
         confidence = float(probabilities[best])
         intent = self.labels.intent(best)
-        if threshold is not None and confidence < threshold:
-            intent = UNKNOWN_INTENT
+        reason = (
+            rejection.reason(logits, self.labels) if rejection else no_command_reason(intent, self.labels)
+        )
+        intent = UNKNOWN_INTENT if reason else intent
         transcript = None if output.transcripts is None else output.transcripts[row]
         if self.ctc_characters and output.ctc_log_probs is not None:
             frames = int(output.ctc_lengths[row]) if output.ctc_lengths is not None else None
@@ -397,6 +449,7 @@ class IntentRecognizer:
             duration=samples / self.sample_rate,
             transcript=transcript,
             source=name,
+            reason=reason,
         )
 
 
@@ -404,13 +457,6 @@ def intent_slots(intent: str, labels: LabelSet) -> dict[str, str]:
     """Slot values of an intent label (:func:`pipeline.data.labels.intent_slot_values`); ``{}`` where the
     label space has no slots, the intent is unknown or its name does not split into known values."""
     return intent_slot_values(labels, intent) if intent in labels else {}
-
-
-def find_audio_files(folder: str | os.PathLike) -> list[Path]:
-    """Audio files under ``folder`` (recursive, sorted), by suffix."""
-    return sorted(
-        path for path in Path(folder).rglob("*") if path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES
-    )
 
 
 def pad_waveforms(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -439,38 +485,3 @@ __all__ = [
     "intent_slots",
     "pad_waveforms",
 ]
-
-
-def expand_inputs(items: Sequence[str], stdin: Iterable[str] | None = None) -> list[tuple[str, str | None]]:
-    """What ``slukd predict`` was given, as ``(file, problem)`` pairs (problem ``None`` when fine).
-
-    An item is an audio file; a directory (its audio files, recursive, sorted); ``@LIST``, a text
-    file with one path per line (blank lines and ``#`` comments skipped); or ``-``, the same
-    from ``stdin``. A directory without audio files or an unreadable list is reported as a problem.
-    """
-    expanded: list[tuple[str, str | None]] = []
-    for item in items:
-        if item == "-":
-            expanded += expand_inputs(_list_lines(stdin or []), None)
-        elif item.startswith("@") and len(item) > 1:
-            try:
-                lines = Path(item[1:]).read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as error:
-                expanded.append((item, f"cannot read the list file ({_first_line(error)})"))
-                continue
-            expanded += expand_inputs(_list_lines(lines), stdin)
-        elif Path(item).is_dir():
-            found = find_audio_files(item)
-            if not found:
-                expanded.append(
-                    (item, f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in this directory")
-                )
-            expanded += [(str(path), None) for path in found]
-        else:
-            expanded.append((item, None))
-    return expanded
-
-
-def _list_lines(lines: Iterable[str]) -> list[str]:
-    stripped = (line.strip() for line in lines)
-    return [line for line in stripped if line and not line.startswith("#")]

@@ -60,6 +60,8 @@ ONNX_METADATA_KEYS = {
     "quantization": "'none' or 'int8-dynamic'",
     "max_seconds": "the longest input the model takes, in seconds (Whisper: 30); empty: no limit of its own",
     "source_model": "the student model dir it was exported from",
+    "slukd_rejection": "JSON rejection section of config.json (pipeline.serving.rejection); empty: no rejection",
+    "trim_silence": "'true' when the model was trained on trimmed audio (inference trims the same way)",
 }
 
 
@@ -220,4 +222,18 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, frontend: FrontEnd
         "ctc_characters": None,
         **(extra or {}),
     }
+    write_json(folder / CONFIG_FILE, config)
+
+
+def update_config(path: str | os.PathLike, entries: dict[str, Any]) -> None:
+    """Set top-level entries of a student model dir's config.json (e.g. its ``rejection`` section),
+    rewriting the file atomically as it is on disk (an old version stays that version).
+
+    Raises:
+        ModelDirError: not a student model dir (as :func:`read_config`).
+    """
+    folder = Path(path)
+    read_config(folder)  # a dir this slukd reads, or a one-line error
+    config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    config.update(entries)
     write_json(folder / CONFIG_FILE, config)

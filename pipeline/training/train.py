@@ -445,7 +445,8 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
         if train_config.average_best > 1:
             logits, targets, _ = predict(student, valid_loader, features, device)
             metrics["valid_accuracy_averaged"], _ = accuracy_and_loss(logits, targets)
-        extra = {"ctc_characters": CHARACTERS if student.has_ctc else None, "training": config.to_dict()}
+        extra = {"ctc_characters": CHARACTERS if student.has_ctc else None, "training": config.to_dict(),
+                 "trim_silence": data.trim_silence}  # fmt: skip
         save_model_dir(output_dir, student.cpu(), data.frontend, data.labels, extra, metrics)
         mark_done(output_dir, fingerprint)
         logger.info(

@@ -78,6 +78,7 @@ class TrainData:
     train_lengths: list[int]  # per utterance, what batches are capped by (input frames, 10 ms on the fly)
     valid_lengths: list[int]  # (kept when the datasets hold frozen states, so the batches stay the same)
     frozen: bool = False  # the datasets hold the student's frozen encoder states (with_frozen_cache)
+    trim_silence: bool = False  # leading/trailing non-speech cut, as the feature stores were built
 
     def set_epoch(self, epoch: int) -> None:
         """Tell a train split of augmented copies which epoch it serves (a no-op otherwise)."""
@@ -197,6 +198,10 @@ def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Modu
     valid_store.check_compatible(stored)
     train_store.check_compatible(stored, inputs.train_manifest)
     valid_store.check_compatible(stored, inputs.valid_manifest)
+    trim = train_store.trim_silence
+    if valid_store.trim_silence != trim:
+        raise DataError(f"{inputs.valid_features}: trim_silence {valid_store.trim_silence} differs from the train "
+                        f"store's ({trim}); build both with the same setting")  # fmt: skip
     use_stores = stored.name == wanted.name
     if use_stores:
         if stored.feature_dim != wanted.feature_dim:
@@ -221,10 +226,11 @@ def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Modu
         config.augment.needs_waveforms and not copies_cached(config, student)
     )
     train_set = UtteranceDataset(
-        train_manifest, labels, train_store if use_stores and not on_the_fly else None
+        train_manifest, labels, train_store if use_stores and not on_the_fly else None, trim
     )
-    valid_set = UtteranceDataset(valid_manifest, labels, valid_store if use_stores else None)
-    return TrainData(labels, train_set, valid_set, frontend, lengths_of(train_set), lengths_of(valid_set))
+    valid_set = UtteranceDataset(valid_manifest, labels, valid_store if use_stores else None, trim)
+    return TrainData(labels, train_set, valid_set, frontend, lengths_of(train_set), lengths_of(valid_set),
+                     trim_silence=trim)  # fmt: skip
 
 
 def lengths_of(dataset: UtteranceDataset) -> list[int]:
@@ -300,7 +306,7 @@ def with_frozen_cache(data: TrainData, student: nn.Module, config: ExperimentCon
                 f"store {json.dumps(dataset.store.feature_config)}"
                 if dataset.store is not None
                 else "waveforms"
-            )
+            ) + (", trimmed" if data.trim_silence else "")
             build_frozen_states(
                 student, lambda batch: features(batch, None, train=False), dataset, lengths, root / split,
                 cache_fingerprint(identity, dataset, source), config.train.max_frames, config.train.num_workers,
@@ -339,11 +345,12 @@ def build_augmented_copies(data: TrainData, student: nn.Module, config: Experime
     folders = augmented_copy_folders(config, root)
     if not folders:
         return []
-    waveforms = UtteranceDataset(data.train.manifest, data.labels, None)
+    waveforms = UtteranceDataset(data.train.manifest, data.labels, None, data.trim_silence)
     augmenter = Augmenter(config.augment, data.frontend.sample_rate)
-    base = cache_fingerprint(identity, waveforms, "waveforms")
+    base = cache_fingerprint(identity, waveforms, "waveforms" + (", trimmed" if data.trim_silence else ""))
     for copy, folder in enumerate(folders, start=1):
-        augmentation = CopyAugmentation(augmenter, copy, WaveformDataset(data.train.manifest))
+        waves = WaveformDataset(data.train.manifest, trim_silence=data.trim_silence)
+        augmentation = CopyAugmentation(augmenter, copy, waves)
 
         def inputs(
             batch: Batch, augmentation: CopyAugmentation = augmentation
