@@ -7,7 +7,7 @@ when the model has one; the in-domain columns are all the others):
 - ``max_softmax``: the largest in-domain probability of the softmax over every column
   (Hendrycks & Gimpel);
 - ``energy``: ``T * logsumexp(in-domain logits / T)``, the negative free energy (Liu et al.);
-- ``unknown_class``: ``1 - p(unknown)``, for a model trained with an ``unknown`` intent.
+- ``unknown``: ``1 - p(unknown)``, for a model trained with an ``unknown`` intent.
 
 Metrics (in-domain = positives, out-of-domain = negatives):
 
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-SCORE_METHODS = ("max_softmax", "energy", "unknown_class")
+SCORE_METHODS = ("max_softmax", "energy", "unknown")
 
 
 def _in_domain_columns(logits: np.ndarray, unknown: int | None) -> np.ndarray:
@@ -62,15 +62,15 @@ def acceptance_scores(logits: np.ndarray, method: str, unknown: int | None = Non
     """``[N]`` the ``method``'s score (one of :data:`SCORE_METHODS`).
 
     Raises:
-        ValueError: an unknown method, or ``unknown_class`` for a model without ``unknown``.
+        ValueError: an unknown method, or ``unknown`` for a model without ``unknown``.
     """
     if method == "max_softmax":
         return max_softmax_score(logits, unknown)
     if method == "energy":
         return energy_score(logits, unknown)
-    if method == "unknown_class":
+    if method == "unknown":
         if unknown is None:
-            raise ValueError("the unknown_class score needs a model with an 'unknown' intent")
+            raise ValueError("the unknown score needs a model with an 'unknown' intent")
         return unknown_class_score(logits, unknown)
     raise ValueError(f"unknown open-set score {method!r}; choose from {', '.join(SCORE_METHODS)}")
 

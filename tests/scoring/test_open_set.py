@@ -34,8 +34,8 @@ def test_scores_by_hand():
     assert unknown_class_score(LOGITS, 2) == pytest.approx([1 - 1 / (exp(2) + 2), 1 - exp(3) / (exp(3) + 2)])
     assert acceptance_scores(LOGITS, "energy", 2) == pytest.approx(energy_score(LOGITS, 2))
     with pytest.raises(ValueError, match="needs a model with an 'unknown' intent"):
-        acceptance_scores(LOGITS, "unknown_class")
-    with pytest.raises(ValueError, match="choose from max_softmax, energy, unknown_class"):
+        acceptance_scores(LOGITS, "unknown")
+    with pytest.raises(ValueError, match="choose from max_softmax, energy, unknown"):
         acceptance_scores(LOGITS, "entropy")
 
 
