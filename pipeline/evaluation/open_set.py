@@ -63,6 +63,14 @@ def in_domain_rows(manifest: Manifest) -> Manifest:
     return Manifest([u for u in manifest if u.intent != UNKNOWN_INTENT], manifest.path)
 
 
+def subset(manifest: Manifest, size: int, seed: int = 0) -> Manifest:
+    """A seeded subset of ``size`` utterances in manifest order (all of them for ``size`` 0 or more)."""
+    if size <= 0 or size >= len(manifest):
+        return manifest
+    keep = sorted(np.random.default_rng(seed).permutation(len(manifest))[:size].tolist())
+    return Manifest([manifest[i] for i in keep], manifest.path)
+
+
 @torch.no_grad()
 def model_logits(
     model: LoadedModel, manifest: Manifest, device: torch.device, batch_seconds: float = 60.0
@@ -106,9 +114,10 @@ def score_table(logits: np.ndarray, unknown: int | None) -> dict[str, np.ndarray
 def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, split: str,
                       in_domain_splits: tuple[str, ...] = ("test",), calibration_split: str = "valid",
                       acceptance: float = DEFAULT_ACCEPTANCE, device: str = "auto",
-                      out_dir: str | os.PathLike | None = None) -> dict:  # fmt: skip
+                      out_dir: str | os.PathLike | None = None, max_utterances: int = 0) -> dict:  # fmt: skip
     """Evaluate a model dir on the out-of-domain ``split`` of ``data`` against its in-domain
-    splits, and write ``eval/<split>.json`` (see the module docstring).
+    splits, and write ``eval/<split>.json`` (see the module docstring). ``max_utterances`` > 0:
+    a seeded subset of that many utterances of each in-domain split and of the calibration split.
 
     Raises:
         OpenSetError: ``split`` is not out-of-domain, or a split is missing.
@@ -127,8 +136,11 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
     torch_device = resolve_device(device)
     model = load_model(model_dir, torch_device)
     unknown = unknown_index(model.labels)
-    calibration = in_domain_rows(read_manifest(manifests[calibration_split]))
-    in_domain = {name: in_domain_rows(read_manifest(manifests[name])) for name in in_domain_splits}
+    calibration = subset(in_domain_rows(read_manifest(manifests[calibration_split])), max_utterances)
+    in_domain = {
+        name: subset(in_domain_rows(read_manifest(manifests[name])), max_utterances)
+        for name in in_domain_splits
+    }
     for name, manifest in {calibration_split: calibration, **in_domain}.items():
         strangers = sorted({u.intent for u in manifest} - set(model.labels.intents))
         if strangers:
@@ -175,6 +187,8 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
             "calibration_split": calibration_split,
             "utterances": len(ood),
             "in_domain_utterances": int(sum(len(m) for m in in_domain.values())),
+            "calibration_utterances": len(calibration),
+            "max_utterances": max_utterances,
         },
         "settings": {"acceptance": acceptance, "device": str(torch_device)},
         "method": default_method(model),
