@@ -252,8 +252,9 @@ def _fingerprint(config: OodConfig, engines: list[str], plan: list[PlannedOod]) 
         digest.update(
             f"{item.id}\t{item.source}\t{item.text}\t{item.speaker.id if item.speaker else ''}\n".encode()
         )
+    settings = {key: value for key, value in asdict(config).items() if key != "num_workers"}  # not the audio
     return {
-        **asdict(config),
+        **settings,
         "engines": engines,
         "version": GENERATOR_VERSION,
         "plan_sha256": digest.hexdigest(),
