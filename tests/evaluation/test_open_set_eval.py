@@ -130,3 +130,23 @@ def test_the_teacher_on_text_and_the_report_section(open_set):
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["open_set"]["student_oe/ood_test"]["method"] == "unknown"
     assert "teacher/ood_test" in metrics["open_set"]
+
+
+def test_subset_and_out_of_domain_detection(tmp_path):
+    from pipeline.data.manifest import Manifest, Utterance
+    from pipeline.evaluation.open_set import in_domain_rows, is_out_of_domain, subset
+
+    rows = [
+        Utterance(f"u{i}", f"u{i}.wav", 1.0, 16000, "hi", UNKNOWN_INTENT if i % 2 else "on")
+        for i in range(10)
+    ]
+    manifest = Manifest(rows, tmp_path / "m.jsonl")
+    assert not is_out_of_domain(manifest) and not is_out_of_domain(Manifest([], tmp_path / "e.jsonl"))
+    assert is_out_of_domain(Manifest(rows[1::2], tmp_path / "o.jsonl"))
+    assert [u.id for u in in_domain_rows(manifest)] == ["u0", "u2", "u4", "u6", "u8"]
+    picked = subset(manifest, 4)
+    assert len(picked) == 4 and [u.id for u in picked] == sorted(
+        (u.id for u in picked), key=lambda i: int(i[1:])
+    )
+    assert [u.id for u in subset(manifest, 4)] == [u.id for u in picked]  # seeded
+    assert subset(manifest, 0) is manifest and subset(manifest, 50) is manifest
