@@ -70,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help="also write the table to this markdown file")
+    parser.add_argument("--report-only", action="store_true", help="only print the tables of a finished run")
     return parser.parse_args(argv)
 
 
@@ -155,8 +156,9 @@ def _percent(value: float) -> str:
     return "–" if value != value else f"{100 * value:.1f}"
 
 
-def results_table(results: dict[str, dict]) -> tuple[str, str]:
-    """The markdown table (one row per model and score) and the default score, chosen on the students."""
+def results_table(results: dict[str, dict]) -> tuple[str, str, str]:
+    """The markdown table (one row per model and score), the default score chosen on the students
+    (as a sentence, and its name)."""
     header = ["model", "score", "AUROC", "FPR@95%TPR %", "in-domain false rej. %", "OOD rejected %",
               *[f"{kind} rej. %" for kind in KINDS]]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -173,7 +175,40 @@ def results_table(results: dict[str, dict]) -> tuple[str, str]:
                 candidates.append((metrics["auroc"], -metrics["fpr_at_95_tpr"], name, method))
     best = max(candidates)
     choice = f"{best[3]} (on {best[2]}: AUROC {best[0]:.4f}, FPR@95%TPR {100 * -best[1]:.1f}%)"
-    return "\n".join(lines), choice
+    return "\n".join(lines), choice, best[3]
+
+
+def source_table(results: dict[str, dict], default: str) -> str:
+    """Per model, at its threshold for the default score (its own when it lacks that score): the
+    rejection of each non-speech sound and of each speech kind, and the in-domain false rejections."""
+    sources = sorted(
+        {
+            source
+            for r in results.values()
+            for m in r["metrics"].values()
+            for source in m.get("rejected_by_source", {})
+        }
+    )
+    header = ["model", "score", "in-domain false rej. %", *[f"{source} rej. %" for source in sources]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, result in results.items():
+        method = default if default in result["metrics"] else result["method"]
+        metrics = result["metrics"][method]
+        lines.append("| " + " | ".join([name, method, _percent(metrics["in_domain_false_rejections"]),
+                                         *[_percent(metrics.get("rejected_by_source", {}).get(s, float("nan"))) for s in sources]]) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def saved_results(args: argparse.Namespace) -> dict[str, dict]:
+    """The eval files a finished run left under ``--work/eval`` (``--report-only``)."""
+    from pipeline.core.io import read_json
+
+    names = ("teacher", "teacher_oe", "student", "student_oe", "student_oe_kd")
+    return {
+        name: read_json(path)
+        for name in names
+        if (path := args.work / "eval" / name / "ood_test.json").is_file()
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -182,23 +217,31 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging("INFO")
     start = time.monotonic()
-    corpus, mixed = build_data(args)
-    dirs = train_models(args, corpus, mixed)
-    results = evaluate_models(args, mixed, dirs)
-    table, choice = results_table(results)
+    if args.report_only:
+        results = saved_results(args)
+    else:
+        corpus, mixed = build_data(args)
+        results = evaluate_models(args, mixed, train_models(args, corpus, mixed))
+    table, choice, default = results_table(results)
     first = next(iter(results.values()))
     minutes = (time.monotonic() - start) / 60
+    took = "" if args.report_only else f", {minutes:.1f} min"
     text = "\n\n".join([
-        f"# Open-set rejection benchmark ({datetime.date.today()}, {platform.node()}, {minutes:.1f} min)",
+        f"# Open-set rejection benchmark ({datetime.date.today()}, {platform.node()}{took})",
         f"Corpus `{args.size}`, out-of-domain `{args.ood_size}` ({args.engines}); student config "
         f"`{args.student_config.relative_to(ROOT) if args.student_config.is_relative_to(ROOT) else args.student_config}`"
-        f"{f', {args.epochs} epochs' if args.epochs else ''}. In-domain: {', '.join(IN_DOMAIN_SPLITS)} "
+        f"{f', {args.epochs} epochs' if args.epochs else ''}"
+        f"{f', students on {args.train_fraction:.0%} of train' if args.train_fraction < 1 else ''}"
+        f"{f', evaluation splits cut to {args.max_utterances} utterances' if args.max_utterances else ''}"
+        f". In-domain: {', '.join(IN_DOMAIN_SPLITS)} "
         f"({first['data']['in_domain_utterances']} utterances); out-of-domain: ood_test "
         f"({first['data']['utterances']} utterances, held-out kinds). Thresholds keep {args.acceptance:.0%} of "
         "the in-domain valid split. `_oe`: trained with outlier exposure (an `unknown` intent); `_kd`: "
         "distilled from teacher_oe's logits. The teachers read the transcripts.",
         table,
         f"Default by measurement: **{choice}**.",
+        "Rejection by source at each model's threshold for that score (non-speech by sound):",
+        source_table(results, default),
     ])  # fmt: skip
     print(text)  # the benchmark's report goes to stdout, like benchmarks/distill.py's tables
     if args.out is not None:

@@ -12,7 +12,8 @@ holds, for the model (student, teacher on the transcripts, or cascade) on clean 
   ``rejection`` section for that score, else the one that accepts ``acceptance`` (default 98%)
   of the in-domain ``calibration_split`` (default ``valid``);
 - ``metrics``: per score, AUROC, FPR at 95% TPR, in-domain false rejections and the rejection
-  rate overall and per kind at that threshold (:func:`pipeline.scoring.open_set.open_set_summary`);
+  rate overall and per kind at that threshold (:func:`pipeline.scoring.open_set.open_set_summary`),
+  and ``rejected_by_source``: per kind, with non-speech split by sound (silence, noise colour, hum);
   ``method``: the model's own rejection score (its ``rejection`` section), else ``unknown``
   when it has that intent, else ``max_softmax``.
 """
@@ -38,6 +39,7 @@ from pipeline.scoring.open_set import (
     SCORE_METHODS,
     acceptance_scores,
     open_set_summary,
+    rejection_by_kind,
     threshold_for_acceptance,
 )
 from pipeline.serving.model_kinds import TEXT, LoadedModel, load_model, model_kind
@@ -155,6 +157,11 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
         m: np.concatenate([scores_of[name][m] for name in in_domain_splits]) for m in scores_of[split]
     }
     kinds = [str(u.extra.get("ood_kind", "out_of_domain")) for u in ood]
+    # the source within a kind for non-speech (silence, pink, hum_60, ...), where rejection must be total
+    sources = [
+        str(u.extra.get("ood_source", kind)) if kind == "non_speech" else kind
+        for u, kind in zip(ood, kinds, strict=True)
+    ]
     metrics, thresholds = {}, {}
     for method, out_scores in scores_of[split].items():
         if own and own.get("method") == method:
@@ -166,6 +173,9 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
                 "from": f"{calibration_split} at {acceptance:.0%} acceptance",
             }
         metrics[method] = open_set_summary(in_scores[method], out_scores, kinds, thresholds[method]["value"])
+        metrics[method]["rejected_by_source"] = rejection_by_kind(
+            out_scores, sources, thresholds[method]["value"]
+        )
     rows = []
     for name, manifest in {split: ood, **in_domain}.items():
         logits_kind = [
