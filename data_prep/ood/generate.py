@@ -43,7 +43,7 @@ from pipeline.data.open_set import NO_SPEECH_TRANSCRIPT, OOD_KINDS, OOD_SPLITS, 
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: near misses never equal a phrasing of the built-in grammar
 TEXT_KINDS = ("other_domain", "generic", "near_miss")
 BABBLE_TALKERS = 8
 
@@ -129,7 +129,9 @@ def plan_ood(config: OodConfig, engines: list[str]) -> list[PlannedOod]:
     texts = {
         "other_domain": other_domain_texts(),
         "generic": generic_texts(config.seed),
-        "near_miss": near_miss_texts(in_domain_sentences(config.in_domain), rng, config.seed),
+        "near_miss": near_miss_texts(
+            in_domain_sentences(config.in_domain), rng, config.seed, in_domain_sentences([])
+        ),
     }
     plan: list[PlannedOod] = []
     turn = {"train": 0, "test": 0}

@@ -199,15 +199,17 @@ def generic_texts(seed: int = 0) -> tuple[list[OodText], list[OodText]]:
 
 
 def near_miss_texts(
-    in_domain: Iterable[str], rng: np.random.Generator, seed: int = 0
+    in_domain: Iterable[str], rng: np.random.Generator, seed: int = 0, commands: Iterable[str] = ()
 ) -> tuple[list[OodText], list[OodText]]:
-    """Near misses of the in-domain sentences ``in_domain``: (seen, held out).
+    """Near misses of the in-domain sentences ``in_domain``: (seen, held out). A candidate that
+    normalises to one of them or of ``commands`` (every sentence the model must accept: the
+    built-in grammar's phrasings, which the corpus's test splits hold too) is dropped.
 
     Half of the source sentences (by a stable hash) feed the seen part with the seen
     replacement values, the other half the held-out part with the held-out values.
     """
     sentences = sorted({normalize_transcript(text) for text in in_domain} - {""})
-    forbidden = set(sentences)
+    forbidden = set(sentences) | {normalize_transcript(text) for text in commands}
     kind_of_word = {word: kind for kind, words in SLOT_WORDS.items() for word in words}
     seen: list[OodText] = []
     held: list[OodText] = []

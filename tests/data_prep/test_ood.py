@@ -67,6 +67,9 @@ def test_near_misses_are_never_in_domain_and_hold_out_their_vocabulary():
     in_domain = {normalize_transcript(text) for text in IN_DOMAIN}
     assert seen and held
     assert not {item.text for item in seen + held} & in_domain
+    # from a few sentences, with every command forbidden (what a corpus's test splits may hold)
+    few_seen, few_held = near_miss_texts(IN_DOMAIN[:40], np.random.default_rng(0), commands=IN_DOMAIN)
+    assert few_seen + few_held and not {item.text for item in few_seen + few_held} & in_domain
     assert {item.source for item in seen} == {
         "near_miss:wrong_value",
         "near_miss:reordered",
