@@ -79,7 +79,7 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
     from data_prep.ood.generate import OodConfig, prepare_ood
     from data_prep.ood.mix import mix_open_set
     from data_prep.synthetic.generate import SyntheticConfig, prepare_synthetic
-    from pipeline.core.io import is_done, mark_done
+    from pipeline.core.io import file_sha256, is_done, mark_done
     from pipeline.frontends.feature_store import ExtractionOptions, compute_feature_store
 
     engines = [name.strip() for name in args.engines.split(",") if name.strip()]
@@ -88,9 +88,14 @@ def build_data(args: argparse.Namespace) -> tuple[Path, Path]:
     prepare_synthetic(corpus, SyntheticConfig(size=args.size, engines=engines, held_out_engine=held_out))
     prepare_ood(ood, OodConfig(size=args.ood_size, engines=engines, held_out_engine=held_out,
                                in_domain=[str(corpus / "manifests/train.jsonl")]))  # fmt: skip
-    if not is_done(mixed, [args.size, args.ood_size, args.engines]):
+    sources = {
+        str(path): file_sha256(path)
+        for folder in (corpus, ood)
+        for path in sorted(folder.glob("manifests/*"))
+    }
+    if not is_done(mixed, sources):
         mix_open_set(corpus, ood, mixed)
-        mark_done(mixed, [args.size, args.ood_size, args.engines])
+        mark_done(mixed, sources)
     options = ExtractionOptions(device=args.device, num_workers=0)
     for data in (corpus, mixed):
         for split in ("train", "valid"):
