@@ -68,6 +68,7 @@ from pipeline.data.batching import WaveformDataset, batches_by_duration, collate
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest
 from pipeline.data.text import normalize_transcript
+from pipeline.evaluation.open_set import evaluate_open_set, is_out_of_domain
 from pipeline.evaluation.records import (
     asr_record,
     condition_scores,
@@ -379,6 +380,8 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     model_dir = Path(model_dir)
     kind = model_kind(model_dir)
     manifest_path = _manifest_for(data, split)
+    if is_out_of_domain(read_manifest(manifest_path)):  # every intent `unknown`: the open-set evaluation
+        return evaluate_open_set(model_dir, data, split, device=config.device, out_dir=out_dir)
     target = eval_path(model_dir, split, out_dir)
     settings = {**to_dict(config), "snrs": list(config.snrs), "noise_types": list(config.noise_types)}
     if MODEL_KINDS[kind].input == TEXT:

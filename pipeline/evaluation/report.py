@@ -40,6 +40,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import atomic_directory, write_json
 from pipeline.core.version import __version__
 from pipeline.evaluation.evaluate import EVAL_FOLDER, EVAL_FORMAT
+from pipeline.evaluation.open_set import OPEN_SET_FORMAT
 from pipeline.evaluation.records import subset_note
 from pipeline.evaluation.report_cascade import section as cascade_section
 from pipeline.evaluation.report_figures import (
@@ -50,6 +51,7 @@ from pipeline.evaluation.report_figures import (
     plot_training_curves,
     safe_name,
 )
+from pipeline.evaluation.report_open_set import section as open_set_section
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +95,8 @@ def find_models(experiment: str | os.PathLike, exclude: Path | None = None) -> l
             except (json.JSONDecodeError, OSError) as error:
                 logger.warning("%s: skipped (%s)", path, error)
                 continue
+            if isinstance(data, dict) and data.get("format") == OPEN_SET_FORMAT:
+                continue  # read by the open-set section
             if not isinstance(data, dict) or data.get("format") != EVAL_FORMAT:
                 logger.warning("%s: skipped (not a slukd eval file)", path)
                 continue
@@ -392,6 +396,11 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
             comparison_blocks, comparison = cascade_section(best, cascades, split)
             blocks += [("table", Table(*content)) if kind == "rows" else (kind, content)
                        for kind, content in comparison_blocks]  # fmt: skip
+        open_set_blocks, open_set = open_set_section((m.name, m.folder) for m in models)
+        blocks += [
+            ("table", Table(*content)) if kind == "rows" else (kind, content)
+            for kind, content in open_set_blocks
+        ]
         gpu = gpu_table(models)
         if gpu is not None:
             blocks += [("h2", "GPU speed"), ("table", gpu)]
@@ -411,6 +420,7 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
             "main_split": split,
             "best_student": best.name if best is not None else None,
             "end_to_end_vs_cascade": comparison,
+            "open_set": open_set,
             "models": {
                 m.name: {"dir": str(m.folder), "kind": m.kind,
                          "eval_files": {s: str(m.folder / EVAL_FOLDER / f"{s}.json") for s in m.evals},
