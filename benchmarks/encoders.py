@@ -153,7 +153,10 @@ def measure(args: argparse.Namespace) -> list[EncoderResult]:
 
     manifests = args.data / "manifests"
     labels = LabelSet.load(manifests / "labels.json")
-    sets = evaluation_sets({split: manifests / f"{split}.jsonl" for split in SPLITS}, labels, [])
+    present = {
+        split: manifests / f"{split}.jsonl" for split in SPLITS if (manifests / f"{split}.jsonl").is_file()
+    }
+    sets = evaluation_sets(present, labels, [])
     scorer = StudentScorer(sets, "cpu")
     features = ensure_features(args.data, args.work)
     results = []
@@ -185,9 +188,10 @@ def _mean(values: list[float]) -> float:
 
 
 def table(results: list[EncoderResult], seeds: list[int]) -> str:
-    """The markdown table of the module docstring."""
+    """The markdown table of the module docstring (the splits the corpus has)."""
     several = len(seeds) > 1
-    columns = ["encoder", "params (trained)", *(f"{s} acc %" for s in SPLITS), "cache s", "train s",
+    splits = [split for split in SPLITS if results and split in results[0].counts]
+    columns = ["encoder", "params (trained)", *(f"{s} acc %" for s in splits), "cache s", "train s",
                "int8 ms (p90)", "int8 MB", "int8 test acc %"]  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for result in results:
@@ -195,7 +199,7 @@ def table(results: list[EncoderResult], seeds: list[int]) -> str:
             f"`{result.encoder}`",
             f"{result.parameters / 1e6:.1f} M ({result.trained_parameters / 1e6:.2f} M)",
         ]
-        for split in SPLITS:
+        for split in splits:
             correct, n = result.counts[split]
             text = f"{_mean(result.accuracy[split]):.1f} ({correct}/{n})"
             if several:
@@ -222,7 +226,8 @@ def header(args: argparse.Namespace, minutes: float) -> str:
     hardware = (environment().get("hardware") or {}).get("cpu") or platform.processor() or platform.machine()
     return (
         f"# Pretrained encoders on `{args.data}`\n\n"
-        f"{datetime.date.today().isoformat()}, `{command}`, {minutes:.1f} min on one CPU thread ({hardware}).\n"
+        f"{datetime.date.today().isoformat()}, `{command}`, {minutes:.1f} min on one CPU thread ({hardware}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end: shared, so times are inflated).\n"
         f"Student: `{args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}` "
         f"with `student.pretrained` swapped{' and ' + ', '.join(args.set) if args.set else ''}; "
         f"seeds {', '.join(map(str, args.seeds))}. int8 latency: a 3.0 s command at batch 1, one thread, "
