@@ -139,7 +139,8 @@ def int8_latency(args: argparse.Namespace, run_dir: Path, index: int) -> dict:
     """Export the run to int8 ONNX (once) and time it as ``benchmarks/inference.py`` does."""
     from benchmarks.inference import prepare_student, run_method
 
-    student = prepare_student(run_dir, index, args.work / "onnx", ["onnx_int8"])
+    # one folder per run: prepare_student reuses an export it finds there
+    student = prepare_student(run_dir, index, args.work / "onnx" / run_dir.parent.name, ["onnx_int8"])
     options = argparse.Namespace(
         manifest=args.data / "manifests" / "test.jsonl", runs=args.runs, limit=0, cascade_limit=0
     )
