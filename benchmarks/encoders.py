@@ -65,6 +65,7 @@ class EncoderResult:
     accuracy: dict[str, list[float]] = field(default_factory=dict)  # split -> % per seed
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # split -> (correct, n), first seed
     cache_seconds: list[float] = field(default_factory=list)
+    reused_runs: int = 0  # runs an earlier invocation trained (their times are from then)
     train_seconds: list[float] = field(default_factory=list)
     int8: dict = field(default_factory=dict)  # benchmarks/inference.py's child result
 
@@ -100,13 +101,17 @@ def cache_seconds(frozen_root: Path) -> float:
 def train_run(args: argparse.Namespace, features: Path, encoder: str, seed: int) -> tuple[Path, dict]:
     """Train (or find) one run: its folder and timing (``train_seconds``, and ``cache_seconds`` of
     the encoder's frozen-encoder cache, built once per encoder by whichever run came first)."""
+    from pipeline.core.config import to_dict
     from pipeline.core.io import read_json, write_json
     from pipeline.training.train import TrainInputs, load_experiment_config, train_student
 
     manifests = args.data / "manifests"
     frozen_root = args.work / "frozen" / slug(encoder)
     settings = [*args.set, f"student.pretrained={encoder}", "train.device=cpu"]
-    digest = hashlib.sha256(args.config.read_bytes() + "\n".join(settings).encode()).hexdigest()[:8]
+    # the folder is named by the resolved config (less the seed), so a comment edit keeps it
+    resolved = to_dict(load_experiment_config(args.config, settings))
+    resolved.get("train", {}).pop("seed", None)
+    digest = hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()[:8]
     run_dir = args.work / "runs" / f"{slug(encoder)}_{digest}" / f"seed{seed}"
     settings.append(f"train.seed={seed}")
     config = load_experiment_config(args.config, settings)
@@ -115,14 +120,16 @@ def train_run(args: argparse.Namespace, features: Path, encoder: str, seed: int)
         None, frozen_cache=frozen_root,
     )  # fmt: skip
     timing_file = run_dir / "bench_timing.json"
+    trained_before = timing_file.is_file()
     metrics = train_student(inputs, run_dir, config)
-    if not timing_file.is_file():  # trained just now
+    if not trained_before:  # trained just now
         write_json(timing_file, {
             "train_seconds": float(metrics.get("train_seconds_this_run", 0.0)),
             "epochs": metrics.get("epochs"),
             "settings": settings,
         })  # fmt: skip
-    return run_dir, {**read_json(timing_file), "cache_seconds": round(cache_seconds(frozen_root), 2)}
+    timing = {**read_json(timing_file), "cache_seconds": round(cache_seconds(frozen_root), 2)}
+    return run_dir, {**timing, "reused": trained_before}
 
 
 def parameter_counts(model_dir: Path) -> tuple[int, int]:
@@ -175,6 +182,7 @@ def measure(args: argparse.Namespace) -> list[EncoderResult]:
                     result.counts[eval_set.name] = (round(score.accuracy * n), n)
             result.cache_seconds.append(timing["cache_seconds"])
             result.train_seconds.append(timing["train_seconds"])
+            result.reused_runs += bool(timing["reused"])
             logger.info("%s seed %d: %s in %.0f s", encoder, seed,
                         {k: round(v[-1], 1) for k, v in result.accuracy.items()}, time.monotonic() - started)  # fmt: skip
             if seed == args.seeds[0]:
@@ -220,10 +228,18 @@ def table(results: list[EncoderResult], seeds: list[int]) -> str:
     return "\n".join(lines)
 
 
-def header(args: argparse.Namespace, minutes: float) -> str:
+def header(args: argparse.Namespace, minutes: float, results: list[EncoderResult]) -> str:
     from pipeline.evaluation.evaluate import environment
 
     command = "OMP_NUM_THREADS=1 python benchmarks/encoders.py " + " ".join(sys.argv[1:])
+    reused = sum(result.reused_runs for result in results)
+    total = len(results) * len(args.seeds)
+    note = (
+        f" {reused} of the {total} runs were trained by an earlier invocation with the same settings (found "
+        "under --work): their cache and train times are from then, the minutes above are this invocation's."
+        if reused
+        else ""
+    )
     hardware = (environment().get("hardware") or {}).get("cpu") or platform.processor() or platform.machine()
     return (
         f"# Pretrained encoders on `{args.data}`\n\n"
@@ -232,7 +248,7 @@ def header(args: argparse.Namespace, minutes: float) -> str:
         f"Student: `{args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}` "
         f"with `student.pretrained` swapped{' and ' + ', '.join(args.set) if args.set else ''}; "
         f"seeds {', '.join(map(str, args.seeds))}. int8 latency: a 3.0 s command at batch 1, one thread, "
-        f"{args.runs} calls.\n"
+        f"{args.runs} calls.{note}\n"
     )
 
 
@@ -275,7 +291,7 @@ def main() -> None:
         results = measure(args)
     except SlukdError as error:
         raise SystemExit(f"benchmarks/encoders.py: {error.one_line()}") from None
-    text = header(args, (time.monotonic() - start) / 60) + "\n" + table(results, args.seeds) + "\n"
+    text = header(args, (time.monotonic() - start) / 60, results) + "\n" + table(results, args.seeds) + "\n"
     sys.stdout.write(text)
     if args.out:
         atomic_write_text(args.out, text)

@@ -20,6 +20,7 @@ pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_encoders_table(tmp_path):
     corpus = make_corpus(tmp_path)
     small = save_tiny_whisper(tmp_path / "one_layer", positions=1500, encoder_layers=1)
@@ -52,7 +53,8 @@ def test_encoders_table(tmp_path):
         assert cache > 0 and train > 0
         assert float(cells[4 + len(splits)].split()[0]) > 0  # int8 latency, ms
     assert parameters[1] >= parameters[0]
+    assert len(list((tmp_path / "work/onnx").glob("*/*/model.int8.onnx"))) == 2  # one export per run
     timing = json.loads(
-        next((tmp_path / "work/runs").glob("two_layers*/seed0/bench_timing.json")).read_text()
+        next((tmp_path / "work/runs").glob("*two_layers_*/seed0/bench_timing.json")).read_text()
     )
     assert f"student.pretrained={large}" in timing["settings"]
