@@ -212,7 +212,8 @@ def table(results: list[EncoderResult], seeds: list[int]) -> str:
             correct, n = result.counts[split]
             text = f"{_mean(result.accuracy[split]):.1f} ({correct}/{n})"
             if several:
-                text = f"{_mean(result.accuracy[split]):.1f} ± {statistics.stdev(result.accuracy[split]):.1f}"
+                spread = statistics.stdev(result.accuracy[split])
+                text = f"{_mean(result.accuracy[split]):.1f} ± {spread:.1f} (n={n})"
             cells.append(text)
         int8 = result.int8
         cells += [
@@ -224,7 +225,10 @@ def table(results: list[EncoderResult], seeds: list[int]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     if several:
-        lines.append(f"\nAccuracy: mean ± sd over seeds {', '.join(map(str, seeds))}.")
+        lines.append(
+            f"\nAccuracy: mean ± sd over seeds {', '.join(map(str, seeds))} (n utterances per split); "
+            f"the int8 columns are seed {seeds[0]}'s model."
+        )
     return "\n".join(lines)
 
 
