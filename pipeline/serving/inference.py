@@ -25,7 +25,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from pipeline.data.audio import (
 )
 from pipeline.data.batching import batches_by_duration, pad_sequences
 from pipeline.data.labels import LabelSet, intent_slot_values
+from pipeline.serving.commands import UNKNOWN_INTENT, CommandDecoders
 from pipeline.serving.model_dir import ONNX_FORMAT, ONNX_FORMAT_VERSION, load_model_dir
 from pipeline.students.ctc import greedy_ctc
 
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 
 MAX_SECONDS = 60.0  # longest input accepted; longer recordings are refused, not cropped
 MAX_BATCH_SECONDS = 480.0  # padded audio per batch (bounds fbank and attention memory)
-UNKNOWN_INTENT = "unknown"
 
 AudioInput = str | os.PathLike | np.ndarray | torch.Tensor
 
@@ -75,6 +75,10 @@ class Prediction:
     duration: float  # seconds of audio
     transcript: str | None = None  # greedy CTC decoding with a CTC head; a cascade's ASR hypothesis
     source: str | None = None  # the file, or ``array[i]``
+    # with slot heads (pipeline.serving.commands): each slot head's probability of its value, and
+    # the whole command's confidence (intent x every slot)
+    slot_confidence: dict[str, float] = field(default_factory=dict)
+    command_confidence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``slukd predict`` line without ``file``)."""
@@ -85,6 +89,11 @@ class Prediction:
             "slots": self.slots,
             "duration": round(self.duration, 4),
         }
+        if self.command_confidence is not None:
+            result["slot_confidence"] = {
+                name: round(value, 6) for name, value in self.slot_confidence.items()
+            }
+            result["command_confidence"] = round(self.command_confidence, 6)
         if self.transcript is not None:
             result["transcript"] = self.transcript
         return result
@@ -98,6 +107,7 @@ class ModelOutput:
     ctc_log_probs: np.ndarray | None = None  # [batch, frames, vocab]
     ctc_lengths: np.ndarray | None = None  # [batch]
     transcripts: list[str] | None = None  # a cascade's normalised ASR hypotheses
+    slot_logits: dict[str, np.ndarray] = field(default_factory=dict)  # slot -> [batch, classes] (slot heads)
 
 
 class TorchBackend:
@@ -123,6 +133,7 @@ class TorchBackend:
         return ModelOutput(
             logits=output.logits.float().cpu().numpy(),
             ctc_log_probs=None if ctc is None else ctc.float().cpu().numpy(),
+            slot_logits={name: values.float().cpu().numpy() for name, values in output.slot_logits.items()},
             ctc_lengths=None if ctc is None else output.lengths.cpu().numpy(),
         )
 
@@ -167,6 +178,9 @@ class OnnxBackend:
             raise InferenceError(f"{path}: bad metadata ({_first_line(error)})") from None
         self.ctc_characters = metadata.get("ctc_characters") or None
         self.outputs = [output.name for output in self.session.get_outputs()]
+        # slot -> its output (metadata "slot_heads", pipeline.serving.export); none in older exports
+        heads = json.loads(metadata.get("slot_heads") or "[]")
+        self.slot_outputs = {head["name"]: head["output"] for head in heads if head["output"] in self.outputs}
 
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
         values = self.session.run(None, {"waveforms": waveforms, "lengths": lengths})
@@ -175,6 +189,7 @@ class OnnxBackend:
             logits=named["logits"],
             ctc_log_probs=named.get("ctc_log_probs"),
             ctc_lengths=named.get("ctc_lengths"),
+            slot_logits={name: named[output] for name, output in self.slot_outputs.items()},
         )
 
 
@@ -217,6 +232,7 @@ class IntentRecognizer:
         self.ctc_characters: str | None = backend.ctc_characters
         # the model's own limit (Whisper's 30 s) where it is lower
         self.max_seconds = min(max_seconds, backend.max_seconds or max_seconds)
+        self._decoders = CommandDecoders(self.labels)  # joint decoding with slot heads
 
     @classmethod
     def from_pretrained(
@@ -383,6 +399,9 @@ class IntentRecognizer:
         best = int(ranked[0])
         confidence = float(probabilities[best])
         intent = self.labels.intent(best)
+        command = self._decoders.row(output.logits, output.slot_logits, row)
+        if command is not None:  # slot heads: the intent and the slots decoded together
+            confidence, intent = command.intent_confidence, self.labels.intent(command.intent)
         if threshold is not None and confidence < threshold:
             intent = UNKNOWN_INTENT
         transcript = None if output.transcripts is None else output.transcripts[row]
@@ -393,10 +412,12 @@ class IntentRecognizer:
             intent=intent,
             confidence=confidence,
             top_k=[(self.labels.intent(int(i)), float(probabilities[i])) for i in ranked[:top_k]],
-            slots=intent_slots(intent, self.labels),
+            slots=intent_slots(intent, self.labels) if command is None else command.filled_slots(intent),
             duration=samples / self.sample_rate,
             transcript=transcript,
             source=name,
+            slot_confidence=command.slot_confidence if command is not None else {},
+            command_confidence=command.confidence if command is not None else None,
         )
 
 

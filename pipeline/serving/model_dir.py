@@ -4,7 +4,8 @@ A model dir needs nothing else to run (no teacher, no corpus, no training code, 
 
     config.json         {"format": "slukd-student", "version": 2, "family": "transformer",
                          "student": {...}, "frontend": {"name": "fbank", ..., "cmvn": {...}},
-                         "labels": {...}, "ctc_characters": "..." | null, "training": {...}}
+                         "labels": {...}, "ctc_characters": "..." | null, "training": {...},
+                         "slot_classes": {slot: [classes of its head]}}  (only with slot heads)
     model.safetensors   every weight (a pretrained encoder's too)
     labels.json         the label map (for people and tools; config.json is what is read)
     metrics.json        what training measured (optional)
@@ -60,6 +61,7 @@ ONNX_METADATA_KEYS = {
     "quantization": "'none' or 'int8-dynamic'",
     "max_seconds": "the longest input the model takes, in seconds (Whisper: 30); empty: no limit of its own",
     "source_model": "the student model dir it was exported from",
+    "slot_heads": "JSON [{name, classes, output}] per slot head, in output order; empty or absent: none",
 }
 
 
@@ -80,6 +82,11 @@ class LoadedStudent:
     @property
     def family(self) -> str:
         return self.config["family"]
+
+    @property
+    def slot_classes(self) -> dict[str, list[str]]:
+        """Slot -> the classes of its head, in the model's head order (``{}`` without slot heads)."""
+        return model_slot_classes(self.model, self.labels)
 
     @property
     def ctc_characters(self) -> str | None:
@@ -176,6 +183,14 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") 
     num_intents = getattr(model.config, "num_intents", len(labels))
     if num_intents != len(labels):
         raise ModelDirError(f"{file}: student has {num_intents} intents but the labels list {len(labels)}")
+    heads = getattr(model.config, "slot_classes", {})
+    wrong = [
+        name
+        for name, count in heads.items()
+        if name not in labels.slots or len(labels.slot_classes(name)) != count
+    ]
+    if wrong:
+        raise ModelDirError(f"{file}: slot head(s) {', '.join(wrong)} do not fit the slots of the labels")
     return LoadedStudent(model.to(torch.device(device)).eval(), frontend, labels, config, folder)
 
 
@@ -218,6 +233,12 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, frontend: FrontEnd
         "frontend": frontend.to_config(),
         "labels": labels.to_dict(),
         "ctc_characters": None,
+        **({"slot_classes": model_slot_classes(model, labels)} if getattr(model, "slot_names", None) else {}),
         **(extra or {}),
     }
     write_json(folder / CONFIG_FILE, config)
+
+
+def model_slot_classes(model: nn.Module, labels: LabelSet) -> dict[str, list[str]]:
+    """Slot -> the classes of the student's head for it (:meth:`LabelSet.slot_classes`), head order."""
+    return {name: labels.slot_classes(name) for name in getattr(model, "slot_names", [])}

@@ -13,7 +13,8 @@ subset runs (the ablation table comes from these switches):
   both sides;
 - ``ctc``: character CTC on the encoder output;
 - ``slot_ce``: cross-entropy of every slot head with the gold slot class (``none`` where the
-  utterance leaves the slot empty), summed over the slots, so each slot weighs like the intent;
+  utterance leaves the slot empty), summed over the slots, so each slot weighs like the intent
+  (default ``None``: 1 where the labels have slots);
 - ``slot_logits``: the ``logits`` loss for every slot head against the teacher's slot head
   (KL at the same temperature, x T^2), summed over the slots. Its default (``None``) is the
   ``logits`` weight when the teacher's targets carry slot logits, else 0
@@ -57,7 +58,7 @@ class DistillConfig:
     hidden: float = 0.0
     attention: float = 0.0
     ctc: float = 0.0
-    slot_ce: float = 1.0  # CE of each slot head (only where the labels have slots)
+    slot_ce: float | None = None  # CE of each slot head; None: 1 where the labels have slots, else 0
     slot_logits: float | None = (
         None  # KD of each slot head; None: the logits weight if the teacher has slot heads
     )
@@ -95,10 +96,11 @@ def resolve_slot_losses(config: DistillConfig, has_slots: bool, teacher_slot_log
 
     if not has_slots:
         return dataclasses.replace(config, slot_ce=0.0, slot_logits=0.0)
-    if config.slot_logits is None:
-        weight = config.logits if teacher_slot_logits and config.logits > 0 else 0.0
-        return dataclasses.replace(config, slot_logits=weight)
-    return config
+    slot_ce = 1.0 if config.slot_ce is None else config.slot_ce
+    slot_logits = config.slot_logits
+    if slot_logits is None:
+        slot_logits = config.logits if teacher_slot_logits and config.logits > 0 else 0.0
+    return dataclasses.replace(config, slot_ce=slot_ce, slot_logits=slot_logits)
 
 
 class TeacherBatch(NamedTuple):
@@ -330,7 +332,7 @@ class DistillationLoss(nn.Module):
         """``slot_ce`` and ``slot_logits``, each summed over the student's slot heads (when on)."""
         config, heads = self.config, student.slot_logits
         terms: dict[str, Tensor] = {}
-        if config.slot_ce > 0 and heads:
+        if (config.slot_ce or 0.0) > 0 and heads:
             if slot_targets is None:
                 raise ValueError("the slot_ce loss needs the gold slot classes of the batch")
             terms["slot_ce"] = sum(

@@ -43,7 +43,7 @@ def slot_settings(distill: DistillConfig, labels: LabelSet, teacher_targets: str
                   ) -> tuple[DistillConfig, dict[str, int]]:  # fmt: skip
     """The distill config with its slot weights resolved, and the student's ``slot_classes``."""
     resolved = resolve_slot_losses(distill, bool(labels.slots), teacher_has_slot_logits(teacher_targets))
-    wanted = resolved.slot_ce > 0 or (resolved.slot_logits or 0.0) > 0
+    wanted = (resolved.slot_ce or 0.0) > 0 or (resolved.slot_logits or 0.0) > 0
     return resolved, labels.slot_class_counts() if wanted else {}
 
 
@@ -51,7 +51,7 @@ def fingerprint_settings(settings: dict, labels_path: Path) -> dict:
     """A run's config dict for its fingerprint: the slot weights left out at their defaults (runs
     from before slot heads keep their fingerprint), the slot heads added where the labels have slots."""
     distill = settings["distill"]
-    if distill.get("slot_ce") == 1.0 and distill.get("slot_logits") is None:
+    if distill.get("slot_ce") is None and distill.get("slot_logits") is None:
         del distill["slot_ce"], distill["slot_logits"]
     if labels_path.is_file():
         counts = LabelSet.load(labels_path).slot_class_counts()
