@@ -10,7 +10,7 @@ import pytest
 import torch
 from inference_fixtures import tiny_model, write_variant
 
-from pipeline.cli.main import main as cli
+from pipeline.cli import main as cli
 from pipeline.data.audio import load_audio
 from pipeline.frontends.base import FbankFrontEnd
 from pipeline.frontends.fbank import FbankConfig, FbankExtractor

@@ -11,7 +11,7 @@ import pytest
 import soundfile
 from inference_fixtures import tiny_model, write_variant
 
-from pipeline.cli.main import main as cli
+from pipeline.cli import main as cli
 from pipeline.data.audio import AudioError, load_audio
 from pipeline.data.labels import LabelSet
 from pipeline.serving.inference import (
