@@ -278,7 +278,7 @@ class DistillationLoss(nn.Module):
                 student.logits.float(), targets, label_smoothing=config.label_smoothing
             )
         if config.needs_teacher and teacher is None:
-            needing = [name for name in config.active() if name not in ("ce", "ctc")]
+            needing = [name for name in config.active() if name not in ("ce", "ctc", "slot_ce")]
             raise ValueError(f"losses {', '.join(needing)} need teacher targets")
         if config.logits > 0:
             if teacher.logits is None:

@@ -266,7 +266,7 @@ def _load_teacher(inputs: TrainInputs, config: ExperimentConfig, labels: LabelSe
     if not config.distill.needs_teacher:
         return None
     if inputs.teacher_targets is None:
-        needing = [name for name in config.distill.active() if name not in ("ce", "ctc")]
+        needing = [name for name in config.distill.active() if name not in ("ce", "ctc", "slot_ce")]
         raise TrainingError(f"losses {', '.join(needing)} need teacher targets (--teacher-targets)")
     from pipeline.teacher.targets import TeacherTargets
     from pipeline.teacher.train import TeacherError
