@@ -401,7 +401,7 @@ class IntentRecognizer:
         intent = self.labels.intent(best)
         command = self._decoders.row(output.logits, output.slot_logits, row)
         if command is not None:  # slot heads: the intent and the slots decoded together
-            confidence, intent = command.intent_confidence, self.labels.intent(command.intent)
+            confidence, intent = float(probabilities[command.intent]), self.labels.intent(command.intent)
         if threshold is not None and confidence < threshold:
             intent = UNKNOWN_INTENT
         transcript = None if output.transcripts is None else output.transcripts[row]
