@@ -290,5 +290,7 @@ def collate(examples: list[Example]) -> Batch:
         feature_lengths,
         waveforms,
         waveform_lengths,
-        torch.tensor([e.slot_targets for e in examples], dtype=torch.int64) if examples[0].slot_targets else None,
+        torch.tensor([e.slot_targets for e in examples], dtype=torch.int64)
+        if examples[0].slot_targets
+        else None,
     )

@@ -102,7 +102,7 @@ class Trainable(nn.Module):
         self.student = student
         self.loss = loss
 
-    def forward(self, features, lengths, targets, teacher, ctc, return_layers, from_frozen=False,  # noqa: ANN001
+    def forward(self, features, lengths, targets, teacher, ctc, return_layers, from_frozen=False,
                 slot_targets=None):  # noqa: ANN001  # fmt: skip
         output = run_student(self.student, features, lengths, return_layers, from_frozen)
         return self.loss(output, targets, teacher, *ctc, slot_targets)
