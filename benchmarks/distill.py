@@ -131,6 +131,7 @@ class RunResult:
     predicted: dict[str, tuple[int, ...]]
     utterances_per_second: float
     wall_seconds: float | None  # None: trained elsewhere (an --extra model dir)
+    command_acceptance: dict[str, float] = field(default_factory=dict)  # (%) per column, labels with slots
 
 
 @dataclass
@@ -140,6 +141,9 @@ class RowResults:
 
     def values(self, column: str) -> list[float]:
         return [run.accuracy[column] for run in self.runs if column in run.accuracy]
+
+    def command_values(self, column: str) -> list[float]:
+        return [run.command_acceptance[column] for run in self.runs if column in run.command_acceptance]
 
     def mean(self, column: str) -> float:
         values = self.values(column)
@@ -231,7 +235,9 @@ def scored_run(
         predicted={name: score.predicted for name, score in scores.items()},
         utterances_per_second=float(metrics.get("train_utterances_per_second", 0.0)),
         wall_seconds=wall_seconds,
-    )
+        command_acceptance={name: 100 * score.command_acceptance for name, score in scores.items()
+                            if score.command_acceptance is not None},
+    )  # fmt: skip
 
 
 def score_extra(context: Context, name: str, model_dir: Path, results: dict[str, RowResults]) -> None:
@@ -307,18 +313,28 @@ def column_title(eval_set: EvalSet) -> str:
 
 
 def results_table(results: dict[str, RowResults], sets: list[EvalSet], teacher: dict) -> str:
-    """Rows x columns, mean ± sd over seeds, then the teacher on gold transcripts."""
-    header = ["row", "seeds", *(column_title(s) for s in sets), "train utt/s", "wall s/run"]
+    """Rows x columns, mean ± sd over seeds, then the teacher on gold transcripts; with slots, a
+    command acceptance column (intent and every slot exact) on ``test`` (else the first set)."""
+    command = next((s for s in sets if s.name == "test"), sets[0])
+    commands = any(entry.command_values(command.name) for entry in results.values())
+    header = ["row", "seeds", *(column_title(s) for s in sets),
+              *([f"command acceptance ({column_title(command)})"] if commands else []), "train utt/s", "wall s/run"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results.values():
         speed = statistics.mean(run.utterances_per_second for run in entry.runs)
         walls = [run.wall_seconds for run in entry.runs if run.wall_seconds is not None]
         cells = [entry.name, str(len(entry.runs)), *(mean_spread(entry.values(s.name)) for s in sets),
+                 *([mean_spread(entry.command_values(command.name))] if commands else []),
                  f"{speed:.0f}", f"{statistics.mean(walls):.0f}" if walls else "-"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     if teacher:
         cells = [f"{100 * teacher[s.name]['accuracy']:.2f}" if s.name in teacher else "-" for s in sets]
-        lines.append("| teacher on gold transcripts | - | " + " | ".join(cells) + " | - | - |")
+        lines.append(
+            "| teacher on gold transcripts | - | "
+            + " | ".join(cells)
+            + (" | -" if commands else "")
+            + " | - | - |"
+        )
     return "\n".join(lines)
 
 

@@ -41,6 +41,7 @@ from pipeline.core.io import file_sha256, write_json
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, read_manifest
+from pipeline.evaluation.command_scores import command_metrics
 from pipeline.evaluation.evaluate import EvaluateConfig, choose_subset
 from pipeline.serving.model_dir import LoadedStudent, load_model_dir
 from pipeline.training.encoder_cache import cache_identity, frozen_weights_sha256, has_frozen_part
@@ -71,15 +72,18 @@ class SetScore:
     accuracy: float
     nll: float
     predicted: tuple[int, ...]  # intent index per utterance, in the set's manifest order
+    command_acceptance: float | None = None  # intent and every slot exact; None: labels without slots
 
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "nll": self.nll, "predicted": list(self.predicted)}
+        return {"accuracy": self.accuracy, "nll": self.nll, "predicted": list(self.predicted),
+                "command_acceptance": self.command_acceptance}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict) -> SetScore:
         return cls(
-            float(values["accuracy"]), float(values["nll"]), tuple(int(p) for p in values["predicted"])
-        )
+            float(values["accuracy"]), float(values["nll"]), tuple(int(p) for p in values["predicted"]),
+            values.get("command_acceptance"),
+        )  # fmt: skip
 
 
 def evaluation_sets(manifests: dict[str, Path], labels: LabelSet, conditions: Sequence[NoiseCondition],
@@ -184,34 +188,43 @@ class StudentScorer:
             self.frozen_seconds += time.monotonic() - start
         return self._frozen[key]
 
-    @torch.no_grad()
     def logits(self, student: LoadedStudent, eval_set: EvalSet) -> np.ndarray:
         """``[N, C]`` float32 logits of the set's utterances (manifest order)."""
+        return self.outputs(student, eval_set)[0]
+
+    @torch.no_grad()
+    def outputs(self, student: LoadedStudent, eval_set: EvalSet) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``[N, C]`` float32 intent logits and slot -> ``[N, classes]`` slot logits (manifest order)."""
         batches = self._batches(eval_set, bool(student.config.get("trim_silence")))
         result = np.zeros((len(eval_set.manifest), len(student.labels)), np.float32)
+        slots = {name: np.zeros((len(eval_set.manifest), len(classes)), np.float32)
+                 for name, classes in student.slot_classes.items()}  # fmt: skip
         model = student.model.eval()
+        frozen = None
         if has_frozen_part(model):
             weights = frozen_weights_sha256(model)
             identity = json.dumps(
                 cache_identity(model, student.frontend, weights), sort_keys=True, default=str
             )
-            states = self._frozen_states(student, identity, eval_set)
-            for batch, (hidden, frames) in zip(batches, states, strict=True):
-                result[batch.rows] = model.forward_from_frozen(hidden, frames).logits.float().cpu().numpy()
-            return result
-        for batch in batches:
-            features, frames = student.frontend(
-                batch.waveforms.to(self.device), batch.lengths.to(self.device)
-            )
-            result[batch.rows] = model(features, frames).logits.float().cpu().numpy()
-        return result
+            frozen = self._frozen_states(student, identity, eval_set)
+        for index, batch in enumerate(batches):
+            if frozen is not None:
+                output = model.forward_from_frozen(*frozen[index])
+            else:
+                output = model(
+                    *student.frontend(batch.waveforms.to(self.device), batch.lengths.to(self.device))
+                )
+            result[batch.rows] = output.logits.float().cpu().numpy()
+            for name, values in output.slot_logits.items():
+                slots[name][batch.rows] = values.float().cpu().numpy()
+        return result, slots
 
     def score(self, model_dir: str | os.PathLike) -> dict[str, SetScore]:
         """Accuracy, NLL and predictions of one student model dir on every set."""
         student = load_model_dir(model_dir, self.device)
         scores = {}
         for eval_set in self.sets:
-            logits = self.logits(student, eval_set)
+            logits, slot_logits = self.outputs(student, eval_set)
             gold = np.array([student.labels.index(u.intent) for u in eval_set.manifest], np.int64)
             log_probs = functional.log_softmax(torch.from_numpy(logits), dim=-1)
             nll = (
@@ -221,7 +234,10 @@ class StudentScorer:
             )
             predicted = logits.argmax(axis=1)
             accuracy = float((predicted == gold).mean()) if len(gold) else 0.0
-            scores[eval_set.name] = SetScore(accuracy, nll, tuple(int(p) for p in predicted))
+            commands = command_metrics(eval_set.manifest, student.labels, gold, logits, slot_logits)
+            scores[eval_set.name] = SetScore(
+                accuracy, nll, tuple(int(p) for p in predicted), commands["command_acceptance"]
+            )
         return scores
 
     def cached_score(

@@ -234,6 +234,7 @@ class Example(NamedTuple):
     transcript: str  # normalised
     features: Tensor | None  # [frames, feature_dim], raw (store path)
     waveform: Tensor | None  # [samples] (on-the-fly path)
+    slot_targets: tuple[int, ...] = ()  # class id per slot head (LabelSet.slot_targets), map order
 
 
 class Batch(NamedTuple):
@@ -244,6 +245,7 @@ class Batch(NamedTuple):
     feature_lengths: Tensor | None
     waveforms: Tensor | None  # [batch, samples]
     waveform_lengths: Tensor | None
+    slot_targets: Tensor | None = None  # [batch, slots] class ids; None when the labels have no slots
 
 
 class UtteranceDataset(Dataset):
@@ -253,6 +255,7 @@ class UtteranceDataset(Dataset):
                  trim_silence: bool = False) -> None:  # fmt: skip
         self.manifest = manifest
         self.targets = [labels.index(u.intent) for u in manifest]
+        self.slot_targets = [tuple(labels.slot_targets(u.slots)) for u in manifest]
         self.transcripts = [normalize_transcript(u.transcript) for u in manifest]
         self.store = store
         self.waveforms = None if store is not None else WaveformDataset(manifest, trim_silence=trim_silence)
@@ -277,11 +280,13 @@ class UtteranceDataset(Dataset):
         utterance = self.manifest[index]
         if self.store is not None:
             features = self.store.features(utterance.id)
-            return Example(utterance.id, self.targets[index], self.transcripts[index], features, None)
+            return Example(utterance.id, self.targets[index], self.transcripts[index], features, None,
+                           self.slot_targets[index])  # fmt: skip
         item = self.waveforms[index]
         if item.error:
             raise DataError(item.error)
-        return Example(utterance.id, self.targets[index], self.transcripts[index], None, item.waveform)
+        return Example(utterance.id, self.targets[index], self.transcripts[index], None, item.waveform,
+                       self.slot_targets[index])  # fmt: skip
 
 
 def collate(examples: list[Example]) -> Batch:
@@ -299,4 +304,7 @@ def collate(examples: list[Example]) -> Batch:
         feature_lengths,
         waveforms,
         waveform_lengths,
+        torch.tensor([e.slot_targets for e in examples], dtype=torch.int64)
+        if examples[0].slot_targets
+        else None,
     )

@@ -5,6 +5,12 @@ intent id never changes meaning silently::
 
     {"intents": ["activate_lamp_none", ...],
      "slots": {"action": ["activate", ...], "object": [...], "location": [...]}}
+
+Slots as model outputs: every slot has a head whose classes are :meth:`LabelSet.slot_classes`,
+the slot's values in the map's order with :data:`NO_VALUE` (``none``) appended LAST, unless the
+map already lists ``none`` as a value (FSC's ``location``), where it keeps its place. Appending
+last keeps every value's class id equal to its index in ``labels.json``. A manifest line without
+a slot means ``none`` (:meth:`LabelSet.slot_targets`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import atomic_write_text
 
 LABELS_FILENAME = "labels.json"
+NO_VALUE = "none"  # the class of a slot an utterance does not fill
 
 
 class LabelError(SlukdError, ValueError):
@@ -38,6 +45,9 @@ class LabelSet:
         self.slots = {name: list(values) for name, values in self.slots.items()}
         self.validate()
         self._index = {intent: i for i, intent in enumerate(self.intents)}
+        self._slot_index = {
+            name: {value: i for i, value in enumerate(self.slot_classes(name))} for name in self.slots
+        }
 
     def validate(self) -> None:
         """Raise :class:`LabelError` unless intents and slot values are unique, non-empty strings."""
@@ -76,8 +86,30 @@ class LabelSet:
         for name, value in slots.items():
             if name not in self.slots:
                 raise LabelError(f"unknown slot {name!r} (known: {', '.join(self.slots) or 'none'})")
-            if value not in self.slots[name]:
+            if value not in self.slots[name] and value != NO_VALUE:
                 raise LabelError(f"unknown value {value!r} for slot {name!r}")
+
+    @property
+    def slot_names(self) -> list[str]:
+        """The slots, in the map's order (the order of the models' slot heads)."""
+        return list(self.slots)
+
+    def slot_classes(self, name: str) -> list[str]:
+        """The classes of a slot's head: its values, then ``none`` unless already a value."""
+        try:
+            values = self.slots[name]
+        except KeyError:
+            raise LabelError(f"unknown slot {name!r} (known: {', '.join(self.slots) or 'none'})") from None
+        return list(values) if NO_VALUE in values else [*values, NO_VALUE]
+
+    def slot_class_counts(self) -> dict[str, int]:
+        """Classes per slot head, in the map's order (``{}`` without slots)."""
+        return {name: len(self.slot_classes(name)) for name in self.slots}
+
+    def slot_targets(self, slots: dict[str, str]) -> list[int]:
+        """Class id per slot head (map order) of an utterance's ``slots``; a missing slot is ``none``."""
+        self.check_slots(slots)
+        return [self._slot_index[name][slots.get(name, NO_VALUE)] for name in self.slots]
 
     def to_dict(self) -> dict:
         return {"intents": list(self.intents), "slots": {k: list(v) for k, v in self.slots.items()}}

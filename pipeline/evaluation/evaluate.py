@@ -12,7 +12,9 @@ What one eval file holds (top-level keys):
 - ``metrics``: on the clean split: accuracy, macro-F1, expected calibration error, per-slot
   accuracy, per-intent precision/recall/F1/support, the confusion matrix (with its label
   order), NLL, and agreement with the teacher when one is given (definitions:
-  :mod:`pipeline.scoring.metrics`);
+  :mod:`pipeline.scoring.metrics`); where the labels have slots, ``command_acceptance`` (intent and
+  every slot exact, the headline metric) and ``slots`` (per-slot accuracy and F1)
+  (:mod:`pipeline.evaluation.command_scores`), also per noise-sweep condition;
 - ``noise_sweep``: audio-in models only: per condition (clean, then every noise type x SNR, then
   a reverberant room and a telephone channel, ``snr_db`` null for those; see
   :mod:`pipeline.augment.conditions`) the utterances, accuracy, macro-F1, per-slot accuracy, and for a
@@ -68,6 +70,7 @@ from pipeline.data.batching import WaveformDataset, batches_by_duration, collate
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest
 from pipeline.data.text import normalize_transcript
+from pipeline.evaluation.command_scores import command_metrics
 from pipeline.evaluation.open_set import evaluate_open_set, is_out_of_domain
 from pipeline.evaluation.records import (
     asr_record,
@@ -155,6 +158,9 @@ class WaveformPass:
     logits: dict[str, np.ndarray]  # condition -> [N, C]; NaN rows where the condition did not run
     ctc_transcripts: list[str]  # greedy CTC text on the clean audio ("" without a CTC head)
     hypotheses: dict[str, list[str | None]]  # condition -> a cascade's ASR text (None: not run)
+    slot_logits: dict[
+        str, dict[str, np.ndarray]
+    ]  # condition -> slot -> [N, classes] (slot heads; NaN: not run)
 
 
 def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfig, device: torch.device,
@@ -167,6 +173,7 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
     logits = {c.name: np.full((len(manifest), len(model.labels)), np.nan, np.float32) for c in conditions}
     hypotheses: dict[str, list[str | None]] = {c.name: [None] * len(manifest) for c in conditions}
     transcripts: list[str] = [""] * len(manifest)
+    slot_logits: dict[str, dict[str, np.ndarray]] = {c.name: {} for c in conditions}
     batches = batches_by_duration([u.duration for u in manifest], config.batch_seconds, config.max_batch_size)
     waveforms = WaveformDataset(manifest, trim_silence=bool(model.config.get("trim_silence")))  # as trained
     loader = DataLoader(waveforms, batch_sampler=batches, collate_fn=collate_waveforms)
@@ -195,6 +202,11 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
             output = model.waveform_forward(waveforms.to(device), lengths.to(device))
             indices = [batch.indices[r] for r in rows]
             logits[condition.name][indices] = output.logits.float().cpu().numpy()
+            for name, values in output.slot_logits.items():
+                slot_logits[condition.name].setdefault(
+                    name, np.full((len(manifest), values.shape[1]), np.nan, np.float32)
+                )
+                slot_logits[condition.name][name][indices] = values.float().cpu().numpy()
             if output.hypotheses is not None:
                 for index, text in zip(indices, output.hypotheses, strict=True):
                     hypotheses[condition.name][index] = text
@@ -204,7 +216,7 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
                 )
                 for index, text in zip(indices, decoded, strict=True):
                     transcripts[index] = text
-    return WaveformPass(logits, transcripts, hypotheses)
+    return WaveformPass(logits, transcripts, hypotheses, slot_logits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +311,7 @@ class AudioResults:
     """The audio-in parts of an eval file."""
 
     clean_logits: np.ndarray  # [N, C]
+    clean_slot_logits: dict[str, np.ndarray]  # slot -> [N, classes]; empty without slot heads
     noise_sweep: list[dict]
     ctc: dict | None
     predictions: dict
@@ -321,7 +334,10 @@ def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manif
         asr, rates = asr_record(manifest, result.hypotheses, result.logits, model.labels)
     noise_sweep = []
     for condition in conditions:
-        _, scores = condition_scores(gold, result.logits[condition.name], model.labels)
+        ran, scores = condition_scores(gold, result.logits[condition.name], model.labels)
+        commands = command_metrics(manifest, model.labels, gold, result.logits[condition.name],
+                                   result.slot_logits[condition.name], ran)  # fmt: skip
+        scores["command_acceptance"] = commands["command_acceptance"]
         noise_sweep.append({"condition": condition.name, "noise": condition.noise, "snr_db": condition.snr_db,
                             **scores, **rates.get(condition.name, {})})  # fmt: skip
     ctc = None
@@ -336,7 +352,9 @@ def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manif
     if asr is not None:
         asr = {"name": model.asr, **asr}
     predictions = predictions_record(manifest, gold, result.logits)
-    return AudioResults(result.logits["clean"], noise_sweep, ctc, predictions, asr)
+    return AudioResults(
+        result.logits["clean"], result.slot_logits["clean"], noise_sweep, ctc, predictions, asr
+    )
 
 
 def _teacher_comparison(model: LoadedModel, model_dir: Path, teacher_dir: str | os.PathLike, manifest: Manifest,
@@ -408,13 +426,15 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     gold = np.array([model.labels.index(u.intent) for u in manifest], dtype=np.int64)
 
     noise_sweep = ctc = asr = None
+    slot_logits: dict[str, np.ndarray] = {}
     if model.input == WAVEFORM:
         position = {index: row for row, index in enumerate(evaluated)}
         known = reusable_hypotheses(reuse_hypotheses, fingerprint, settings) if reuse_hypotheses else {}
         audio = _audio_metrics(model, manifest, split_manifest, gold, config, device,
                                {position[i] for i in noisy}, known)  # fmt: skip
-        logits, noise_sweep, ctc, predictions, asr = (
+        logits, slot_logits, noise_sweep, ctc, predictions, asr = (
             audio.clean_logits,
+            audio.clean_slot_logits,
             audio.noise_sweep,
             audio.ctc,
             audio.predictions,
@@ -426,6 +446,7 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
         logits = model.text_logits([u.transcript for u in manifest])
         predictions = predictions_record(manifest, gold, {"clean": logits})
     metrics = classification_report(gold, logits, model.labels)
+    metrics.update(command_metrics(manifest, model.labels, gold, logits, slot_logits))
     metrics.update({"teacher": None, "teacher_agreement": None, "teacher_accuracy": None})
     if teacher_dir is not None:
         metrics.update(_teacher_comparison(model, model_dir, teacher_dir, manifest, gold, logits, device))

@@ -135,6 +135,8 @@ def summarize(evaluation: dict) -> dict:
         "nll": metrics.get("nll"),
         "teacher_agreement": metrics.get("teacher_agreement"),
         "slot_accuracy": metrics.get("slot_accuracy"),
+        "command_acceptance": metrics.get("command_acceptance"),  # intent and every slot exact
+        "slots": metrics.get("slots"),  # per slot: accuracy, precision, recall, F1
         "wer": ctc.get("wer", asr_clean.get("wer")),
         "cer": ctc.get("cer", asr_clean.get("cer")),
         "subset": (evaluation.get("data") or {}).get("subset"),
@@ -213,13 +215,17 @@ class Table:
 def main_table(models: list[ModelEvals]) -> Table:
     header = ["model", "kind", "split", "utterances", "accuracy", "macro-F1", "ECE", "agreement w/ teacher", "WER",
               "params", "size MB", "latency ms (CPU, 1 thread)", "RTF", "utt/s (CPU, batch 64)"]  # fmt: skip
+    commands = any(summarize(e)["command_acceptance"] is not None for m in models for e in m.evals.values())
+    if commands:  # labels with slots: command acceptance beside intent accuracy
+        header.insert(5, "command acceptance")
     rows = []
     for model in models:
         for split, evaluation in model.evals.items():
             s = summarize(evaluation)
             rows.append([
                 model.name, model.kind, split, str(s["utterances"]) + (" *" if s["subset"] else ""),
-                _number(s["accuracy"], "percent"), _number(s["macro_f1"], "ratio"),
+                _number(s["accuracy"], "percent"),
+                *([_number(s["command_acceptance"], "percent")] if commands else []), _number(s["macro_f1"], "ratio"),
                 _number(s["ece"], "ratio"), _number(s["teacher_agreement"], "percent"), _number(s["wer"], "percent"),
                 _number(s["parameters"], "count"), _number(s["weights_bytes"], "megabytes"),
                 _number(s["latency_ms_cpu"], "ms"), _number(s["real_time_factor_cpu"], "ratio"),
@@ -245,6 +251,15 @@ def noise_table(models: list[ModelEvals], split: str) -> Table | None:
 
 
 def slot_table(models: list[ModelEvals], split: str) -> Table | None:
+    """Per-slot accuracy and F1 (eval files' ``slots``), or per-slot accuracy read off the intents."""
+    scored = {m.name: m.evals[split]["metrics"].get("slots") for m in models if split in m.evals}
+    scored = {name: values for name, values in scored.items() if values}
+    if scored:
+        names = list(dict.fromkeys(slot for values in scored.values() for slot in values))
+        header = ["model"] + [f"{slot} {what}" for slot in names for what in ("accuracy", "F1")]
+        rows = [[model] + [_number((v.get(s) or {}).get(k), "percent") for s in names for k in ("accuracy", "f1")]
+                for model, v in scored.items()]  # fmt: skip
+        return Table(header, rows)
     slots = {m.name: m.evals[split]["metrics"].get("slot_accuracy") for m in models if split in m.evals}
     slots = {name: values for name, values in slots.items() if values}
     if not slots:

@@ -11,6 +11,13 @@ Used by the evaluation (:mod:`pipeline.evaluation.evaluate`) and by teacher fine
   ``|accuracy - mean confidence|`` weighted by the fraction of predictions in the bin;
 - per-slot accuracy: the fraction of utterances whose predicted intent has the gold value of
   that slot (slots are read off the intent name, ``action_object_location`` for FSC-style maps);
+- command acceptance: the fraction of utterances whose intent and every slot are exact (the
+  headline metric where the labels have slots; a slot the utterance leaves empty must be
+  predicted ``none``);
+- per-slot scores (:func:`slot_scores`): accuracy over every utterance (``none`` included), and
+  F1 over filled values: a predicted value other than ``none`` is a true positive when it equals
+  the gold value, precision divides by the predicted filled values, recall by the gold filled
+  ones; ``micro`` pools every slot's counts;
 - WER and CER: corpus-level (jiwer), utterances with an empty reference left out.
 """
 
@@ -117,6 +124,43 @@ def slot_accuracy(
         )
         for name in slot_table[0]
     }
+
+
+def command_acceptance(gold_intents: np.ndarray, predicted_intents: np.ndarray,
+                       gold_slots: dict[str, Sequence[str]], predicted_slots: dict[str, Sequence[str]]) -> float:  # fmt: skip
+    """Fraction of utterances whose intent and every slot (the gold map's slots) are exact."""
+    correct = np.asarray(gold_intents) == np.asarray(predicted_intents)
+    for name, gold in gold_slots.items():
+        correct &= np.asarray(gold, dtype=object) == np.asarray(predicted_slots[name], dtype=object)
+    return float(correct.mean()) if len(correct) else 0.0
+
+
+def slot_scores(gold_slots: dict[str, Sequence[str]], predicted_slots: dict[str, Sequence[str]],
+                empty: str = "none") -> dict[str, dict[str, float]]:  # fmt: skip
+    """Per slot: accuracy, precision, recall and F1 over filled values (see the module docstring),
+    and ``micro``: every slot's counts pooled."""
+    result: dict[str, dict[str, float]] = {}
+    pooled = np.zeros(4)  # right, gold filled, predicted filled, true positives
+    for name, gold in gold_slots.items():
+        gold = np.asarray(gold, dtype=object)
+        predicted = np.asarray(predicted_slots[name], dtype=object)
+        counts = np.array([
+            (gold == predicted).sum(), (gold != empty).sum(), (predicted != empty).sum(),
+            ((gold == predicted) & (predicted != empty)).sum(),
+        ], dtype=np.float64)  # fmt: skip
+        result[name] = _f1_scores(counts, len(gold))
+        pooled += counts
+    result["micro"] = _f1_scores(pooled, sum(len(gold) for gold in gold_slots.values()))
+    return result
+
+
+def _f1_scores(counts: np.ndarray, items: int) -> dict[str, float]:
+    right, gold_filled, predicted_filled, true_positive = counts
+    precision = true_positive / predicted_filled if predicted_filled else 0.0
+    recall = true_positive / gold_filled if gold_filled else 0.0
+    f1 = 2 * true_positive / (gold_filled + predicted_filled) if gold_filled + predicted_filled else 0.0
+    return {"accuracy": float(right / items) if items else 0.0, "precision": float(precision),
+            "recall": float(recall), "f1": float(f1)}  # fmt: skip
 
 
 def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:

@@ -23,7 +23,8 @@ from pipeline.core.io import file_sha256
 from pipeline.data.audio import AudioError
 from pipeline.data.manifest import ManifestError, find_manifests, read_manifest
 from pipeline.data.vad import DEFAULT_VAD, VadConfig
-from pipeline.serving.inference import IntentRecognizer, pad_waveforms
+from pipeline.serving.inference import IntentRecognizer
+from pipeline.serving.inputs import pad_waveforms
 from pipeline.serving.model_dir import is_student_dir, update_config
 from pipeline.serving.rejection import (
     CONFIG_KEY,

@@ -3,7 +3,8 @@
 The graph takes ``waveforms`` (float32 ``[batch, samples]``, 16 kHz mono in [-1, 1], zero-padded)
 and ``lengths`` (int64 ``[batch]``, valid samples) and returns ``logits`` (float32 ``[batch,
 intents]``), plus ``ctc_log_probs`` ``[batch, frames, vocab]`` and ``ctc_lengths`` ``[batch]``
-when the student has a CTC head. Batch and length axes are dynamic.
+when the student has a CTC head, and ``slot_logits_<slot>`` ``[batch, classes]`` per slot head (the
+metadata's ``slot_heads`` lists each output with its slot and classes). Batch and length axes are dynamic.
 
 Every student family exports: the model dir's ``config.json`` names the family and its
 front-end, and the front-end is inside the graph in its export form
@@ -49,7 +50,8 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, write_json
 from pipeline.data.audio import AudioError
 from pipeline.frontends.base import FrontEnd, FrontEndError
-from pipeline.serving.inference import IntentRecognizer, pad_waveforms
+from pipeline.serving.inference import IntentRecognizer
+from pipeline.serving.inputs import pad_waveforms
 from pipeline.serving.model_dir import (
     ONNX_FORMAT,
     ONNX_FORMAT_VERSION,
@@ -85,14 +87,16 @@ class WaveformStudent(nn.Module):
             raise ExportError(str(error)) from None
         self.student = student
         self.has_ctc = bool(student.has_ctc)
+        self.slot_names = list(getattr(student, "slot_names", []))
         self.eval()
 
     def forward(self, waveforms: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
         features, counts = self.frontend(waveforms, lengths)
         output = self.student(features, counts)
+        slots = tuple(output.slot_logits[name] for name in self.slot_names)
         if self.has_ctc:
-            return output.logits, output.ctc_log_probs, output.lengths
-        return (output.logits,)
+            return output.logits, output.ctc_log_probs, output.lengths, *slots
+        return (output.logits, *slots)
 
 
 def waveform_student_from_dir(model_dir: str | os.PathLike) -> tuple[WaveformStudent, LoadedStudent]:
@@ -156,7 +160,9 @@ def export_model(
         "source_model": str(model_dir),
         "max_seconds": str(getattr(loaded.model, "max_input_seconds", "")),
         **rejection_metadata(saved),  # slukd_rejection, trim_silence
-    }
+        "slot_heads": json.dumps([{"name": name, "classes": classes, "output": slot_output(name)}
+                                  for name, classes in loaded.slot_classes.items()]),
+    }  # fmt: skip
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".export.", dir=out.parent) as scratch:
         fp32_path = Path(scratch) / "fp32.onnx"
@@ -184,7 +190,7 @@ def export_model(
         "fp32_size_bytes": fp32_size,
         "sha256": file_sha256(out),
         "inputs": {"waveforms": "float32 [batch, samples]", "lengths": "int64 [batch]"},
-        "outputs": {name: OUTPUT_SHAPES[name] for name in output_names},
+        "outputs": {name: OUTPUT_SHAPES.get(name, "float32 [batch, slot classes]") for name in output_names},
         "sample_rate": int(metadata["sample_rate"]),
         "num_intents": len(saved["labels"]["intents"]),
         "metadata_keys": sorted(metadata),
@@ -210,6 +216,11 @@ OUTPUT_SHAPES = {
 }
 
 
+def slot_output(name: str) -> str:
+    """The graph output of a slot's head (metadata ``slot_heads`` maps outputs to slots)."""
+    return f"slot_logits_{name}"
+
+
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:
     """``model.onnx`` -> ``model.onnx.json``."""
     onnx_path = Path(onnx_path)
@@ -224,6 +235,7 @@ def export_onnx(module: WaveformStudent, path: Path, example_samples: int = 4800
     import warnings
 
     output_names = ["logits", "ctc_log_probs", "ctc_lengths"] if module.has_ctc else ["logits"]
+    output_names += [slot_output(name) for name in module.slot_names]
     example = (
         torch.randn(2, example_samples) * 0.1,
         torch.tensor([example_samples, 2 * example_samples // 3]),
@@ -231,6 +243,7 @@ def export_onnx(module: WaveformStudent, path: Path, example_samples: int = 4800
     dynamic_axes = {"waveforms": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "logits": {0: "batch"}}
     if module.has_ctc:
         dynamic_axes.update({"ctc_log_probs": {0: "batch", 1: "frames"}, "ctc_lengths": {0: "batch"}})
+    dynamic_axes.update({name: {0: "batch"} for name in output_names if name.startswith("slot_logits_")})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
         torch.onnx.export(
@@ -283,7 +296,7 @@ def verify_onnx(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, file
         raise ExportError("no audio files to verify on")
     reference = IntentRecognizer.from_pretrained(model_dir)
     exported = IntentRecognizer.from_pretrained(onnx_path)
-    differences, agreements, used, unreadable = [], 0, 0, 0
+    differences, agreements, used, unreadable, slot_differences = [], 0, 0, 0, []
     for start in range(0, len(paths), 16):
         waveforms = []
         for path in paths[start : start + 16]:
@@ -295,8 +308,10 @@ def verify_onnx(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, file
         if not waveforms:
             continue
         batch, lengths = pad_waveforms(waveforms)
-        expected = reference.logits(batch, lengths)
-        actual = exported.logits(batch, lengths)
+        expected, actual = reference.forward(batch, lengths), exported.forward(batch, lengths)
+        slot_differences += [np.abs(expected.slot_logits[name] - actual.slot_logits.get(name, np.inf)).max()
+                             for name in expected.slot_logits]  # fmt: skip
+        expected, actual = expected.logits, actual.logits
         differences.append(np.abs(expected - actual).max(axis=1))
         agreements += int((expected.argmax(1) == actual.argmax(1)).sum())
         used += len(waveforms)
@@ -309,6 +324,7 @@ def verify_onnx(onnx_path: str | os.PathLike, model_dir: str | os.PathLike, file
         "max_abs_logit_difference": float(difference.max()),
         "mean_abs_logit_difference": float(difference.mean()),
         "argmax_agreement": agreements / used,
+        **({"max_abs_slot_logit_difference": float(max(slot_differences))} if slot_differences else {}),
     }
     logger.info(
         "%s vs PyTorch on %d files: max abs logit difference %.3g, argmax agreement %.2f%%",

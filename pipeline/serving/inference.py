@@ -31,7 +31,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +40,11 @@ import torch
 
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import SlukdError
-from pipeline.data.audio import (
-    SAMPLE_RATE,
-    AudioError,
-    audio_info,
-    read_audio,
-    resample,
-    to_mono,
-)
-from pipeline.data.batching import batches_by_duration, pad_sequences
+from pipeline.data.audio import SAMPLE_RATE, AudioError, audio_info, read_audio, resample, to_mono
+from pipeline.data.batching import batches_by_duration
 from pipeline.data.labels import LabelSet, intent_slot_values
-from pipeline.serving.inputs import expand_inputs, find_audio_files
+from pipeline.serving.commands import CommandDecoders
+from pipeline.serving.inputs import expand_inputs, find_audio_files, pad_waveforms
 from pipeline.serving.model_dir import ONNX_FORMAT, ONNX_FORMAT_VERSION, load_model_dir
 from pipeline.serving.rejection import (
     NO_SPEECH,
@@ -94,6 +88,10 @@ class Prediction:
     reason: str | None = None  # why the intent is "unknown" (pipeline.serving.rejection), else None
     start: float | None = None  # seconds into the recording, for a segment of one (predict_segments)
     end: float | None = None
+    # with slot heads (pipeline.serving.commands): each slot head's probability of its value, and
+    # the whole command's confidence (intent x every slot)
+    slot_confidence: dict[str, float] = field(default_factory=dict)
+    command_confidence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the ``slukd predict`` line without ``file``)."""
@@ -105,6 +103,11 @@ class Prediction:
             "slots": self.slots,
             "duration": round(self.duration, 4),
         }
+        if self.command_confidence is not None:
+            result["slot_confidence"] = {
+                name: round(value, 6) for name, value in self.slot_confidence.items()
+            }
+            result["command_confidence"] = round(self.command_confidence, 6)
         if self.transcript is not None:
             result["transcript"] = self.transcript
         return result
@@ -118,6 +121,7 @@ class ModelOutput:
     ctc_log_probs: np.ndarray | None = None  # [batch, frames, vocab]
     ctc_lengths: np.ndarray | None = None  # [batch]
     transcripts: list[str] | None = None  # a cascade's normalised ASR hypotheses
+    slot_logits: dict[str, np.ndarray] = field(default_factory=dict)  # slot -> [batch, classes] (slot heads)
 
 
 class TorchBackend:
@@ -144,6 +148,7 @@ class TorchBackend:
         return ModelOutput(
             logits=output.logits.float().cpu().numpy(),
             ctc_log_probs=None if ctc is None else ctc.float().cpu().numpy(),
+            slot_logits={name: values.float().cpu().numpy() for name, values in output.slot_logits.items()},
             ctc_lengths=None if ctc is None else output.lengths.cpu().numpy(),
         )
 
@@ -189,6 +194,9 @@ class OnnxBackend:
             raise InferenceError(f"{path}: bad metadata ({_first_line(error)})") from None
         self.ctc_characters = metadata.get("ctc_characters") or None
         self.outputs = [output.name for output in self.session.get_outputs()]
+        # slot -> its output (metadata "slot_heads", pipeline.serving.export); none in older exports
+        heads = json.loads(metadata.get("slot_heads") or "[]")
+        self.slot_outputs = {head["name"]: head["output"] for head in heads if head["output"] in self.outputs}
 
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
         values = self.session.run(None, {"waveforms": waveforms, "lengths": lengths})
@@ -197,6 +205,7 @@ class OnnxBackend:
             logits=named["logits"],
             ctc_log_probs=named.get("ctc_log_probs"),
             ctc_lengths=named.get("ctc_lengths"),
+            slot_logits={name: named[output] for name, output in self.slot_outputs.items()},
         )
 
 
@@ -241,6 +250,7 @@ class IntentRecognizer:
         self.max_seconds = min(max_seconds, backend.max_seconds or max_seconds)
         self.rejection: Rejection | None = getattr(backend, "rejection", None)  # pipeline.serving.rejection
         self.trim_silence: bool = getattr(backend, "trim_silence", False)  # as the model was trained
+        self._decoders = CommandDecoders(self.labels)  # joint decoding with slot heads
 
     @classmethod
     def from_pretrained(
@@ -433,6 +443,9 @@ class IntentRecognizer:
         best = int(ranked[0])
         confidence = float(probabilities[best])
         intent = self.labels.intent(best)
+        command = self._decoders.row(output.logits, output.slot_logits, row)
+        if command is not None:  # slot heads: the intent and the slots decoded together
+            confidence, intent = float(probabilities[command.intent]), self.labels.intent(command.intent)
         reason = (
             rejection.reason(logits, self.labels) if rejection else no_command_reason(intent, self.labels)
         )
@@ -445,11 +458,13 @@ class IntentRecognizer:
             intent=intent,
             confidence=confidence,
             top_k=[(self.labels.intent(int(i)), float(probabilities[i])) for i in ranked[:top_k]],
-            slots=intent_slots(intent, self.labels),
+            slots=intent_slots(intent, self.labels) if command is None else command.filled_slots(intent),
             duration=samples / self.sample_rate,
             transcript=transcript,
             source=name,
             reason=reason,
+            slot_confidence=command.slot_confidence if command is not None else {},
+            command_confidence=command.confidence if command is not None else None,
         )
 
 
@@ -457,12 +472,6 @@ def intent_slots(intent: str, labels: LabelSet) -> dict[str, str]:
     """Slot values of an intent label (:func:`pipeline.data.labels.intent_slot_values`); ``{}`` where the
     label space has no slots, the intent is unknown or its name does not split into known values."""
     return intent_slot_values(labels, intent) if intent in labels else {}
-
-
-def pad_waveforms(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-padded ``[batch, samples]`` float32 and int64 lengths, as numpy (:func:`pipeline.data.batching.pad_sequences`)."""
-    batch, lengths = pad_sequences([np.asarray(w, dtype=np.float32) for w in waveforms], dtype=torch.float32)
-    return batch.numpy(), lengths.numpy()
 
 
 def _numpy(value: np.ndarray | torch.Tensor, dtype: type) -> np.ndarray:

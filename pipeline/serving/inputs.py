@@ -1,4 +1,5 @@
-"""What ``slukd predict`` is given: audio files, directories, ``@LIST`` files and ``-`` (stdin)."""
+"""What ``slukd predict`` is given: audio files, directories, ``@LIST`` files and ``-`` (stdin); and
+waveforms padded into one batch."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from pipeline.data.audio import AUDIO_SUFFIXES
+from pipeline.data.batching import pad_sequences
 
 
 def find_audio_files(folder: str | os.PathLike) -> list[Path]:
@@ -55,3 +60,9 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message (its type name when it has none)."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
+
+
+def pad_waveforms(waveforms: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-padded ``[batch, samples]`` float32 and int64 lengths, as numpy (:func:`pipeline.data.batching.pad_sequences`)."""
+    batch, lengths = pad_sequences([np.asarray(w, dtype=np.float32) for w in waveforms], dtype=torch.float32)
+    return batch.numpy(), lengths.numpy()

@@ -4,7 +4,8 @@ A model dir needs nothing else to run (no teacher, no corpus, no training code, 
 
     config.json         {"format": "slukd-student", "version": 2, "family": "transformer",
                          "student": {...}, "frontend": {"name": "fbank", ..., "cmvn": {...}},
-                         "labels": {...}, "ctc_characters": "..." | null, "training": {...}}
+                         "labels": {...}, "ctc_characters": "..." | null, "training": {...},
+                         "slot_classes": {slot: [classes of its head]}}  (only with slot heads)
     model.safetensors   every weight (a pretrained encoder's too)
     labels.json         the label map (for people and tools; config.json is what is read)
     metrics.json        what training measured (optional)
@@ -62,6 +63,7 @@ ONNX_METADATA_KEYS = {
     "source_model": "the student model dir it was exported from",
     "slukd_rejection": "JSON rejection section of config.json (pipeline.serving.rejection); empty: no rejection",
     "trim_silence": "'true' when the model was trained on trimmed audio (inference trims the same way)",
+    "slot_heads": "JSON [{name, classes, output}] per slot head, in output order; empty or absent: none",
 }
 
 
@@ -82,6 +84,11 @@ class LoadedStudent:
     @property
     def family(self) -> str:
         return self.config["family"]
+
+    @property
+    def slot_classes(self) -> dict[str, list[str]]:
+        """Slot -> the classes of its head, in the model's head order (``{}`` without slot heads)."""
+        return model_slot_classes(self.model, self.labels)
 
     @property
     def ctc_characters(self) -> str | None:
@@ -178,6 +185,14 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu") 
     num_intents = getattr(model.config, "num_intents", len(labels))
     if num_intents != len(labels):
         raise ModelDirError(f"{file}: student has {num_intents} intents but the labels list {len(labels)}")
+    heads = getattr(model.config, "slot_classes", {})
+    wrong = [
+        name
+        for name, count in heads.items()
+        if name not in labels.slots or len(labels.slot_classes(name)) != count
+    ]
+    if wrong:
+        raise ModelDirError(f"{file}: slot head(s) {', '.join(wrong)} do not fit the slots of the labels")
     return LoadedStudent(model.to(torch.device(device)).eval(), frontend, labels, config, folder)
 
 
@@ -220,6 +235,7 @@ def save_model_dir(path: str | os.PathLike, model: nn.Module, frontend: FrontEnd
         "frontend": frontend.to_config(),
         "labels": labels.to_dict(),
         "ctc_characters": None,
+        **({"slot_classes": model_slot_classes(model, labels)} if getattr(model, "slot_names", None) else {}),
         **(extra or {}),
     }
     write_json(folder / CONFIG_FILE, config)
@@ -237,3 +253,8 @@ def update_config(path: str | os.PathLike, entries: dict[str, Any]) -> None:
     config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     config.update(entries)
     write_json(folder / CONFIG_FILE, config)
+
+
+def model_slot_classes(model: nn.Module, labels: LabelSet) -> dict[str, list[str]]:
+    """Slot -> the classes of the student's head for it (:meth:`LabelSet.slot_classes`), head order."""
+    return {name: labels.slot_classes(name) for name in getattr(model, "slot_names", [])}

@@ -40,6 +40,7 @@ class WaveformOutput(NamedTuple):
     ctc_log_probs: Tensor | None  # [B, T, V] with a CTC head, else None
     lengths: Tensor  # [B] valid frames of ctc_log_probs
     hypotheses: list[str] | None = None  # a cascade's normalised ASR text, one per waveform
+    slot_logits: dict[str, Tensor] = {}  # slot -> [B, classes] of a student with slot heads
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _load_student(model_dir: Path, device: torch.device) -> LoadedModel:
         with torch.no_grad():
             features, frames = student.frontend(waveforms, lengths)
             output = student.model(features, frames)
-        return WaveformOutput(output.logits, output.ctc_log_probs, output.lengths)
+        return WaveformOutput(output.logits, output.ctc_log_probs, output.lengths, None, output.slot_logits)
 
     return LoadedModel(
         "student", student.labels, read_json(model_dir / "config.json"), WAVEFORM, student.model, device,

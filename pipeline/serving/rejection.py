@@ -32,9 +32,9 @@ import numpy as np
 
 from pipeline.core.errors import SlukdError
 from pipeline.data.labels import LabelSet
+from pipeline.data.open_set import UNKNOWN_INTENT
 from pipeline.data.vad import DEFAULT_VAD, VadConfig, VadError, speech_regions, trim_to_regions
 
-UNKNOWN_INTENT = "unknown"
 METHODS = ("max_softmax", "energy", "unknown")
 DEFAULT_TARGET_ACCEPTANCE = 0.98
 NO_SPEECH, NOT_A_COMMAND, LOW_CONFIDENCE = "no speech", "not a command", "low confidence"

@@ -44,6 +44,7 @@ from torch.nn import functional
 from pipeline.core.errors import SlukdError
 from pipeline.data.audio import SAMPLE_RATE
 from pipeline.frontends.base import FrontEnd, pad_to_length, register_frontend
+from pipeline.students import transformer as base
 from pipeline.students.finetune import FreezeSpec, PretrainedParts, apply_freeze, hold_frozen_in_eval
 from pipeline.students.finetune import parameter_groups as finetune_parameter_groups
 from pipeline.students.registry import register_student
@@ -162,9 +163,11 @@ class HFStudentConfig:
     num_intents: int = 31  # 0 in a training config: as many as the corpus's labels.json has
     teacher_dim: int = 0  # width of the teacher's vectors; 0: no projection head
     ctc_vocab_size: int = 0  # characters + blank; 0: no CTC head
+    slot_classes: dict[str, int] = field(default_factory=dict)  # slot -> classes of its head (training fills)
 
     def __post_init__(self) -> None:
         FreezeSpec.parse(self.freeze)
+        base.check_slot_classes(self.slot_classes)
         if self.pooling not in HF_POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(HF_POOLINGS)}, got {self.pooling!r}")
         if self.extra_layers < 0:
@@ -287,8 +290,9 @@ class HFStudent(PooledHeads, nn.Module):
         )
         self.final_norm = nn.LayerNorm(self.hidden_size) if config.extra_layers else None
         self.build_heads(
-            self.hidden_size, config.pooling, config.num_intents, config.teacher_dim, config.ctc_vocab_size
-        )
+            self.hidden_size, config.pooling, config.num_intents, config.teacher_dim, config.ctc_vocab_size,
+            config.slot_classes,
+        )  # fmt: skip
 
         self.trainable_pretrained_layers = apply_freeze(self.pretrained_parts(), config.freeze)
         self.train()

@@ -12,7 +12,7 @@ asked (distillation needs them); otherwise it runs fused scaled-dot-product atte
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -42,8 +42,10 @@ class StudentConfig:
     num_intents: int = 31  # 0 in a training config: as many as the corpus's labels.json has
     teacher_dim: int = 0  # width of the teacher's vectors; 0: no projection head
     ctc_vocab_size: int = 0  # characters + blank; 0: no CTC head
+    slot_classes: dict[str, int] = field(default_factory=dict)  # slot -> classes of its head (training fills)
 
     def __post_init__(self) -> None:
+        check_slot_classes(self.slot_classes)
         if self.subsampling not in (4, 8):
             raise ValueError(f"subsampling must be 4 or 8, got {self.subsampling}")
         if self.pooling not in POOLINGS:
@@ -54,6 +56,13 @@ class StudentConfig:
             raise ValueError("num_intents must be at least 2 (or 0: from the corpus's labels.json)")
 
 
+def check_slot_classes(slot_classes: dict[str, int]) -> None:
+    """Raise ValueError unless every slot head has a name and at least two classes (a value and none)."""
+    for name, count in slot_classes.items():
+        if not isinstance(name, str) or not name or not isinstance(count, int) or count < 2:
+            raise ValueError(f"slot_classes: slot {name!r} needs at least 2 classes, got {count!r}")
+
+
 class StudentOutput(NamedTuple):
     logits: Tensor  # [batch, intents]
     utterance: Tensor  # [batch, d_model] pooled vector
@@ -62,6 +71,9 @@ class StudentOutput(NamedTuple):
     hidden_states: list[Tensor]  # per layer [batch, frames, d_model] (empty unless asked)
     attentions: list[Tensor]  # per layer [batch, frames, frames], heads averaged (empty unless asked)
     ctc_log_probs: Tensor | None  # [batch, frames, vocab]
+    slot_logits: dict[
+        str, Tensor
+    ] = {}  # slot -> [batch, its classes] (LabelSet.slot_classes); empty: no slots
 
 
 def subsampled_lengths(lengths: Tensor, subsampling: int) -> Tensor:
@@ -120,16 +132,22 @@ def masked_pool(x: Tensor, padding: Tensor, scorer: nn.Module | None = None) -> 
 class PooledHeads:
     """Mixin for every student family (an ``nn.Module`` subclass calls
     :meth:`build_heads` in ``__init__``): pooling, the intent head, the projection to the
-    teacher's width and the CTC head, under the parameter names every family uses
-    (``pooling_scorer``, ``classifier``, ``projection``, ``ctc_head``)."""
+    teacher's width, the CTC head and one head per slot on the pooled vector, under the parameter
+    names every family uses (``pooling_scorer``, ``classifier``, ``projection``, ``ctc_head``,
+    ``slot_heads.<i>`` in the label map's slot order). Without slots there are no slot weights, so
+    such a model has the layout and the numbers it had before slot heads existed."""
 
     def build_heads(self, width: int, pooling: str, num_intents: int, teacher_dim: int,
-                    ctc_vocab_size: int) -> None:  # fmt: skip
-        """Create the heads on top of ``width``-wide frames (``pooling``: ``attention`` or ``mean``)."""
+                    ctc_vocab_size: int, slot_classes: dict[str, int] | None = None) -> None:  # fmt: skip
+        """Create the heads on top of ``width``-wide frames (``pooling``: ``attention`` or ``mean``);
+        ``slot_classes``: slot name -> classes of its head (built last, so that the other heads
+        draw the same initial weights as a model without slots)."""
         self.pooling_scorer = pooling_scorer(width) if pooling == "attention" else None
         self.classifier = nn.Linear(width, num_intents)
         self.projection = nn.Linear(width, teacher_dim) if teacher_dim else None
         self.ctc_head = nn.Linear(width, ctc_vocab_size) if ctc_vocab_size else None
+        self.slot_names = list(slot_classes or {})
+        self.slot_heads = nn.ModuleList(nn.Linear(width, count) for count in (slot_classes or {}).values())
 
     def heads_output(self, x: Tensor, lengths: Tensor, hidden_states: list[Tensor],
                      attentions: list[Tensor], utterance: Tensor | None = None) -> StudentOutput:  # fmt: skip
@@ -146,6 +164,9 @@ class PooledHeads:
             hidden_states=hidden_states,
             attentions=attentions,
             ctc_log_probs=self.ctc_head(x).float().log_softmax(dim=-1) if self.ctc_head is not None else None,
+            slot_logits={
+                name: head(utterance) for name, head in zip(self.slot_names, self.slot_heads, strict=True)
+            },
         )
 
 
@@ -236,7 +257,7 @@ class SpeechStudent(PooledHeads, nn.Module):
             self.cls_token = nn.Parameter(torch.randn(config.d_model) * 0.02)
         heads_pooling = "mean" if config.pooling == "cls" else config.pooling  # CLS: no scorer
         self.build_heads(config.d_model, heads_pooling, config.num_intents, config.teacher_dim,
-                         config.ctc_vocab_size)  # fmt: skip
+                         config.ctc_vocab_size, config.slot_classes)  # fmt: skip
 
     def forward(self, features: Tensor, lengths: Tensor, return_layers: bool = False) -> StudentOutput:
         """

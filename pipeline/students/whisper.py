@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -57,7 +57,7 @@ from pipeline.students.finetune import (
 )
 from pipeline.students.pretrained import PretrainedError, WhisperEncoderWeights, load_whisper_encoder
 from pipeline.students.registry import register_student
-from pipeline.students.transformer import PooledHeads, StudentOutput, masked_attention
+from pipeline.students.transformer import PooledHeads, StudentOutput, check_slot_classes, masked_attention
 
 POOLINGS = ("attention", "mean")
 # config fields read from the pretrained weights (0 until resolved by WhisperStudent.from_pretrained)
@@ -87,6 +87,7 @@ class WhisperStudentConfig:
     num_intents: int = 31  # 0 in a training config: as many as the corpus's labels.json has
     teacher_dim: int = 0  # width of the teacher's vectors; 0: no projection head
     ctc_vocab_size: int = 0  # characters + blank; 0: no CTC head
+    slot_classes: dict[str, int] = field(default_factory=dict)  # slot -> classes of its head (training fills)
     # the encoder's shape, filled in from the pretrained weights
     num_mel_bins: int = 0
     d_model: int = 0
@@ -97,6 +98,7 @@ class WhisperStudentConfig:
 
     def __post_init__(self) -> None:
         FreezeSpec.parse(self.freeze)
+        check_slot_classes(self.slot_classes)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.extra_layers < 0:
@@ -249,8 +251,9 @@ class WhisperStudent(PooledHeads, nn.Module):
         )
         self.extra_norm = nn.LayerNorm(config.d_model) if config.extra_layers else None
         self.build_heads(
-            config.d_model, config.pooling, config.num_intents, config.teacher_dim, config.ctc_vocab_size
-        )
+            config.d_model, config.pooling, config.num_intents, config.teacher_dim, config.ctc_vocab_size,
+            config.slot_classes,
+        )  # fmt: skip
         self.freeze = FreezeSpec.parse(config.freeze)
         self.trainable_pretrained_layers = apply_freeze(self.pretrained_parts(), self.freeze)
         self.frozen_layers = config.encoder_layers - self.trainable_pretrained_layers

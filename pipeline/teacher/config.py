@@ -16,6 +16,7 @@ POOLINGS = ("mean", "cls", "pooler")
 CONFIG_SECTION = "slukd_teacher"  # our part of the model dir's config.json
 WEIGHTS_FILE, METRICS_FILE, TRAIN_LOG_FILE = "model.safetensors", "metrics.json", "train_log.csv"
 HEAD_PREFIX = "intent_head."
+SLOT_HEAD_PREFIX = "slot_heads."  # slot_heads.<i>.weight/.bias, i in the label map's slot order
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model",
     "sentencepiece.bpe.model",

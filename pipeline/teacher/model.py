@@ -6,7 +6,8 @@ its model dir (:func:`save_teacher_dir`, :func:`load_teacher`) and the plain pre
 
     config.json         the encoder's Hugging Face config, plus id2label/label2id and a
                         "slukd_teacher" section: base model, pooling, label map, resolved config
-    model.safetensors   encoder weights (Hugging Face names) + intent_head.weight / .bias
+    model.safetensors   encoder weights (Hugging Face names) + intent_head.weight / .bias, and
+                        slot_heads.<i>.weight / .bias per slot (the section's "slot_heads" names them)
     tokenizer files     as the tokenizer saves them
     labels.json         copy of the label map
 
@@ -35,6 +36,7 @@ from pipeline.teacher.config import (
     CONFIG_SECTION,
     HEAD_PREFIX,
     POOLINGS,
+    SLOT_HEAD_PREFIX,
     TEACHER_VERSION,
     WEIGHTS_FILE,
     TeacherConfig,
@@ -58,6 +60,7 @@ class TeacherOutput(NamedTuple):
     sentence: Tensor  # [B, H]
     hidden_states: tuple[Tensor, ...] | None  # num_layers + 1 of [B, T, H] (0: embeddings)
     attentions: tuple[Tensor, ...] | None  # num_layers of [B, heads, T, T]
+    slot_logits: dict[str, Tensor] = {}  # slot -> [B, classes] (LabelSet.slot_classes); empty: no slot heads
 
 
 def check_pooling(encoder: nn.Module, pooling: str) -> None:
@@ -80,9 +83,11 @@ def pool_sentence(output: Any, attention_mask: Tensor, pooling: str) -> Tensor:
 
 
 class TeacherModel(nn.Module):
-    """A Hugging Face encoder, a pooled sentence vector, and (optionally) a linear intent head."""
+    """A Hugging Face encoder, a pooled sentence vector, (optionally) a linear intent head, and a
+    linear head per slot (``slot_classes``: slot -> classes) on the same pooled vector."""
 
-    def __init__(self, encoder: nn.Module, num_intents: int, pooling: str, dropout: float = 0.1) -> None:
+    def __init__(self, encoder: nn.Module, num_intents: int, pooling: str, dropout: float = 0.1,
+                 slot_classes: dict[str, int] | None = None) -> None:  # fmt: skip
         super().__init__()
         check_pooling(encoder, pooling)
         self.encoder = encoder
@@ -90,6 +95,8 @@ class TeacherModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         hidden_size = encoder.config.hidden_size
         self.intent_head = nn.Linear(hidden_size, num_intents) if num_intents else None
+        self.slot_names = list(slot_classes or {})
+        self.slot_heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in (slot_classes or {}).values())
 
     @property
     def num_layers(self) -> int:
@@ -110,7 +117,9 @@ class TeacherModel(nn.Module):
             return_dict=True,
         )
         pooled = pool_sentence(output, attention_mask, self.pooling)
-        logits = self.intent_head(self.dropout(pooled)) if self.intent_head is not None else None
+        dropped = self.dropout(pooled)
+        logits = self.intent_head(dropped) if self.intent_head is not None else None
+        slots = {name: head(dropped) for name, head in zip(self.slot_names, self.slot_heads, strict=True)}
         if sentence_pooling is not None and sentence_pooling != self.pooling:
             pooled = pool_sentence(output, attention_mask, sentence_pooling)
         return TeacherOutput(
@@ -118,6 +127,7 @@ class TeacherModel(nn.Module):
             pooled,
             output.hidden_states if output_layers else None,
             output.attentions if output_layers else None,
+            slots,
         )
 
 
@@ -125,14 +135,26 @@ class TeacherModel(nn.Module):
 def intent_logits(model: TeacherModel, token_ids: list[list[int]], batch_size: int, device: torch.device,
                   padding: int) -> np.ndarray:  # fmt: skip
     """float32 intent logits ``[len(token_ids), C]`` in eval mode (the training mode is restored)."""
+    return head_logits(model, token_ids, batch_size, device, padding)[0]
+
+
+@torch.no_grad()
+def head_logits(model: TeacherModel, token_ids: list[list[int]], batch_size: int, device: torch.device,
+                padding: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """float32 intent logits ``[N, C]`` and slot logits (slot -> ``[N, classes]``) in eval mode."""
     was_training = model.training
     model.eval()
     result = np.zeros((len(token_ids), model.intent_head.out_features), dtype=np.float32)
+    slots = {name: np.zeros((len(token_ids), head.out_features), dtype=np.float32)
+             for name, head in zip(model.slot_names, model.slot_heads, strict=True)}  # fmt: skip
     for batch in batches_by_length([len(ids) for ids in token_ids], batch_size):
         input_ids, attention_mask = pad_token_ids([token_ids[i] for i in batch], padding, device)
-        result[batch] = model(input_ids, attention_mask).logits.float().cpu().numpy()
+        output = model(input_ids, attention_mask)
+        result[batch] = output.logits.float().cpu().numpy()
+        for name, values in output.slot_logits.items():
+            slots[name][batch] = values.float().cpu().numpy()
     model.train(was_training)
-    return result
+    return result, slots
 
 
 @dataclass
@@ -199,6 +221,7 @@ def save_teacher_dir(folder: str | os.PathLike, model: TeacherModel, tokenizer: 
         "num_intents": len(labels),
         "labels": labels.to_dict(),
         "config": to_dict(config),
+        **({"slot_heads": model.slot_names} if model.slot_names else {}),
     })  # fmt: skip
     encoder_config.save_pretrained(folder)
     tensors = {
@@ -206,6 +229,8 @@ def save_teacher_dir(folder: str | os.PathLike, model: TeacherModel, tokenizer: 
     }
     for name, value in model.intent_head.state_dict().items():
         tensors[HEAD_PREFIX + name] = value.detach().cpu().contiguous().clone()
+    for name, value in model.slot_heads.state_dict().items():
+        tensors[SLOT_HEAD_PREFIX + name] = value.detach().cpu().contiguous().clone()
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     umask = os.umask(0)
     os.umask(umask)
@@ -248,21 +273,35 @@ def load_teacher(
         config = from_dict(TeacherConfig, section["config"])
     except (LabelError, ConfigError, KeyError) as error:
         raise TeacherError(f"{folder}: bad {CONFIG_SECTION} section in config.json ({error})") from None
+    slot_names = section.get("slot_heads") or []
+    unknown = [name for name in slot_names if name not in labels.slots]
+    if unknown:
+        raise TeacherError(f"{folder}: slot head(s) {', '.join(unknown)} are not slots of its label map")
     encoder = load_encoder(source, attn_implementation)
-    model = TeacherModel(encoder, len(labels), section.get("pooling", config.pooling), config.dropout)
+    slot_classes = {name: len(labels.slot_classes(name)) for name in slot_names}
+    model = TeacherModel(
+        encoder, len(labels), section.get("pooling", config.pooling), config.dropout, slot_classes
+    )
     with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
         head = {
             key[len(HEAD_PREFIX) :]: weights.get_tensor(key)
             for key in weights.keys()
             if key.startswith(HEAD_PREFIX)
         }
+        slot_state = {
+            key[len(SLOT_HEAD_PREFIX) :]: weights.get_tensor(key)
+            for key in weights.keys()
+            if key.startswith(SLOT_HEAD_PREFIX)
+        }
     if set(head) != {"weight", "bias"}:
         raise TeacherError(f"{folder}: {WEIGHTS_FILE} lacks the intent head ({HEAD_PREFIX}weight/bias)")
     try:
         model.intent_head.load_state_dict(head)
+        model.slot_heads.load_state_dict(slot_state)
     except RuntimeError:
         raise TeacherError(
-            f"{folder}: intent head does not fit {len(labels)} intents x hidden size {model.hidden_size}"
+            f"{folder}: intent or slot heads do not fit {len(labels)} intents, slots {slot_classes} x hidden "
+            f"size {model.hidden_size}"
         ) from None
     device = resolve_device(device)
     model.to(device).eval()

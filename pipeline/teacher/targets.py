@@ -3,7 +3,9 @@
 :func:`export_targets` runs a teacher (fine-tuned, or the plain pretrained encoder) once per
 unique normalised transcript of some manifests and stores, back to back without padding:
 intent logits, the sentence vector, and per requested layer the hidden states and the
-head-averaged attention probabilities, in float16, with the tokenisation.
+head-averaged attention probabilities, in float16, with the tokenisation. A teacher with slot
+heads adds ``slot_logits.f16`` ``[rows, classes of every slot head, side by side]``; meta's
+``slot_heads`` names each head and its classes in that order (stores without it have none).
 :class:`TeacherTargets` reads it memory-mapped; ``check`` says what to re-export when a student
 asks for layers or a label map the store lacks.
 """
@@ -40,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 META_FILE, INDEX_FILE = "meta.json", "index.json"
 TOKEN_IDS_FILE, SENTENCE_FILE, LOGITS_FILE = "token_ids.i32", "sentence.f16", "logits.f16"
-HIDDEN_FILE, ATTENTION_FILE = "hidden.f16", "attention.f16"
+HIDDEN_FILE, ATTENTION_FILE, SLOT_LOGITS_FILE = "hidden.f16", "attention.f16", "slot_logits.f16"
 
 
 @dataclass
@@ -54,6 +56,7 @@ class TeacherTarget:
     sentence: np.ndarray  # [H]
     hidden: np.ndarray  # [len(layers), T, H], in the order of TeacherTargets.layers
     attention: np.ndarray  # [len(layers), T, T], head-averaged probabilities
+    slot_logits: dict[str, np.ndarray]  # slot -> [classes]; empty without slot heads
 
 
 def export_targets(
@@ -174,6 +177,9 @@ def export_targets(
             "model_dir": None if pretrained else str(Path(model).resolve()),
             "fine_tuned": teacher.fine_tuned,
             "has_logits": teacher.fine_tuned,
+            "slot_heads": [
+                {"name": name, "classes": teacher.labels.slot_classes(name)} for name in teacher.model.slot_names
+            ],
             "labels": teacher.labels.to_dict() if teacher.labels is not None else None,
             "num_intents": len(teacher.labels) if teacher.labels is not None else None,
             "num_layers": num_layers,
@@ -212,6 +218,8 @@ def _write_targets(folder: Path, teacher: Teacher, token_ids: list[list[int]], l
     }
     if teacher.fine_tuned:
         files[LOGITS_FILE] = open(folder / LOGITS_FILE, "wb")
+    if model.slot_names:
+        files[SLOT_LOGITS_FILE] = open(folder / SLOT_LOGITS_FILE, "wb")
     batches = batches_by_length([len(ids) for ids in token_ids], batch_size)
     try:
         for batch in tqdm(batches, desc="teacher targets", unit="batch"):
@@ -220,6 +228,11 @@ def _write_targets(folder: Path, teacher: Teacher, token_ids: list[list[int]], l
             sentence = output.sentence.float().cpu().numpy().astype(np.float16)
             logits = (
                 output.logits.float().cpu().numpy().astype(np.float16) if output.logits is not None else None
+            )
+            slot_logits = (
+                torch.cat(list(output.slot_logits.values()), dim=-1).float().cpu().numpy().astype(np.float16)
+                if output.slot_logits
+                else None
             )
             if layers:
                 hidden = torch.stack([output.hidden_states[layer] for layer in layers], dim=1)  # [B, L, T, H]
@@ -232,6 +245,8 @@ def _write_targets(folder: Path, teacher: Teacher, token_ids: list[list[int]], l
                 files[SENTENCE_FILE].write(sentence[row].tobytes())
                 if logits is not None:
                     files[LOGITS_FILE].write(logits[row].tobytes())
+                if slot_logits is not None:
+                    files[SLOT_LOGITS_FILE].write(slot_logits[row].tobytes())
                 if layers:
                     files[HIDDEN_FILE].write(np.ascontiguousarray(hidden[row, :, :length]).tobytes())
                     files[ATTENTION_FILE].write(
@@ -272,6 +287,9 @@ class TeacherTargets:
             if self.meta["has_logits"]
             else None
         )
+        self.slot_heads = [(head["name"], len(head["classes"])) for head in self.meta.get("slot_heads") or []]
+        width = sum(count for _, count in self.slot_heads)
+        self.slot_logits = self._open(SLOT_LOGITS_FILE, np.float16, (rows, width)) if width else None
         self.hidden = self._open(HIDDEN_FILE, np.float16, (depth * tokens, hidden_size))
         self.attention = self._open(ATTENTION_FILE, np.float16, (int(self.attention_offsets[-1]),))
 
@@ -323,7 +341,18 @@ class TeacherTargets:
             sentence=self.sentence[row],
             hidden=hidden,
             attention=attention,
+            slot_logits=self._slot_row(row),
         )
+
+    def _slot_row(self, row: int) -> dict[str, np.ndarray]:
+        """Slot name -> the teacher's slot logits of a row (``{}`` without slot heads)."""
+        if self.slot_logits is None:
+            return {}
+        values, start, result = self.slot_logits[row], 0, {}
+        for name, count in self.slot_heads:
+            result[name] = values[start : start + count]
+            start += count
+        return result
 
     def check(self, labels: LabelSet | None, layers: Sequence[int] = ()) -> None:
         """Raise :class:`TeacherError`, saying what to re-export, unless the store fits.

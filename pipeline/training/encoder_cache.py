@@ -77,7 +77,7 @@ CACHE_VERSION = 1
 # student config fields that only shape the trainable top: a change keeps the cache valid
 HEAD_FIELDS = frozenset({
     "num_intents", "teacher_dim", "ctc_vocab_size", "extra_layers", "extra_heads", "extra_feedforward",
-    "dropout", "pooling", "pretrained",
+    "dropout", "pooling", "pretrained", "slot_classes",
 })  # fmt: skip
 
 # augment settings that act on features (not applied at cache time): a change keeps the copies valid

@@ -11,7 +11,15 @@ subset runs (the ablation table comes from these switches):
   W^H to the teacher's width (Jiang et al.'s W^H, which their released code lacks);
 - ``attention``: head-averaged attention probabilities, KL per query row, probabilities on
   both sides;
-- ``ctc``: character CTC on the encoder output.
+- ``ctc``: character CTC on the encoder output;
+- ``slot_ce``: cross-entropy of every slot head with the gold slot class (``none`` where the
+  utterance leaves the slot empty), summed over the slots, so each slot weighs like the intent
+  (default ``None``: 1 where the labels have slots);
+- ``slot_logits``: the ``logits`` loss for every slot head against the teacher's slot head
+  (KL at the same temperature, x T^2), summed over the slots. Its default (``None``) is the
+  ``logits`` weight when the teacher's targets carry slot logits, else 0
+  (:func:`resolve_slot_losses`). Labels without slots switch both off, so such a model trains
+  exactly as before slot heads existed.
 
 Speech has more frames than the transcript has tokens; ``alignment`` names how they meet:
 
@@ -36,7 +44,7 @@ from torch.nn import functional
 
 ALIGNMENTS = ("pad", "interpolate", "segment")
 SENTENCE_DISTANCES = ("mse", "cosine")
-LOSS_NAMES = ("ce", "logits", "sentence", "hidden", "attention", "ctc")
+LOSS_NAMES = ("ce", "logits", "sentence", "hidden", "attention", "ctc", "slot_ce", "slot_logits")
 EPSILON = 1e-8
 
 
@@ -50,6 +58,10 @@ class DistillConfig:
     hidden: float = 0.0
     attention: float = 0.0
     ctc: float = 0.0
+    slot_ce: float | None = None  # CE of each slot head; None: 1 where the labels have slots, else 0
+    slot_logits: float | None = (
+        None  # KD of each slot head; None: the logits weight if the teacher has slot heads
+    )
     temperature: float = 2.0
     label_smoothing: float = 0.0
     alignment: str = "segment"  # pad | interpolate | segment
@@ -60,13 +72,13 @@ class DistillConfig:
             raise ValueError(f"alignment must be one of {', '.join(ALIGNMENTS)}, got {self.alignment!r}")
         if self.sentence_distance not in SENTENCE_DISTANCES:
             raise ValueError(f"sentence_distance must be one of {', '.join(SENTENCE_DISTANCES)}")
-        if any(getattr(self, name) < 0 for name in LOSS_NAMES):
+        if any((getattr(self, name) or 0.0) < 0 for name in LOSS_NAMES):
             raise ValueError("loss weights must be >= 0")
         if self.temperature <= 0:
             raise ValueError("temperature must be > 0")
 
     def active(self) -> list[str]:
-        return [name for name in LOSS_NAMES if getattr(self, name) > 0]
+        return [name for name in LOSS_NAMES if (getattr(self, name) or 0.0) > 0]
 
     @property
     def needs_layers(self) -> bool:
@@ -74,7 +86,21 @@ class DistillConfig:
 
     @property
     def needs_teacher(self) -> bool:
-        return self.logits > 0 or self.sentence > 0 or self.needs_layers
+        return self.logits > 0 or self.sentence > 0 or self.needs_layers or (self.slot_logits or 0.0) > 0
+
+
+def resolve_slot_losses(config: DistillConfig, has_slots: bool, teacher_slot_logits: bool) -> DistillConfig:
+    """``config`` with the slot weights settled: both 0 without slots; ``slot_logits: None`` becomes
+    the ``logits`` weight when the teacher's targets have slot logits, else 0."""
+    import dataclasses
+
+    if not has_slots:
+        return dataclasses.replace(config, slot_ce=0.0, slot_logits=0.0)
+    slot_ce = 1.0 if config.slot_ce is None else config.slot_ce
+    slot_logits = config.slot_logits
+    if slot_logits is None:
+        slot_logits = config.logits if teacher_slot_logits and config.logits > 0 else 0.0
+    return dataclasses.replace(config, slot_ce=slot_ce, slot_logits=slot_logits)
 
 
 class TeacherBatch(NamedTuple):
@@ -85,6 +111,7 @@ class TeacherBatch(NamedTuple):
     hidden_states: list[Tensor]  # per mapped layer [batch, tokens, teacher_dim]
     attentions: list[Tensor]  # per mapped layer [batch, tokens, tokens]
     token_lengths: Tensor | None  # [batch]
+    slot_logits: dict[str, Tensor] = {}  # slot -> [batch, classes] (targets of a teacher with slot heads)
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -233,7 +260,8 @@ class DistillationLoss(nn.Module):
             raise ValueError("the hidden loss needs the teacher's width (teacher_dim)")
 
     def forward(self, student, targets: Tensor, teacher: TeacherBatch | None = None,
-                ctc_targets: Tensor | None = None, ctc_target_lengths: Tensor | None = None) -> LossBreakdown:  # fmt: skip
+                ctc_targets: Tensor | None = None, ctc_target_lengths: Tensor | None = None,
+                slot_targets: Tensor | None = None) -> LossBreakdown:  # fmt: skip
         """
         Args:
             student: a :class:`pipeline.students.transformer.StudentOutput` (with layers when hidden/attention are on).
@@ -241,6 +269,7 @@ class DistillationLoss(nn.Module):
             teacher: the teacher's targets (needed by logits, sentence, hidden, attention).
             ctc_targets: ``[batch, max_chars]`` character ids (padded) for the CTC loss.
             ctc_target_lengths: ``[batch]``.
+            slot_targets: ``[batch, slots]`` gold slot class ids, in the student's slot-head order.
         """
         config = self.config
         terms: dict[str, Tensor] = {}
@@ -249,18 +278,15 @@ class DistillationLoss(nn.Module):
                 student.logits.float(), targets, label_smoothing=config.label_smoothing
             )
         if config.needs_teacher and teacher is None:
-            needing = [name for name in config.active() if name not in ("ce", "ctc")]
+            needing = [name for name in config.active() if name not in ("ce", "ctc", "slot_ce")]
             raise ValueError(f"losses {', '.join(needing)} need teacher targets")
         if config.logits > 0:
             if teacher.logits is None:
                 raise ValueError(
                     "the logits loss needs teacher logits (export targets from a fine-tuned teacher)"
                 )
-            temperature = config.temperature
-            teacher_probabilities = (teacher.logits.float() / temperature).softmax(-1)
-            student_log_probabilities = (student.logits.float() / temperature).log_softmax(-1)
-            kl = functional.kl_div(student_log_probabilities, teacher_probabilities, reduction="batchmean")
-            terms["logits"] = kl * temperature**2
+            terms["logits"] = softened_kl(student.logits, teacher.logits, config.temperature)
+        terms.update(self._slot_terms(student, teacher, slot_targets))
         if config.sentence > 0:
             if student.projected is None:
                 raise ValueError("the sentence loss needs a student with a projection head (teacher_dim > 0)")
@@ -299,3 +325,39 @@ class DistillationLoss(nn.Module):
         for name, value in terms.items():
             total = total + getattr(config, name) * value
         return LossBreakdown(total, terms)
+
+    def _slot_terms(
+        self, student, teacher: TeacherBatch | None, slot_targets: Tensor | None
+    ) -> dict[str, Tensor]:
+        """``slot_ce`` and ``slot_logits``, each summed over the student's slot heads (when on)."""
+        config, heads = self.config, student.slot_logits
+        terms: dict[str, Tensor] = {}
+        if (config.slot_ce or 0.0) > 0 and heads:
+            if slot_targets is None:
+                raise ValueError("the slot_ce loss needs the gold slot classes of the batch")
+            terms["slot_ce"] = sum(
+                functional.cross_entropy(
+                    logits.float(), slot_targets[:, i], label_smoothing=config.label_smoothing
+                )
+                for i, logits in enumerate(heads.values())
+            )
+        if (config.slot_logits or 0.0) > 0 and heads:
+            missing = [name for name in heads if name not in teacher.slot_logits]
+            if missing:
+                raise ValueError(
+                    f"the slot_logits loss needs the teacher's slot logits for {', '.join(missing)} (re-export the "
+                    "targets from a teacher trained on these labels, or set distill.slot_logits=0)"
+                )
+            terms["slot_logits"] = sum(
+                softened_kl(logits, teacher.slot_logits[name], config.temperature)
+                for name, logits in heads.items()
+            )
+        return terms
+
+
+def softened_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of temperature-softened ``[batch, classes]`` logits, x T^2 (Hinton)."""
+    teacher_probabilities = (teacher.float() / temperature).softmax(-1)
+    student_log_probabilities = (student.float() / temperature).log_softmax(-1)
+    kl = functional.kl_div(student_log_probabilities, teacher_probabilities, reduction="batchmean")
+    return kl * temperature**2

@@ -35,6 +35,12 @@ class TeacherLookup:
         logits = None
         if entries[0].logits is not None:
             logits = torch.from_numpy(np.stack([e.logits for e in entries]).astype(np.float32)).to(device)
+        slot_logits = {
+            name: torch.from_numpy(np.stack([e.slot_logits[name] for e in entries]).astype(np.float32)).to(
+                device
+            )
+            for name in entries[0].slot_logits
+        }
         sentence = torch.from_numpy(np.stack([e.sentence for e in entries]).astype(np.float32)).to(device)
         return TeacherBatch(
             logits=logits,
@@ -42,4 +48,5 @@ class TeacherLookup:
             hidden_states=[torch.from_numpy(h).to(device) for h in hidden],
             attentions=[torch.from_numpy(a).to(device) for a in attention],
             token_lengths=token_lengths.to(device),
+            slot_logits=slot_logits,
         )

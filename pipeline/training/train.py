@@ -56,11 +56,8 @@ from pipeline.frontends.feature_store import FeatureStore
 from pipeline.serving.model_dir import load_model_dir, save_model_dir
 from pipeline.students.ctc import CHARACTERS, ctc_infeasible, ctc_targets, vocab_size
 from pipeline.students.finetune import group_lr_lambdas
-from pipeline.students.registry import (
-    new_student,
-    num_parameters,
-    student_config,
-)
+from pipeline.students.registry import new_student, num_parameters, student_config
+from pipeline.training import slots as slot_heads
 from pipeline.training.checkpoint import average_best, latest_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.training.experiment import ExperimentConfig, TrainConfig, load_experiment_config
 from pipeline.training.losses import DistillationLoss, uniform_layer_map
@@ -105,9 +102,10 @@ class Trainable(nn.Module):
         self.student = student
         self.loss = loss
 
-    def forward(self, features, lengths, targets, teacher, ctc, return_layers, from_frozen=False):  # noqa: ANN001
+    def forward(self, features, lengths, targets, teacher, ctc, return_layers, from_frozen=False,
+                slot_targets=None):  # noqa: ANN001  # fmt: skip
         output = run_student(self.student, features, lengths, return_layers, from_frozen)
-        return self.loss(output, targets, teacher, *ctc)
+        return self.loss(output, targets, teacher, *ctc, slot_targets)
 
 
 def run_student(student: nn.Module, inputs: Tensor, lengths: Tensor, return_layers: bool = False,
@@ -126,8 +124,9 @@ def compute_loss(model: nn.Module, batch: Batch, features: Tensor, lengths: Tens
     targets = batch.targets.to(device)
     teacher_batch = teacher.batch(batch.transcripts, device) if teacher is not None else None
     ctc = ctc_targets(batch.transcripts, device) if distill.ctc > 0 else (None, None)
+    slots = batch.slot_targets.to(device) if batch.slot_targets is not None else None
     with autocast(device):
-        return model(features, lengths, targets, teacher_batch, ctc, distill.needs_layers, from_frozen)
+        return model(features, lengths, targets, teacher_batch, ctc, distill.needs_layers, from_frozen, slots)
 
 
 def _check_finite(breakdown, step: int) -> None:
@@ -173,17 +172,24 @@ def train_one_epoch(model, optimizer, scheduler, loader, features: TrainingFeatu
 @torch.no_grad()
 def predict(
     student: nn.Module, loader, features: TrainingFeatures | FrozenInputs, device: torch.device
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Logits ``[N, C]``, gold ids ``[N]`` and ids of every utterance a loader yields."""
+) -> slot_heads.Predicted:
+    """Intent logits ``[N, C]``, gold ids ``[N]``, ids, and slot logits and gold slot classes of
+    every utterance a loader yields."""
     student.eval()
-    logits, targets, ids = [], [], []
+    logits, targets, ids, slots, slot_targets = [], [], [], {}, []
     for batch in loader:
         inputs, lengths = features(batch, None, train=False)
         output = run_student(student, inputs, lengths, from_frozen=features.from_frozen)
         logits.append(output.logits.float().cpu().numpy())
         targets.append(batch.targets.numpy())
         ids += batch.ids
-    return np.concatenate(logits), np.concatenate(targets), ids
+        for name, values in output.slot_logits.items():
+            slots.setdefault(name, []).append(values.float().cpu().numpy())
+        if output.slot_logits and batch.slot_targets is not None:
+            slot_targets.append(batch.slot_targets.numpy())
+    slot_logits = {name: np.concatenate(values) for name, values in slots.items()}
+    slot_gold = np.concatenate(slot_targets) if slot_targets else None
+    return slot_heads.Predicted(np.concatenate(logits), np.concatenate(targets), ids, slot_logits, slot_gold)
 
 
 def accuracy_and_loss(logits: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -216,7 +222,9 @@ def _fingerprint(inputs: TrainInputs, config: ExperimentConfig) -> dict:
     digest = hashlib.sha256()
     for path in (inputs.train_manifest, inputs.valid_manifest):
         digest.update(Path(path).read_bytes())
-    settings = config.to_dict()
+    settings = slot_heads.fingerprint_settings(
+        config.to_dict(), Path(inputs.train_manifest).parent / "labels.json"
+    )
     if not settings["train"]["cache_augmented_copies"]:  # runs from before the setting keep their fingerprint
         del settings["train"]["cache_augmented_copies"]
     return {"inputs_sha256": digest.hexdigest(), "config": json.loads(json.dumps(settings, default=str))}
@@ -258,7 +266,7 @@ def _load_teacher(inputs: TrainInputs, config: ExperimentConfig, labels: LabelSe
     if not config.distill.needs_teacher:
         return None
     if inputs.teacher_targets is None:
-        needing = [name for name in config.distill.active() if name not in ("ce", "ctc")]
+        needing = [name for name in config.distill.active() if name not in ("ce", "ctc", "slot_ce")]
         raise TrainingError(f"losses {', '.join(needing)} need teacher targets (--teacher-targets)")
     from pipeline.teacher.targets import TeacherTargets
     from pipeline.teacher.train import TeacherError
@@ -270,6 +278,11 @@ def _load_teacher(inputs: TrainInputs, config: ExperimentConfig, labels: LabelSe
         )
     except TeacherError as error:
         raise TrainingError(str(error)) from None
+    if (config.distill.slot_logits or 0.0) > 0:
+        try:
+            slot_heads.check_teacher_slots(targets, labels)
+        except ValueError as error:
+            raise TrainingError(str(error)) from None
     lookup = TeacherLookup(targets, layer_map if config.distill.needs_layers else [])
     missing = lookup.missing(train_set.transcripts)
     if missing:
@@ -280,15 +293,19 @@ def _load_teacher(inputs: TrainInputs, config: ExperimentConfig, labels: LabelSe
     return lookup
 
 
-def _build_student(config: ExperimentConfig, labels: LabelSet, teacher_dim: int) -> ExperimentConfig:
-    """The experiment config with the student's config completed from the data and the losses."""
+def _build_student(config: ExperimentConfig, labels: LabelSet, teacher_dim: int,
+                   teacher_targets: Path | None = None) -> ExperimentConfig:  # fmt: skip
+    """The experiment config with the student's config completed from the data and the losses
+    (the slot heads and slot loss weights: :func:`pipeline.training.slots.slot_settings`)."""
+    distill, slot_classes = slot_heads.slot_settings(config.distill, labels, teacher_targets)
     student = student_config(config.family, {
         **to_dict(config.student),
         "teacher_dim": teacher_dim if config.distill.sentence > 0 else 0,
         "ctc_vocab_size": vocab_size() if config.distill.ctc > 0 else 0,
         "num_intents": len(labels),  # checked against the config in _read_manifests (0: from labels)
+        "slot_classes": slot_classes,
     })  # fmt: skip
-    return ExperimentConfig(config.train, student, config.distill, config.augment, config.family)
+    return ExperimentConfig(config.train, student, distill, config.augment, config.family)
 
 
 def _check_layer_losses(config: ExperimentConfig, student: nn.Module) -> None:
@@ -322,7 +339,7 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
     np.random.seed(train_config.seed)
     labels, train_manifest, valid_manifest = read_manifests(inputs, config)
     teacher_layers, teacher_dim = _teacher_shape(inputs, config)
-    config = _build_student(config, labels, teacher_dim)
+    config = _build_student(config, labels, teacher_dim, inputs.teacher_targets)
     student = new_student(config.family, config.student)
     data = prepare_data(inputs, config, student, labels, train_manifest, valid_manifest)
     _check_layer_losses(config, student)
@@ -396,21 +413,24 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
         )  # fmt: skip
         train_seconds = time.monotonic() - epoch_start
         utterances_seen += sum(len(b) for b in sampler.batches())
-        logits, targets, _ = predict(student, valid_loader, features, device)
-        valid_accuracy, valid_loss = accuracy_and_loss(logits, targets)
-        improved = valid_accuracy > state["best_accuracy"] or (
-            valid_accuracy == state["best_accuracy"] and valid_loss < state["best_loss"]
+        predicted = predict(student, valid_loader, features, device)
+        valid_accuracy, valid_loss = accuracy_and_loss(predicted.logits, predicted.targets)
+        valid_command = slot_heads.command_acceptance(predicted)  # with slot heads, what selection reads
+        score = valid_accuracy if valid_command is None else valid_command
+        improved = score > state["best_accuracy"] or (
+            score == state["best_accuracy"] and valid_loss < state["best_loss"]
         )
         if improved:
-            state.update(best_accuracy=valid_accuracy, best_loss=valid_loss, best_epoch=epoch, stale_epochs=0)
+            state.update(best_accuracy=score, best_loss=valid_loss, best_epoch=epoch, stale_epochs=0)
         else:
             state["stale_epochs"] += 1
         row = {"epoch": epoch, "step": state["step"], "lr": scheduler.get_last_lr()[0],
                **{f"train_{k}": round(v, 5) for k, v in terms.items()},
                "valid_accuracy": round(valid_accuracy, 5), "valid_loss": round(valid_loss, 5),
+               **({} if valid_command is None else {"valid_command_acceptance": round(valid_command, 5)}),
                "seconds": round(train_seconds, 2)}  # fmt: skip
         state["log"].append(row)
-        state["history"].append({"epoch": epoch, "valid_accuracy": valid_accuracy, "valid_loss": valid_loss})
+        state["history"].append({"epoch": epoch, "valid_accuracy": score, "valid_loss": valid_loss})
         state["epoch"] = epoch
         epochs_run += 1
         logger.info(
@@ -443,8 +463,8 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
         if final is not None:
             student.load_state_dict(final)
         if train_config.average_best > 1:
-            logits, targets, _ = predict(student, valid_loader, features, device)
-            metrics["valid_accuracy_averaged"], _ = accuracy_and_loss(logits, targets)
+            predicted = predict(student, valid_loader, features, device)
+            metrics["valid_accuracy_averaged"], _ = accuracy_and_loss(predicted.logits, predicted.targets)
         extra = {"ctc_characters": CHARACTERS if student.has_ctc else None, "training": config.to_dict(),
                  "trim_silence": data.trim_silence}  # fmt: skip
         save_model_dir(output_dir, student.cpu(), data.frontend, data.labels, extra, metrics)
@@ -471,6 +491,7 @@ def evaluate_on_store(model_dir: str | os.PathLike, manifest_path: str | os.Path
     sampler = LengthBucketSampler([dataset.frames(i) for i in range(len(dataset))], max_frames, shuffle=False)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
     features = TrainingFeatures(loaded.frontend, AugmentConfig(), device)
-    logits, targets, _ = predict(loaded.model, loader, features, device)
-    accuracy, loss = accuracy_and_loss(logits, targets)
-    return {"accuracy": accuracy, "loss": loss, "utterances": len(targets)}
+    predicted = predict(loaded.model, loader, features, device)
+    accuracy, loss = accuracy_and_loss(predicted.logits, predicted.targets)
+    return {"accuracy": accuracy, "loss": loss, "utterances": len(predicted.targets),
+            "command_acceptance": slot_heads.command_acceptance(predicted)}  # fmt: skip

@@ -61,3 +61,19 @@ def test_load_errors_name_the_file(tmp_path):
     wrong.write_text(json.dumps({"classes": []}))
     with pytest.raises(LabelError, match="wrong.json: .*'intents'"):
         LabelSet.load(wrong)
+
+
+def test_slot_classes_append_none_last_unless_it_is_a_value():
+    labels = LabelSet(["x"], {"size": ["small", "large"], "location": ["none", "kitchen"]})
+    assert labels.slot_names == ["size", "location"]
+    assert labels.slot_classes("size") == ["small", "large", "none"]  # value ids unchanged, none last
+    assert labels.slot_classes("location") == ["none", "kitchen"]  # FSC: none is already a value
+    assert labels.slot_class_counts() == {"size": 3, "location": 2}
+    # a slot the utterance leaves out is none; an explicit none is accepted
+    assert labels.slot_targets({"size": "large"}) == [1, 0]
+    assert labels.slot_targets({"size": "none", "location": "kitchen"}) == [2, 1]
+    assert LabelSet(["x"]).slot_targets({}) == [] and LabelSet(["x"]).slot_class_counts() == {}
+    with pytest.raises(LabelError, match="unknown value 'medium' for slot 'size'"):
+        labels.slot_targets({"size": "medium"})
+    with pytest.raises(LabelError, match="unknown slot 'roast'"):
+        labels.slot_classes("roast")

@@ -175,6 +175,13 @@ def test_slukd_evaluate_end_to_end(corpus, student_dir, capsys):
         "clean", "white_10dB", "white_0dB", "babble_10dB", "babble_0dB", "reverb_rt60_0.3-0.6", "telephone"
     ]  # fmt: skip
     assert result["noise_sweep"][0]["accuracy"] == metrics["accuracy"]
+    # the student has slot heads: the command (intent and every slot) is decoded jointly and scored
+    assert metrics["command_decoding"] == "joint" and 0 <= metrics["command_acceptance"] <= 1
+    assert metrics["command_acceptance"] <= metrics["command_intent_accuracy"]
+    assert set(metrics["slots"]) == {"action", "object", "location", "micro"}
+    assert all(0 <= scores["f1"] <= 1 for scores in metrics["slots"].values())
+    assert result["noise_sweep"][0]["command_acceptance"] == metrics["command_acceptance"]
+    assert all(row["command_acceptance"] is not None for row in result["noise_sweep"])
     assert 0 <= result["ctc"]["wer"] and 0 <= result["ctc"]["cer"] and len(result["ctc"]["examples"]) == 5
     speed = result["speed"]["cpu"]
     assert speed["latency_ms"] > 0 and speed["real_time_factor"] > 0 and speed["latency_threads"] == 1

@@ -220,3 +220,32 @@ def test_report_with_a_cascade_compares_on_the_same_utterances(tmp_path):
     ahead = sum(row["student"] > row["cascade"] for row in rows)
     assert f"ahead on {ahead} of {len(rows)}" in markdown
     assert gathered["cascades"]["cascade"]["goal_met"] == (ahead == len(rows))
+
+
+def test_command_acceptance_column_and_slot_scores_only_with_slots(experiment):
+    root, evals = experiment
+    markdown = lambda: (root / "report" / "report.md").read_text()  # noqa: E731
+    assert main(["report", str(root)]) == 0
+    assert "command acceptance" not in markdown()  # no eval file has slot scores
+    for name, acceptance in (("student_kd", 0.675), ("student_ce", 0.4125)):
+        path = root / name / "eval" / "test.json"
+        result = json.loads(path.read_text())
+        result["metrics"].update(command_acceptance=acceptance, slots={
+            "action": {"accuracy": 0.9, "precision": 0.8, "recall": 0.7, "f1": 0.745},
+            "micro": {"accuracy": 0.85, "precision": 0.8, "recall": 0.7, "f1": 0.6543},
+        })  # fmt: skip
+        path.write_text(json.dumps(result))
+    assert main(["report", str(root)]) == 0
+    lines = markdown().splitlines()
+    header = next(line for line in lines if line.startswith("| model | kind |"))
+    cells = [cell.strip() for cell in header.strip("|").split("|")]
+    assert cells.index("command acceptance") == cells.index("accuracy") + 1
+    kd_row = next(line for line in lines if line.startswith("| student_kd |"))
+    assert "67.5%" in kd_row
+    teacher_row = [
+        c.strip() for c in next(line for line in lines if line.startswith("| teacher |")).split("|")
+    ]
+    assert teacher_row[cells.index("command acceptance") + 1] == "–"  # no slots scored
+    slot_header = next(line for line in lines if "action accuracy" in line)
+    assert "action F1" in slot_header and "micro F1" in slot_header
+    assert "65.4%" in next(line for line in lines if line.startswith("| student_kd |") and "74.5%" in line)

@@ -121,8 +121,9 @@ def test_every_stage_writes_its_files(finished):
     losses = {
         student: json.loads((exp / student / "metrics.json").read_text())["losses"] for student in STUDENTS
     }
-    assert losses == {STUDENTS[0]: ["ce"], STUDENTS[1]: ["ce", "hidden", "attention"],
-                      STUDENTS[2]: ["ce", "hidden", "attention"]}  # fmt: skip
+    # the corpus has slots: every student has slot heads (slot_ce); no logits loss, so no slot KD
+    assert losses == {STUDENTS[0]: ["ce", "slot_ce"], STUDENTS[1]: ["ce", "hidden", "attention", "slot_ce"],
+                      STUDENTS[2]: ["ce", "hidden", "attention", "slot_ce"]}  # fmt: skip
     # the whisper twins share one frozen-encoder cache beside the feature stores
     assert len(list((data / "fbank").glob("frozen_whisper_*/train/.done"))) == 1
     for path in eval_files(exp):
@@ -211,7 +212,12 @@ def test_other_settings_train_into_their_own_folders(finished):
                         "--students", "kd_scratch")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     kd = root / "exp" / "student_kd_scratch_train.epochs2_logits1.0"
-    assert json.loads((kd / "metrics.json").read_text())["losses"] == ["ce", "logits"]
+    assert json.loads((kd / "metrics.json").read_text())["losses"] == [
+        "ce",
+        "logits",
+        "slot_ce",
+        "slot_logits",
+    ]
     assert not (root / "exp" / "student_kd_train.epochs2_logits1.0").exists()  # not chosen
     assert (root / "exp" / STUDENTS[2] / ".done").is_file()  # the earlier run is untouched
 

@@ -20,7 +20,8 @@ from pipeline.serving.export import (
     sidecar_path,
     waveform_student_from_dir,
 )
-from pipeline.serving.inference import InferenceError, IntentRecognizer, pad_waveforms
+from pipeline.serving.inference import InferenceError, IntentRecognizer
+from pipeline.serving.inputs import pad_waveforms
 from pipeline.serving.model_dir import ONNX_METADATA_KEYS
 
 
@@ -71,8 +72,17 @@ def test_fp32_export_matches_pytorch(model, exported):
     assert verification["files"] == len(model.test_files) and verification["argmax_agreement"] == 1.0
     assert verification["max_abs_logit_difference"] < 1e-3
     assert info["quantization"] == "none" and info["size_bytes"] == exported["fp32"].stat().st_size
-    assert set(info["outputs"]) == {"logits", "ctc_log_probs", "ctc_lengths"}
+    slot_outputs = {
+        "slot_logits_action",
+        "slot_logits_object",
+        "slot_logits_location",
+    }  # the corpus has slots
+    assert set(info["outputs"]) == {"logits", "ctc_log_probs", "ctc_lengths", *slot_outputs}
+    assert verification["max_abs_slot_logit_difference"] < 1e-3
     metadata = {entry.key: entry.value for entry in onnx.load(str(exported["fp32"])).metadata_props}
+    heads = json.loads(metadata["slot_heads"])
+    assert {head["output"] for head in heads} == slot_outputs
+    assert next(head for head in heads if head["name"] == "action")["classes"][-1] == "none"
     assert set(metadata) == set(ONNX_METADATA_KEYS)
     assert metadata["family"] == "transformer" and json.loads(metadata["frontend"])["name"] == "fbank"
     assert json.loads(metadata["labels"])["intents"][0] == "change language_none_none"

@@ -62,7 +62,10 @@ def test_files_of_every_format_and_rate(recognizer, variants):
         assert result.source == str(variants[name])
         assert result.duration == pytest.approx(duration, abs=0.06), name  # mp3 adds codec padding
         assert result.intent in recognizer.labels and len(result.top_k) == 3
-        assert result.confidence == result.top_k[0][1]
+        # the model has slot heads: the intent is decoded with the slots, its confidence is its probability
+        assert result.confidence == dict(result.top_k).get(result.intent, result.confidence)
+        assert set(result.slot_confidence) == {"action", "object", "location"}
+        assert 0 < result.command_confidence <= result.confidence
         assert [p for _, p in result.top_k] == sorted((p for _, p in result.top_k), reverse=True)
         assert isinstance(result.transcript, str)  # the model has a CTC head
     # 16 kHz -> 44.1 kHz -> 16 kHz is nearly lossless, so the prediction barely moves
@@ -137,9 +140,12 @@ def test_cli_answers_every_file_and_reports_the_bad_ones(capsys, model, variants
         str(p) for p in [good[0], broken, good[1], missing, empty, good[2]]
     ]
     for line in (lines[0], lines[2], lines[5]):
-        assert set(line) == {"file", "intent", "confidence", "top_k", "slots", "duration", "transcript"}
-        assert len(line["top_k"]) == 2 and line["intent"] == line["top_k"][0][0]
-        assert set(line["slots"]) == {"action", "object", "location"}
+        assert set(line) == {"file", "intent", "confidence", "top_k", "slots", "duration", "transcript",
+                             "slot_confidence", "command_confidence"}  # fmt: skip
+        assert len(line["top_k"]) == 2
+        # slots with a value, those the printed intent fixes (joint decoding)
+        fixed = dict(zip(("action", "object", "location"), line["intent"].split("_"), strict=True))
+        assert line["slots"] == {name: value for name, value in fixed.items() if value != "none"}
     assert "cannot read audio" in lines[1]["error"] and str(broken) in lines[1]["error"]
     assert "not found" in lines[3]["error"] and str(missing) in lines[3]["error"]
     assert "empty" in lines[4]["error"] and str(empty) in lines[4]["error"]

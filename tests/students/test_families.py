@@ -4,7 +4,9 @@
 The pretrained families start from tiny random encoders saved to temp folders and loaded back
 through the real ``from_pretrained`` path (Whisper; wav2vec2 with a 50 Hz frame rate, as the
 real ones). The teacher is a tiny random BERT fine-tuned for two epochs, so the targets have
-intent logits. One epoch on the ``tiny`` corpus per family: this checks that the pieces fit
+intent logits. The corpus has slots (action, object, location), so every family gets slot heads,
+trained with CE and distilled from the teacher's slot heads, exported as ONNX outputs and decoded
+jointly by predict. One epoch on the ``tiny`` corpus per family: this checks that the pieces fit
 (losses, layer maps, front-ends, the graph), not what they learn.
 """
 
@@ -32,7 +34,8 @@ from pipeline.training.train import load_experiment_config, train_student
 pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
 
-LOSSES = ["ce", "logits", "sentence", "hidden", "attention", "ctc"]
+LOSSES = ["ce", "logits", "sentence", "hidden", "attention", "ctc", "slot_ce", "slot_logits"]
+SLOTS = {"action": 7, "object": 14, "location": 4}  # classes per head: none appended where not a value
 COMMON = [
     "train.epochs=1", "train.patience=0", "train.device=cpu", "train.max_frames=4000", "train.warmup_steps=2",
     "train.learning_rate=0.003", "distill.logits=1", "distill.sentence=1", "distill.hidden=1",
@@ -102,6 +105,9 @@ def test_family_distils_predicts_and_exports(family, setup, tmp_path, capsys):
         assert np.isfinite(value) and value > 0, loss
     loaded = load_model_dir(run)
     assert loaded.family == family and loaded.ctc_characters
+    assert loaded.model.config.slot_classes == SLOTS
+    assert {name: len(classes) for name, classes in loaded.slot_classes.items()} == SLOTS
+    assert json.loads((run / "config.json").read_text())["slot_classes"]["location"][0] == "none"
     expected_frontend = {"transformer": "fbank", "whisper": "whisper_logmel", "hf": "waveform"}[family]
     assert loaded.frontend.name == expected_frontend
 
@@ -116,6 +122,7 @@ def test_family_distils_predicts_and_exports(family, setup, tmp_path, capsys):
         assert info["quantization"] == ("int8-dynamic" if kind == "int8" else "none")
     fp32 = json.loads(sidecar_path(exports["fp32"]).read_text())["verification"]
     assert fp32["argmax_agreement"] == 1.0 and fp32["max_abs_logit_difference"] < 1e-3
+    assert fp32["max_abs_slot_logit_difference"] < 1e-3
     int8 = json.loads(sidecar_path(exports["int8"]).read_text())["verification"]
     assert int8["max_abs_logit_difference"] < 0.5
 
@@ -128,6 +135,12 @@ def test_family_distils_predicts_and_exports(family, setup, tmp_path, capsys):
     for torch_line, onnx_line in zip(answers[run], answers[exports["fp32"]], strict=True):
         assert onnx_line["intent"] == torch_line["intent"] and onnx_line["file"] == torch_line["file"]
         assert onnx_line["confidence"] == pytest.approx(torch_line["confidence"], abs=1e-4)
+        assert onnx_line["slots"] == torch_line["slots"]
+        assert set(torch_line["slot_confidence"]) == set(SLOTS)
+        assert onnx_line["command_confidence"] == pytest.approx(torch_line["command_confidence"], abs=1e-4)
+        # joint decoding: the printed slots are the printed intent's own (FSC intents are slot combinations)
+        fixed = dict(zip(SLOTS, torch_line["intent"].split("_"), strict=True))
+        assert torch_line["slots"] == {name: value for name, value in fixed.items() if value != "none"}
 
     # shapes the traced example did not have: batch 1, a very short input, mixed lengths
     reference = IntentRecognizer.from_pretrained(run)
@@ -140,6 +153,9 @@ def test_family_distils_predicts_and_exports(family, setup, tmp_path, capsys):
         lengths = np.array(lengths)
         expected, actual = reference.forward(waveforms, lengths), exported.forward(waveforms, lengths)
         np.testing.assert_allclose(actual.logits, expected.logits, atol=1e-3, err_msg=str(lengths))
+        assert list(actual.slot_logits) == list(SLOTS)
+        for name in SLOTS:
+            np.testing.assert_allclose(actual.slot_logits[name], expected.slot_logits[name], atol=1e-3)
         np.testing.assert_array_equal(actual.ctc_lengths, expected.ctc_lengths)
 
     # Whisper's own 30 s limit holds for both backends: a longer file is that file's error, not a crash

@@ -318,3 +318,53 @@ def test_cli_train_skips_and_export_writes_a_store(teacher_dir, corpus, tmp_path
     store = TeacherTargets(tmp_path / "cli_targets")
     assert store.layers == [2, 4] and set(store.meta["splits"]) == {"train", "valid"}
     assert len(store) == len({normalize_transcript(t) for t, _ in transcripts_of(corpus, "train")})
+
+
+# ---------------------------------------------------------------------------------------------
+# Slot heads (the corpus's labels have action, object and location slots)
+
+
+def test_slot_heads_are_trained_saved_reloaded_and_exported(teacher_dir, targets, corpus, tmp_path):
+    from safetensors import safe_open
+
+    from pipeline.teacher.model import head_logits
+
+    labels = LabelSet.load(corpus / "manifests")
+    metrics = json.loads((teacher_dir / "metrics.json").read_text())
+    valid = metrics["splits"]["valid"]
+    # selected on command acceptance: intent and every slot right
+    assert valid["command_acceptance"] >= 0.8 and valid["command_acceptance"] <= valid["accuracy"]
+    assert {f"slot_accuracy_{name}" for name in labels.slots} <= set(valid)
+    section = json.loads((teacher_dir / "config.json").read_text())["slukd_teacher"]
+    assert section["slot_heads"] == ["action", "object", "location"]
+    with safe_open(str(teacher_dir / "model.safetensors"), framework="pt") as weights:
+        shapes = {
+            key: tuple(weights.get_tensor(key).shape) for key in weights.keys() if key.startswith("slot_")
+        }
+    assert shapes["slot_heads.0.weight"] == (len(labels.slot_classes("action")), 384)
+    assert shapes["slot_heads.2.bias"] == (
+        len(labels.slot_classes("location")),
+    )  # "none" is a location value
+
+    teacher = load_teacher(teacher_dir)
+    texts = [text for text, _ in transcripts_of(corpus, "valid")]
+    intents, slots = head_logits(teacher.model, teacher.tokenize(texts), 32, teacher.device, teacher.pad_id)
+    assert list(slots) == ["action", "object", "location"] and slots["object"].shape == (len(texts), 14)
+    # the store: one slot_logits row per transcript, named by meta, equal to the teacher's own
+    assert [head["name"] for head in targets.meta["slot_heads"]] == list(labels.slots)
+    assert targets.meta["slot_heads"][1]["classes"] == labels.slot_classes("object")
+    entry = targets.lookup(texts[0])
+    assert {name: values.shape for name, values in entry.slot_logits.items()} == {
+        "action": (7,), "object": (14,), "location": (4,),
+    }  # fmt: skip
+    for name in slots:
+        np.testing.assert_allclose(entry.slot_logits[name], slots[name][0], atol=2e-2, rtol=1e-2)
+
+    # a store written before slot heads (no slot_heads in meta, no slot_logits.f16) still reads
+    old = tmp_path / "old_targets"
+    shutil.copytree(teacher_dir / "targets", old)
+    (old / "slot_logits.f16").unlink()
+    meta = json.loads((old / "meta.json").read_text())
+    del meta["slot_heads"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    assert TeacherTargets(old).lookup(texts[0]).slot_logits == {}

@@ -15,6 +15,7 @@ from pipeline.training.losses import (
     attention_loss,
     hidden_loss,
     interpolation_matrix,
+    resolve_slot_losses,
     segment_matrix,
     uniform_layer_map,
 )
@@ -516,3 +517,82 @@ def test_config_switches() -> None:
     plain = DistillConfig()
     assert plain.active() == ["ce"]
     assert not plain.needs_layers and not plain.needs_teacher
+
+
+# ---------------------------------------------------------------------------------------------
+# Slot heads: CE with the gold slot classes, KD to the teacher's slot heads
+
+
+def test_slot_losses_sum_over_the_heads() -> None:
+    generator = seeded(5)
+    heads = {
+        "size": torch.randn(BATCH, 4, generator=generator),
+        "roast": torch.randn(BATCH, 3, generator=generator),
+    }
+    teacher_heads = {
+        name: torch.randn(BATCH, values.shape[1], generator=generator) for name, values in heads.items()
+    }
+    gold = torch.tensor([[0, 2], [3, 1], [1, 0]])  # [batch, slots] in head order
+    student = student_output()._replace(slot_logits=heads)
+    teacher = teacher_batch()._replace(slot_logits=teacher_heads)
+    loss = make_loss(ce=1.0, slot_ce=0.5, slot_logits=2.0, temperature=3.0)
+    terms = loss(student, TARGETS, teacher, slot_targets=gold).terms
+    expected_ce = sum(functional.cross_entropy(heads[name], gold[:, i]) for i, name in enumerate(heads))
+    assert float(terms["slot_ce"]) == pytest.approx(float(expected_ce), rel=1e-5)
+    expected_kd = sum(
+        9.0 * functional.kl_div((heads[name] / 3).log_softmax(-1), (teacher_heads[name] / 3).softmax(-1),
+                                reduction="batchmean")
+        for name in heads
+    )  # fmt: skip
+    assert float(terms["slot_logits"]) == pytest.approx(float(expected_kd), rel=1e-5)
+    total = loss(student, TARGETS, teacher, slot_targets=gold).total
+    assert float(total) == pytest.approx(
+        float(terms["ce"] + 0.5 * terms["slot_ce"] + 2.0 * terms["slot_logits"])
+    )
+    # a student without slot heads has no slot terms whatever the weights
+    assert set(loss(student_output(), TARGETS, teacher).terms) == {"ce"}
+    with pytest.raises(ValueError, match="teacher's slot logits for size, roast"):
+        loss(student, TARGETS, teacher_batch(), slot_targets=gold)
+
+
+def test_slot_weights_resolve_from_the_labels_and_the_teacher() -> None:
+    config = DistillConfig(logits=0.7)
+    assert config.active() == ["ce", "logits"]  # unresolved: no slot terms yet
+    off = resolve_slot_losses(config, has_slots=False, teacher_slot_logits=True)
+    assert (off.slot_ce, off.slot_logits) == (0.0, 0.0) and off.active() == ["ce", "logits"]
+    on = resolve_slot_losses(config, has_slots=True, teacher_slot_logits=True)
+    assert (on.slot_ce, on.slot_logits) == (1.0, 0.7)  # KD on the slot heads at the logits weight
+    assert resolve_slot_losses(config, True, teacher_slot_logits=False).slot_logits == 0.0
+    assert resolve_slot_losses(DistillConfig(), True, True).slot_logits == 0.0  # no KD: no slot KD
+    explicit = resolve_slot_losses(DistillConfig(logits=1, slot_ce=0, slot_logits=0.2), True, True)
+    assert (explicit.slot_ce, explicit.slot_logits) == (0, 0.2)
+    with pytest.raises(ValueError, match="loss weights must be >= 0"):
+        DistillConfig(slot_logits=-1.0)
+
+
+def test_a_student_without_slots_keeps_its_weights_and_numbers() -> None:
+    """Slot heads are built last: the other weights draw the same values, and no slot weight exists
+    without slots, so a model of a slot-less label map is what it was before slot heads."""
+    from pipeline.students.registry import build_student
+
+    settings = {"d_model": 16, "num_layers": 1, "num_heads": 2, "feedforward": 32, "conv_channels": 4,
+                "num_intents": 5, "num_mel_bins": 20}  # fmt: skip
+    torch.manual_seed(0)
+    plain = build_student("transformer", settings).eval()
+    torch.manual_seed(0)
+    slotted = build_student("transformer", {**settings, "slot_classes": {"size": 3, "roast": 4}}).eval()
+    plain_state, slotted_state = plain.state_dict(), slotted.state_dict()
+    assert not [key for key in plain_state if "slot" in key]
+    assert sorted(set(slotted_state) - set(plain_state)) == [
+        f"slot_heads.{i}.{p}" for i in (0, 1) for p in ("bias", "weight")
+    ]
+    assert all(torch.equal(plain_state[key], slotted_state[key]) for key in plain_state)
+    features, lengths = torch.randn(2, 40, 20), torch.tensor([40, 31])
+    first, second = plain(features, lengths), slotted(features, lengths)
+    assert first.slot_logits == {} and torch.equal(first.logits, second.logits)
+    assert {name: tuple(v.shape) for name, v in second.slot_logits.items()} == {
+        "size": (2, 3),
+        "roast": (2, 4),
+    }
+    with pytest.raises(Exception, match="slot 'size' needs at least 2 classes"):
+        build_student("transformer", {**settings, "slot_classes": {"size": 1}})

@@ -173,7 +173,17 @@ def test_every_loss_on_a_50_hz_student_with_and_without_the_cache(
         settings = whisper_settings(whisper_dir, *losses, f"train.cache_frozen={cache}")
         inputs = inputs_for(corpus, teacher_targets=targets, frozen_cache=tmp_path / "cache")
         metrics = train_student(inputs, tmp_path / cache, load_experiment_config(None, settings))
-        assert metrics["losses"] == ["ce", "logits", "sentence", "hidden", "attention", "ctc"]
+        # the fine-tuned teacher has slot heads: slot_logits is on by default beside logits
+        assert metrics["losses"] == [
+            "ce",
+            "logits",
+            "sentence",
+            "hidden",
+            "attention",
+            "ctc",
+            "slot_ce",
+            "slot_logits",
+        ]
         (rows[cache],) = log_rows(tmp_path / cache)
     for loss in metrics["losses"]:
         direct, cached = float(rows["false"][f"train_{loss}"]), float(rows["true"][f"train_{loss}"])

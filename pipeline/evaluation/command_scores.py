@@ -1,0 +1,69 @@
+"""Command-level scores of an evaluation: command acceptance (intent and every slot exact) and
+per-slot accuracy and F1 (:mod:`pipeline.scoring.metrics`), where the label map has slots.
+
+The predicted command is what ``slukd predict`` prints: with slot heads, the joint decoding of
+:mod:`pipeline.serving.commands`; without them, where every intent name splits into slot values
+(FSC-style maps), the slots of the predicted intent; otherwise there are no predicted slots and
+the scores are ``None``. The gold command is the manifest's intent and slots (a slot the
+utterance leaves out is ``none``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from pipeline.data.labels import NO_VALUE, LabelSet, intent_slot_table
+from pipeline.data.manifest import Manifest, Utterance
+from pipeline.scoring.metrics import accuracy, command_acceptance, slot_scores
+from pipeline.serving.commands import CommandDecoder
+
+
+def gold_slots(utterances: Iterable[Utterance], labels: LabelSet) -> dict[str, list[str]]:
+    """Slot -> the gold value of every utterance (``none`` where the utterance leaves it out)."""
+    utterances = list(utterances)
+    return {name: [u.slots.get(name, NO_VALUE) for u in utterances] for name in labels.slots}
+
+
+def predicted_commands(labels: LabelSet, logits: np.ndarray, slot_logits: dict[str, np.ndarray],
+                       ) -> tuple[np.ndarray, dict[str, list[str]], str] | None:  # fmt: skip
+    """Predicted intent ids, slot values and how they were read (``joint`` or ``intent names``);
+    ``None`` when the model predicts no slots."""
+    if slot_logits and set(slot_logits) == set(labels.slots):
+        commands = CommandDecoder(labels, list(slot_logits)).decode(logits, slot_logits)
+        slots = {name: [command.slots[name] for command in commands] for name in labels.slots}
+        return np.array([command.intent for command in commands], dtype=np.int64), slots, "joint"
+    table = intent_slot_table(labels)
+    if table is None:
+        return None
+    intents = logits.argmax(axis=1)
+    return intents, {name: [table[i][name] for i in intents] for name in labels.slots}, "intent names"
+
+
+def command_metrics(manifest: Manifest, labels: LabelSet, gold: np.ndarray, logits: np.ndarray,
+                    slot_logits: dict[str, np.ndarray] | None = None, rows: np.ndarray | None = None) -> dict:  # fmt: skip
+    """``command_acceptance``, ``slots`` (per-slot and micro accuracy/precision/recall/F1),
+    ``command_decoding`` and the decoded intent's accuracy, on ``rows`` (a mask; default all).
+    Every value is ``None`` when the labels have no slots or the model predicts none."""
+    empty = {
+        "command_acceptance": None,
+        "slots": None,
+        "command_decoding": None,
+        "command_intent_accuracy": None,
+    }
+    if not labels.slots:
+        return empty
+    rows = np.ones(len(gold), dtype=bool) if rows is None else rows
+    slot_logits = {name: values[rows] for name, values in (slot_logits or {}).items()}
+    predicted = predicted_commands(labels, logits[rows], slot_logits)
+    if predicted is None:
+        return empty
+    intents, slots, decoding = predicted
+    truth = gold_slots((u for u, keep in zip(manifest, rows, strict=True) if keep), labels)
+    return {
+        "command_acceptance": command_acceptance(gold[rows], intents, truth, slots),
+        "slots": slot_scores(truth, slots),
+        "command_decoding": decoding,
+        "command_intent_accuracy": accuracy(gold[rows], intents),
+    }
