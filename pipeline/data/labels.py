@@ -26,6 +26,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import atomic_write_text
 
 LABELS_FILENAME = "labels.json"
+UNKNOWN_INTENT = "unknown"  # the intent of what is not a command (pipeline.data.open_set)
 NO_VALUE = "none"  # the class of a slot an utterance does not fill
 
 
@@ -196,11 +197,16 @@ def intent_slot_values(labels: LabelSet, intent: str, separator: str = "_") -> d
 
 def intent_slot_table(labels: LabelSet, separator: str = "_") -> list[dict[str, str]] | None:
     """Slot values of every intent, read off the names with one slot order for all of them (as
-    :func:`intent_slot_values`); ``None`` when the map has no slots or some intent does not split."""
+    :func:`intent_slot_values`); ``None`` when the map has no slots or some intent does not split.
+    The ``unknown`` intent (a model trained to reject) carries no slot: every slot is ``none``."""
     names = list(labels.slots)
+    nothing = dict.fromkeys(names, NO_VALUE)
     for order in itertools.permutations(names) if names else ():
-        table = [_split_intent(labels, intent, order, separator) for intent in labels.intents]
-        if all(entry is not None for entry in table):
+        table = [
+            nothing if intent == UNKNOWN_INTENT else _split_intent(labels, intent, order, separator)
+            for intent in labels.intents
+        ]
+        if all(entry is not None for entry in table) and any(entry is not nothing for entry in table):
             return [{name: entry[name] for name in names} for entry in table]  # type: ignore[index]
     return None
 

@@ -13,9 +13,8 @@ the student, for non-speech audio, what the teacher says about that marker: ``un
 
 from __future__ import annotations
 
-from pipeline.data.labels import LabelError, LabelSet
+from pipeline.data.labels import UNKNOWN_INTENT, LabelError, LabelSet
 
-UNKNOWN_INTENT = "unknown"
 NO_SPEECH_TRANSCRIPT = "no speech"
 OOD_KINDS = ("other_domain", "generic", "near_miss", "non_speech")
 OOD_SPLITS = ("ood_train", "ood_valid", "ood_test")

@@ -77,6 +77,8 @@ class CommandDecoder:
         # [intents, slots]: class id an intent fixes, -1 where the slot is free
         self.fixed = np.full((len(labels.intents), len(self.slot_names)), -1, dtype=np.int64)
         for intent, values in enumerate(fixed):
+            if labels.intents[intent] == UNKNOWN_INTENT:
+                continue  # the slot heads never veto "not a command": its slots stay free
             for column, name in enumerate(self.slot_names):
                 if name in values:
                     self.fixed[intent, column] = self.classes[name].index(values[name])

@@ -446,9 +446,9 @@ class IntentRecognizer:
         command = self._decoders.row(output.logits, output.slot_logits, row)
         if command is not None:  # slot heads: the intent and the slots decoded together
             confidence, intent = float(probabilities[command.intent]), self.labels.intent(command.intent)
-        reason = (
-            rejection.reason(logits, self.labels) if rejection else no_command_reason(intent, self.labels)
-        )
+        reason = no_command_reason(intent, self.labels)  # the (jointly decoded) unknown class won
+        if reason is None and rejection is not None:
+            reason = rejection.reason(logits, self.labels)
         intent = UNKNOWN_INTENT if reason else intent
         transcript = None if output.transcripts is None else output.transcripts[row]
         if self.ctc_characters and output.ctc_log_probs is not None:
