@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from corpus_fixtures import write_tone
-from test_fsc import make_fsc, write_split_csv
+from fsc_fixtures import make_fsc, write_split_csv
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
