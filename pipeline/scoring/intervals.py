@@ -10,7 +10,12 @@
 - :func:`paired_bootstrap`: the difference of two accuracies on the same utterances with its
   bootstrap interval (utterances resampled in pairs);
 - :func:`verdict`: ``"ahead"``, ``"behind"`` or ``"level"``: ahead or behind only where McNemar's
-  test rejects equality at ``alpha``.
+  test rejects equality at ``alpha``;
+- :func:`seeded_bootstrap`, :func:`seeded_paired_bootstrap`: the same over several training seeds
+  (a ``[seeds, utterances]`` matrix per model): seeds and utterances are both resampled, so the
+  interval holds the seed-to-seed spread as well as the utterances'; with one seed they are the
+  plain utterance bootstraps. :func:`interval_verdict` reads ahead/behind/level off such an
+  interval (ahead only when it lies above 0).
 """
 
 from __future__ import annotations
@@ -149,6 +154,73 @@ def paired_bootstrap(
     differences = a.astype(np.float64) - b.astype(np.float64)
     estimate = bootstrap_interval(differences, np.mean, resamples, confidence, seed)
     return PairedDifference(estimate.value, estimate.low, estimate.high, estimate.n)
+
+
+def _seed_matrix(values: Sequence | np.ndarray) -> np.ndarray:
+    matrix = np.asarray(values, dtype=np.float64)
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise ValueError(f"expected a [seeds, utterances] matrix, got shape {matrix.shape}")
+    return matrix
+
+
+def _seeded_draws(matrices: list[np.ndarray], resamples: int, seed: int) -> np.ndarray:
+    """``[resamples, len(matrices)]``: each model's mean over resampled seeds (its own) and
+    resampled utterances (shared: the pairing)."""
+    n = matrices[0].shape[1]
+    rng = np.random.default_rng(seed)
+    draws = np.empty((resamples, len(matrices)))
+    for index in range(resamples):
+        utterances = rng.integers(0, n, n)
+        for column, matrix in enumerate(matrices):
+            seeds = rng.integers(0, matrix.shape[0], matrix.shape[0])
+            draws[index, column] = matrix[np.ix_(seeds, utterances)].mean()
+    return draws
+
+
+def seeded_bootstrap(
+    correct: Sequence | np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> Estimate:  # fmt: skip
+    """Mean accuracy over seeds of a ``[seeds, utterances]`` correct matrix, with an interval that
+    resamples both the seeds and the utterances."""
+    matrix = _seed_matrix(correct)
+    if matrix.shape[1] == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    draws = _seeded_draws([matrix], resamples, seed)[:, 0]
+    tail = (1 - confidence) / 2
+    return Estimate(float(matrix.mean()), float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail)),
+                    matrix.shape[1])  # fmt: skip
+
+
+def seeded_paired_bootstrap(
+    a_correct: Sequence | np.ndarray, b_correct: Sequence | np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE, seed: int = 0,
+) -> PairedDifference:  # fmt: skip
+    """Mean accuracy of A minus B over their seeds (``[seeds, utterances]`` each, the same
+    utterances), with an interval that resamples each model's seeds and the shared utterances."""
+    a, b = _seed_matrix(a_correct), _seed_matrix(b_correct)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"paired models must be scored on the same utterances, got {a.shape[1]} and {b.shape[1]}"
+        )
+    if a.shape[1] == 0:
+        return PairedDifference(float("nan"), float("nan"), float("nan"), 0)
+    draws = _seeded_draws([a, b], resamples, seed)
+    differences = draws[:, 0] - draws[:, 1]
+    tail = (1 - confidence) / 2
+    return PairedDifference(float(a.mean() - b.mean()), float(np.quantile(differences, tail)),
+                            float(np.quantile(differences, 1 - tail)), a.shape[1])  # fmt: skip
+
+
+def interval_verdict(difference: PairedDifference) -> str:
+    """``"ahead"`` when the interval of A - B lies above 0, ``"behind"`` below 0, else ``"level"``."""
+    if difference.low > 0:
+        return AHEAD
+    if difference.high < 0:
+        return BEHIND
+    return LEVEL
 
 
 def verdict(

@@ -13,9 +13,12 @@ from pipeline.scoring.intervals import (
     binomial_two_sided,
     bootstrap_interval,
     format_estimate,
+    interval_verdict,
     mcnemar_exact,
     paired_bootstrap,
     proportion_estimate,
+    seeded_bootstrap,
+    seeded_paired_bootstrap,
     verdict,
     wilson_interval,
 )
@@ -95,3 +98,29 @@ def test_bootstrap_intervals_are_seeded_and_cover_the_statistic():
     difference = paired_bootstrap(a, b, resamples=500)
     assert difference.difference == pytest.approx(0.1) and difference.n == 100
     assert difference.low > 0 and difference.high < 0.2
+
+
+def test_seeded_bootstraps_hold_the_seed_spread():
+    rng = np.random.default_rng(2)
+    one_seed = rng.random(300) < 0.9
+    # one seed: the plain utterance bootstrap, close to Wilson
+    estimate = seeded_bootstrap(one_seed[None, :], resamples=1000)
+    low, high = wilson_interval(int(one_seed.sum()), 300)
+    assert estimate.value == pytest.approx(one_seed.mean()) and estimate.n == 300
+    assert estimate.low == pytest.approx(low, abs=0.015) and estimate.high == pytest.approx(high, abs=0.015)
+    # three seeds that disagree (70%, 90%, 100%): wider than any one seed's interval
+    seeds = np.stack([rng.random(300) < p for p in (0.7, 0.9, 1.0)])
+    spread = seeded_bootstrap(seeds, resamples=1000)
+    assert spread.high - spread.low > 2 * (high - low)
+
+    # paired: B is A with 30 of its right answers turned wrong, on every seed
+    a = np.stack([rng.random(300) < 0.9 for _ in range(3)])
+    b = a.copy()
+    b[:, :30] = False
+    difference = seeded_paired_bootstrap(a, b, resamples=1000)
+    assert difference.difference == pytest.approx(a.mean() - b.mean())
+    assert interval_verdict(difference) == "ahead"
+    assert interval_verdict(seeded_paired_bootstrap(b, a, resamples=1000)) == "behind"
+    assert interval_verdict(seeded_paired_bootstrap(a, a, resamples=1000)) == "level"
+    with pytest.raises(ValueError, match="same utterances"):
+        seeded_paired_bootstrap(a, b[:, :10])
