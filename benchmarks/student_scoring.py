@@ -42,6 +42,7 @@ from pipeline.data.batching import WaveformDataset, batches_by_duration, collate
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.evaluation.evaluate import EvaluateConfig, choose_subset
+from pipeline.scoring.intervals import Estimate, proportion_estimate
 from pipeline.serving.model_dir import LoadedStudent, load_model_dir
 from pipeline.training.encoder_cache import cache_identity, frozen_weights_sha256, has_frozen_part
 
@@ -72,8 +73,18 @@ class SetScore:
     nll: float
     predicted: tuple[int, ...]  # intent index per utterance, in the set's manifest order
 
+    @property
+    def utterances(self) -> int:
+        return len(self.predicted)
+
+    def estimate(self) -> Estimate:
+        """The accuracy with its 95% Wilson interval and the utterances behind it."""
+        return proportion_estimate(self.accuracy, self.utterances)
+
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "nll": self.nll, "predicted": list(self.predicted)}
+        low, high = self.estimate()[1:3]
+        return {"accuracy": self.accuracy, "accuracy_interval": [low, high], "utterances": self.utterances,
+                "nll": self.nll, "predicted": list(self.predicted)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict) -> SetScore:
