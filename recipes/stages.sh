@@ -204,12 +204,25 @@ evaluation_splits() {
 }
 
 evaluate_step() {
-  # evaluate_step MODEL SPLIT [ARGS...]: `slukd evaluate` of one model on one split.
-  local model="$1" split="$2"; shift 2
-  run_step "${model}/eval/${split}.json" "${model}/eval/.${split}${RECIPE_MARKER}" \
+  # evaluate_step MODEL SPLITS [ARGS...]: `slukd evaluate` of one model on comma-separated SPLITS in
+  # one process (one Python start-up and model load, not one a split; speed on the first split
+  # only); its output is the last split's eval file.
+  local model="$1" splits="$2"; shift 2
+  run_step "${model}/eval/${splits##*,}.json" "${model}/eval/.${splits//,/+}${RECIPE_MARKER}" \
     --input "$(corpus_marker)" --input "${model}/.done" -- \
-    "${python}" -m pipeline.cli evaluate --model "${model}" --data "${data_dir}" --split "${split}" \
+    "${python}" -m pipeline.cli evaluate --model "${model}" --data "${data_dir}" --split "${splits}" \
     --device "${device}" "$@"
+}
+
+speed_split_first() {
+  # The evaluation splits, comma-separated, the one that measures speed first.
+  local main split list
+  main=$(speed_split)
+  list="${main}"
+  for split in $(evaluation_splits); do
+    [ "${split}" = "${main}" ] || list+=",${split}"
+  done
+  echo "${list}"
 }
 
 stage_cascades() {
@@ -274,14 +287,16 @@ stage_evaluate() {
     noise_flags=(--no-noise)
   fi
   log "splits: $(evaluation_splits); noise: ${noise} (SNRs ${snrs} dB; students: ${noisy_utterances:-0} utterances a condition, 0: all)"
-  for split in $(evaluation_splits); do
+  [ -n "$(evaluation_splits)" ] || return 0
+  # the teacher and every student: all splits in one process each (speed on the main split)
+  evaluate_step "${exp_dir}/teacher" "$(speed_split_first)"
+  for model in ${student_models[@]+"${student_models[@]}"}; do
+    evaluate_step "${model}" "$(speed_split_first)" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
+      --noisy-utterances "${noisy_utterances:-0}"
+  done
+  for split in $(evaluation_splits); do  # the cascades split by split: noise on the main split only
     speed_flags=()
     [ "${split}" = "$(speed_split)" ] || speed_flags=(--no-speed)
-    evaluate_step "${exp_dir}/teacher" "${split}" "${speed_flags[@]}"
-    for model in ${student_models[@]+"${student_models[@]}"}; do
-      evaluate_step "${model}" "${split}" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
-        --noisy-utterances "${noisy_utterances:-0}" "${speed_flags[@]}"
-    done
     cascade_noise=("${noise_flags[@]}")
     if [ "${CASCADE_NOISE_ALL_SPLITS}" != true ] && [ "${split}" != "$(speed_split)" ]; then
       cascade_noise=(--no-noise)

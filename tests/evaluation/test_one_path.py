@@ -113,3 +113,20 @@ def test_the_cascade_gives_one_answer_on_every_path(experiment, tmp_path, capsys
     # the cascade's answer is the teacher's answer on the cascade's hypothesis
     teacher = load_teacher(experiment["teacher"], "cpu")
     assert teacher.predict([hypotheses[i] for i in ids]) == [expected[i] for i in ids]
+
+
+def test_several_splits_in_one_process_give_the_files_of_one_split_each(experiment, tmp_path):
+    """``slukd evaluate --split a,b``: the recipe's one start-up per model; speed on the first split."""
+    teacher, data = experiment["teacher"], experiment["data"]
+    common = ["evaluate", "--model", str(teacher), "--data", str(data), "--device", "cpu",
+              "--latency-utterances", "2"]  # fmt: skip
+    assert main([*common, "--split", "test,test_unseen_phrasing", "--out", str(tmp_path / "both")]) == 0
+    assert (
+        main([*common, "--split", "test_unseen_phrasing", "--no-speed", "--out", str(tmp_path / "one")]) == 0
+    )
+    first = json.loads((tmp_path / "both" / "test.json").read_text())
+    second = json.loads((tmp_path / "both" / "test_unseen_phrasing.json").read_text())
+    alone = json.loads((tmp_path / "one" / "test_unseen_phrasing.json").read_text())
+    assert first["speed"] is not None and second["speed"] is None
+    assert second["fingerprint"] == alone["fingerprint"] and second["predictions"] == alone["predictions"]
+    assert main([*common, "--split", ",", "--out", str(tmp_path / "none")]) == 2
