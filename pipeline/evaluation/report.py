@@ -260,9 +260,13 @@ def slot_table(models: list[ModelEvals], split: str) -> Table | None:
     if not slots:
         return None
     names = list(dict.fromkeys(slot for values in slots.values() for slot in values))
+    counts = {m.name: m.evals[split]["metrics"]["utterances"] for m in models if split in m.evals}
     return Table(
-        ["model"] + names,
-        [[model] + [_number(v.get(s), "percent") for s in names] for model, v in slots.items()],
+        ["model", "n"] + names,
+        [
+            [model, str(counts[model])] + [_accuracy(v.get(s), counts[model]) for s in names]
+            for model, v in slots.items()
+        ],
     )
 
 
