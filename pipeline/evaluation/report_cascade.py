@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.evaluation.records import subset_note
+from pipeline.evaluation.records import NOISE_KEYS, subset_note
 from pipeline.evaluation.report_figures import ModelEvals
 from pipeline.scoring.intervals import (
     AHEAD,
@@ -94,16 +94,19 @@ def compare(student: ModelEvals, cascade: ModelEvals) -> list[Comparison]:
     for split, evaluation in cascade.evals.items():
         if split not in student.evals or not evaluation.get("predictions"):
             continue
-        theirs = evaluation["predictions"]
+        record = evaluation["predictions"]
         own_sweep = {row["condition"]: row for row in student.evals[split].get("noise_sweep") or []}
-        for condition, predicted in theirs["conditions"].items():
+        same_noise = _same_noise(student.evals[split], evaluation)
+        for condition, predicted in record["conditions"].items():
             ids = [
                 identifier
-                for identifier, value in zip(theirs["ids"], predicted, strict=True)
+                for identifier, value in zip(record["ids"], predicted, strict=True)
                 if value is not None
             ]
             cascade_correct = _correct_on(evaluation, condition, ids)
             student_correct = _correct_on(student.evals[split], condition, ids)
+            if condition != "clean" and not same_noise:
+                student_correct = None  # other noise on the same ids: not a pair
             if cascade_correct is None:
                 continue
             if student_correct is not None:
@@ -115,6 +118,12 @@ def compare(student: ModelEvals, cascade: ModelEvals) -> list[Comparison]:
                 rows.append(Comparison(split, condition, len(ids), own["accuracy"], theirs.value, False,
                                        (mine.low, mine.high), (theirs.low, theirs.high)))  # fmt: skip
     return rows
+
+
+def _same_noise(first: dict, second: dict) -> bool:
+    """Whether two eval files drew the same noisy audio per utterance (seed, babble bank, rooms)."""
+    mine, theirs = first.get("settings") or {}, second.get("settings") or {}
+    return all(mine.get(key) == theirs.get(key) for key in NOISE_KEYS)
 
 
 def _cpu(evaluation: dict, key: str) -> float | None:
@@ -178,8 +187,9 @@ def section(
         if notes:
             text.append("The cascade was evaluated on " + "; ".join(notes) + ".")
         if any(not row.same_utterances for row in rows):
-            text.append("* the student's eval file keeps no per-utterance predictions: its accuracy on its own "
-                        "utterances, no paired test (rerun `slukd evaluate` to compare on the same ones).")  # fmt: skip
+            text.append("* no pair: the student's eval file keeps no per-utterance predictions, or drew other noise "
+                        "(another seed, babble bank or room range): its accuracy on its own utterances, no paired "
+                        "test (rerun `slukd evaluate` with the cascade's settings to compare on the same audio).")  # fmt: skip
         blocks += [("p", " ".join(text)), ("rows", table)]
     return blocks, numbers
 

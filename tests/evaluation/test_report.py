@@ -261,3 +261,26 @@ def test_report_with_a_cascade_compares_on_the_same_utterances(tmp_path):
     )
     assert ahead < sum(row["student"] > row["cascade"] for row in rows)  # 8 noisy utterances decide nothing
     assert gathered["cascades"]["cascade"]["goal_met"] == (ahead == len(rows))
+
+
+def test_a_cascade_with_other_noise_is_no_pair(tmp_path):
+    """The same utterance ids under another noise seed are other audio: only clean stays paired."""
+    root = tmp_path / "exp"
+    write_eval(root / "teacher", "teacher", 1.0, 0)
+    for name, target, seed in (("student_kd", 0.8, 2), ("cascade", 0.6, 5)):
+        evaluation = with_predictions(write_eval(root / name, "student", target, seed, valid=0.95), seed)
+        if name == "cascade":
+            evaluation["model"]["kind"] = "cascade"
+            evaluation["settings"] = {"seed": 1}
+        (root / name / "eval" / "test.json").write_text(json.dumps(evaluation))
+    out = write_report(root)
+    rows = json.loads((out / "metrics.json").read_text())["end_to_end_vs_cascade"]["cascades"]["cascade"][
+        "rows"
+    ]
+    assert {row["condition"]: row["same_utterances"] for row in rows} == {
+        row["condition"]: row["condition"] == "clean" for row in rows
+    }
+    assert all(
+        row["p_value"] is None and row["verdict"] == "level" for row in rows if not row["same_utterances"]
+    )
+    assert "no pair:" in (out / "report.md").read_text()
