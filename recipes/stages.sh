@@ -204,13 +204,16 @@ evaluation_splits() {
 }
 
 evaluate_step() {
-  # evaluate_step MODEL SPLITS [ARGS...]: `slukd evaluate` of one model on comma-separated SPLITS in
-  # one process (one Python start-up and model load, not one a split; speed on the first split
-  # only); its output is the last split's eval file.
-  local model="$1" splits="$2"; shift 2
-  run_step "${model}/eval/${splits##*,}.json" "${model}/eval/.${splits//,/+}${RECIPE_MARKER}" \
-    --input "$(corpus_marker)" --input "${model}/.done" -- \
-    "${python}" -m pipeline.cli evaluate --model "${model}" --data "${data_dir}" --split "${splits}" \
+  # evaluate_step MODELS SPLITS [ARGS...]: `slukd evaluate` of comma-separated MODELS on
+  # comma-separated SPLITS in one process (one Python start-up, not one a model and split; speed
+  # on the first split only; students with the same frozen encoder run it once a batch); its
+  # output is the last model's last split's eval file, its marker beside it.
+  local models="$1" splits="$2" model inputs=(); shift 2
+  local last="${models##*,}"
+  for model in ${models//,/ }; do inputs+=(--input "${model}/.done"); done
+  run_step "${last}/eval/${splits##*,}.json" "${last}/eval/.${splits//,/+}${RECIPE_MARKER}" \
+    --input "$(corpus_marker)" "${inputs[@]}" -- \
+    "${python}" -m pipeline.cli evaluate --model "${models}" --data "${data_dir}" --split "${splits}" \
     --device "${device}" "$@"
 }
 
@@ -280,7 +283,7 @@ speed_split() {
 }
 
 stage_evaluate() {
-  local split model reuse noise_flags=() speed_flags=() cascade_noise=()
+  local split model models reuse noise_flags=() speed_flags=() cascade_noise=()
   if [ "${noise}" = true ]; then
     noise_flags=(--snrs "${snrs}")
   else
@@ -288,12 +291,13 @@ stage_evaluate() {
   fi
   log "splits: $(evaluation_splits); noise: ${noise} (SNRs ${snrs} dB; students: ${noisy_utterances:-0} utterances a condition, 0: all)"
   [ -n "$(evaluation_splits)" ] || return 0
-  # the teacher and every student: all splits in one process each (speed on the main split)
+  # the teacher, then every student, each group on all splits in one process (speed on the main split)
   evaluate_step "${exp_dir}/teacher" "$(speed_split_first)"
-  for model in ${student_models[@]+"${student_models[@]}"}; do
-    evaluate_step "${model}" "$(speed_split_first)" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
+  if [ "${#student_models[@]}" -gt 0 ]; then
+    models=$(IFS=,; echo "${student_models[*]}")
+    evaluate_step "${models}" "$(speed_split_first)" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
       --noisy-utterances "${noisy_utterances:-0}"
-  done
+  fi
   for split in $(evaluation_splits); do  # the cascades split by split: noise on the main split only
     speed_flags=()
     [ "${split}" = "$(speed_split)" ] || speed_flags=(--no-speed)
