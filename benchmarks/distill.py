@@ -53,9 +53,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.seed_stats import correct_matrix, paired_cell, row_cell  # noqa: E402
 from benchmarks.student_scoring import EvalSet, StudentScorer, evaluation_sets  # noqa: E402
 from pipeline.augment.conditions import NoiseCondition  # noqa: E402
 from pipeline.data.labels import LabelSet  # noqa: E402
@@ -148,6 +151,12 @@ class RowResults:
     def mean(self, column: str) -> float:
         values = self.values(column)
         return statistics.mean(values) if values else float("nan")
+
+    def correct(self, eval_set: EvalSet, gold: np.ndarray) -> np.ndarray:
+        """``[seeds, utterances]``: each run right or wrong on each utterance of the set."""
+        return correct_matrix(
+            [run.predicted[eval_set.name] for run in self.runs if eval_set.name in run.predicted], gold
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,14 +302,6 @@ def best_distillation(results: dict[str, RowResults]) -> str | None:
 # Tables
 
 
-def mean_spread(values: list[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 CONDITION_TITLES = {"white_10dB": "white 10 dB", "reverb_rt60_0.3-0.6": "reverb RT60 0.3-0.6 s"}
 
 
@@ -312,18 +313,26 @@ def column_title(eval_set: EvalSet) -> str:
     return f"{eval_set.split} subset: {CONDITION_TITLES.get(condition, condition)}"
 
 
-def results_table(results: dict[str, RowResults], sets: list[EvalSet], teacher: dict) -> str:
-    """Rows x columns, mean ± sd over seeds, then the teacher on gold transcripts; with slots, a
-    command acceptance column (intent and every slot exact) on ``test`` (else the first set)."""
+def gold_intents(sets: list[EvalSet], labels: LabelSet) -> dict[str, np.ndarray]:
+    """Each set's gold intent indices, in its manifest order."""
+    return {s.name: np.array([labels.index(u.intent) for u in s.manifest]) for s in sets}
+
+
+def results_table(results: dict[str, RowResults], sets: list[EvalSet], teacher: dict,
+                  gold: dict[str, np.ndarray]) -> str:  # fmt: skip
+    """Rows x columns, mean ± sd over seeds [95% interval over seeds and utterances], then the
+    teacher on gold transcripts; each column names its utterances. With slots, a command acceptance
+    column (intent and every slot exact) on ``test`` (else the first set)."""
     command = next((s for s in sets if s.name == "test"), sets[0])
     commands = any(entry.command_values(command.name) for entry in results.values())
-    header = ["row", "seeds", *(column_title(s) for s in sets),
-              *([f"command acceptance ({column_title(command)})"] if commands else []), "train utt/s", "wall s/run"]  # fmt: skip
+    header = ["row", "seeds", *(f"{column_title(s)} (n={len(s.manifest)})" for s in sets),
+              *([f"command acceptance ({column_title(command)})"] if commands else []), "train utt/s",
+              "wall s/run"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry in results.values():
         speed = statistics.mean(run.utterances_per_second for run in entry.runs)
         walls = [run.wall_seconds for run in entry.runs if run.wall_seconds is not None]
-        cells = [entry.name, str(len(entry.runs)), *(mean_spread(entry.values(s.name)) for s in sets),
+        cells = [entry.name, str(len(entry.runs)), *(row_cell(entry.correct(s, gold[s.name])) for s in sets),
                  *([mean_spread(entry.command_values(command.name))] if commands else []),
                  f"{speed:.0f}", f"{statistics.mean(walls):.0f}" if walls else "-"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -336,6 +345,24 @@ def results_table(results: dict[str, RowResults], sets: list[EvalSet], teacher: 
             + " | - | - |"
         )
     return "\n".join(lines)
+
+
+def paired_table(results: dict[str, RowResults], sets: list[EvalSet], gold: dict[str, np.ndarray],
+                 best: str | None) -> str:  # fmt: skip
+    """Distilled vs CE and family vs family on the same utterances: A - B in points with its 95%
+    interval over seeds and utterances; ahead or behind only where the interval excludes 0."""
+    pairs = [(f"whisper_{best}", "whisper_ce"), ("whisper_best_10pct", "whisper_ce_10pct"),
+             ("scratch_std", "scratch_ce"), ("whisper_ce", "scratch_ce")]  # fmt: skip
+    header = ["A vs B", *(column_title(s) for s in sets if s.split != "valid")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for first, second in pairs:
+        a, b = results.get(first), results.get(second)
+        if not a or not b or not a.runs or not b.runs:
+            continue
+        cells = [paired_cell(a.correct(s, gold[s.name]), b.correct(s, gold[s.name]))[0] for s in sets
+                 if s.split != "valid"]  # fmt: skip
+        lines.append(f"| {a.name} vs {b.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def cascade_rows(cascade: Path, eval_set: EvalSet) -> tuple[list[str], list[bool]] | None:
@@ -354,7 +381,7 @@ def cascade_rows(cascade: Path, eval_set: EvalSet) -> tuple[list[str], list[bool
 
 def cascade_table(cascades: list[Path], best: RowResults, sets: list[EvalSet], labels: LabelSet) -> str:
     """Each cascade against the best student, on the utterances that cascade was evaluated on."""
-    header = ["split / condition", "model", "utterances", "cascade", best.name]
+    header = ["split / condition", "model", "utterances", "cascade", best.name, "student - cascade"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for eval_set in sets:
         if eval_set.split == "valid" or eval_set.name.endswith("subset clean"):
@@ -365,17 +392,20 @@ def cascade_table(cascades: list[Path], best: RowResults, sets: list[EvalSet], l
             if scored is None:
                 continue
             ids, correct = scored
-            cascade_accuracy = 100 * sum(correct) / max(len(ids), 1)
+            cascade_correct = np.array(correct, dtype=bool)[None, :]
+            cascade_cell, comparison = row_cell(cascade_correct), "-"
             if all(i in position for i in ids):
                 rows = [position[i] for i in ids]
-                gold = [labels.index(eval_set.manifest[r].intent) for r in rows]
-                student = mean_spread([100 * sum(run.predicted[eval_set.name][r] == g for r, g in zip(rows, gold, strict=True))
-                                       / max(len(rows), 1) for run in best.runs])  # fmt: skip
+                gold = np.array([labels.index(eval_set.manifest[r].intent) for r in rows])
+                mine = correct_matrix(
+                    [[run.predicted[eval_set.name][r] for r in rows] for run in best.runs], gold
+                )
+                student = row_cell(mine)
+                comparison = paired_cell(mine, cascade_correct)[0]
             else:
                 student = "- (not all of its utterances are in this subset)"
-            lines.append(
-                f"| {column_title(eval_set)} | {cascade.name} | {len(ids)} | {cascade_accuracy:.1f} | {student} |"
-            )
+            lines.append(f"| {column_title(eval_set)} | {cascade.name} | {len(ids)} | {cascade_cell} | {student} "
+                         f"| {comparison} |")  # fmt: skip
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -521,7 +551,8 @@ def header(args: argparse.Namespace, sets: list[EvalSet], seeds: list[int], minu
         f"`python benchmarks/distill.py {' '.join(sys.argv[1:])}` on {datetime.date.today().isoformat()}, "
         f"{hardware['cpu']} ({hardware['cpu_count']} cores, {platform.system()}), {minutes:.1f} min.\n"
         f"Corpus {args.data.name}; seeds {','.join(map(str, seeds))}; configs: {epochs}. Accuracy in %, "
-        f"mean ± sd over the seeds done; checkpoints selected on valid only. The noisy conditions run on "
+        f"mean ± sd over the seeds done [95% interval, seeds and utterances resampled]; n: the utterances of "
+        f"each column; checkpoints and the best distillation selected on valid only, test numbers reported only. The noisy conditions run on "
         f"a seeded subset of {robust} test utterances (`slukd evaluate --seed {args.eval_seed} "
         f"--noisy-utterances {robust}`), compared with the same subset clean."
     )
@@ -586,7 +617,12 @@ def main() -> None:
 
     teacher_file = args.teacher / "metrics.json"
     teacher = json.loads(teacher_file.read_text()).get("splits", {}) if teacher_file.is_file() else {}
-    parts = [header(args, sets, seeds, minutes), results_table(results, sets, teacher)]
+    gold = gold_intents(sets, labels)
+    parts = [header(args, sets, seeds, minutes), results_table(results, sets, teacher, gold)]
+    paired = paired_table(results, sets, gold, best)
+    if paired:
+        parts.append("Paired comparisons on the same utterances (A - B in points, 95% interval over seeds and "
+                     "utterances; ahead or behind only where it excludes 0, level otherwise):\n\n" + paired)  # fmt: skip
     if best and f"whisper_{best}" in results:
         how = (
             "given by --best"

@@ -43,6 +43,7 @@ from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.evaluation.command_scores import command_metrics
 from pipeline.evaluation.evaluate import EvaluateConfig, choose_subset
+from pipeline.scoring.intervals import Estimate, proportion_estimate
 from pipeline.serving.model_dir import LoadedStudent, load_model_dir
 from pipeline.training.encoder_cache import cache_identity, frozen_weights_sha256, has_frozen_part
 
@@ -74,8 +75,18 @@ class SetScore:
     predicted: tuple[int, ...]  # intent index per utterance, in the set's manifest order
     command_acceptance: float | None = None  # intent and every slot exact; None: labels without slots
 
+    @property
+    def utterances(self) -> int:
+        return len(self.predicted)
+
+    def estimate(self) -> Estimate:
+        """The accuracy with its 95% Wilson interval and the utterances behind it."""
+        return proportion_estimate(self.accuracy, self.utterances)
+
     def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "nll": self.nll, "predicted": list(self.predicted),
+        low, high = self.estimate()[1:3]
+        return {"accuracy": self.accuracy, "accuracy_interval": [low, high], "utterances": self.utterances,
+                "nll": self.nll, "predicted": list(self.predicted),
                 "command_acceptance": self.command_acceptance}  # fmt: skip
 
     @classmethod

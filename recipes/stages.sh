@@ -31,12 +31,16 @@ RECIPE_MARKER=.recipe.done  # the shell's marker, beside each stage's output
 # (faster-whisper, Whisper tiny.en, one thread an utterance) costs 0.2-0.5 s an utterance and
 # condition, so the cascades are evaluated on a seeded subset of each split: CASCADE_UTTERANCES
 # clean, CASCADE_NOISY_UTTERANCES of those under each noisy condition (white and babble at each
-# of --snrs, reverb, telephone); the students are compared with them on the same utterances (the
+# of --snrs, reverb, telephone), the noisy conditions on the main split only (the one that
+# measures speed, see speed_split) unless CASCADE_NOISE_ALL_SPLITS=true; the students are
+# compared with them on the same utterances and the same noisy audio, a paired test per cell (the
 # report's "end-to-end vs cascade"; the subsets are prefixes of one seeded order, so they lie
-# inside the students' --noisy-utterances subset).
+# inside the students' --noisy-utterances subset). Fewer than 50 a cell decide nothing: ten
+# utterances leave a 95% interval about 50 points wide.
 CASCADE=${CASCADE:-true}                          # false: no cascade baselines
 CASCADE_UTTERANCES=${CASCADE_UTTERANCES:-50}      # clean utterances per split (0: all)
-CASCADE_NOISY_UTTERANCES=${CASCADE_NOISY_UTTERANCES:-10}  # of those, per noisy condition (0: all)
+CASCADE_NOISY_UTTERANCES=${CASCADE_NOISY_UTTERANCES:-50}  # of those, per noisy condition (0: all)
+CASCADE_NOISE_ALL_SPLITS=${CASCADE_NOISE_ALL_SPLITS:-false}  # true: the noisy conditions on every split
 ASR_TRAIN_UTTERANCES=${ASR_TRAIN_UTTERANCES:-150}  # train utterances transcribed for the ASR-robust teacher (0: none)
 
 run_stage() {
@@ -200,12 +204,28 @@ evaluation_splits() {
 }
 
 evaluate_step() {
-  # evaluate_step MODEL SPLIT [ARGS...]: `slukd evaluate` of one model on one split.
-  local model="$1" split="$2"; shift 2
-  run_step "${model}/eval/${split}.json" "${model}/eval/.${split}${RECIPE_MARKER}" \
-    --input "$(corpus_marker)" --input "${model}/.done" -- \
-    "${python}" -m pipeline.cli evaluate --model "${model}" --data "${data_dir}" --split "${split}" \
+  # evaluate_step MODELS SPLITS [ARGS...]: `slukd evaluate` of comma-separated MODELS on
+  # comma-separated SPLITS in one process (one Python start-up, not one a model and split; speed
+  # on the first split only; students with the same frozen encoder run it once a batch); its
+  # output is the last model's last split's eval file, its marker beside it.
+  local models="$1" splits="$2" model inputs=(); shift 2
+  local last="${models##*,}"
+  for model in ${models//,/ }; do inputs+=(--input "${model}/.done"); done
+  run_step "${last}/eval/${splits##*,}.json" "${last}/eval/.${splits//,/+}${RECIPE_MARKER}" \
+    --input "$(corpus_marker)" "${inputs[@]}" -- \
+    "${python}" -m pipeline.cli evaluate --model "${models}" --data "${data_dir}" --split "${splits}" \
     --device "${device}" "$@"
+}
+
+speed_split_first() {
+  # The evaluation splits, comma-separated, the one that measures speed first.
+  local main split list
+  main=$(speed_split)
+  list="${main}"
+  for split in $(evaluation_splits); do
+    [ "${split}" = "${main}" ] || list+=",${split}"
+  done
+  echo "${list}"
 }
 
 stage_cascades() {
@@ -263,24 +283,31 @@ speed_split() {
 }
 
 stage_evaluate() {
-  local split model reuse noise_flags=() speed_flags=()
+  local split model models reuse noise_flags=() speed_flags=() cascade_noise=()
   if [ "${noise}" = true ]; then
     noise_flags=(--snrs "${snrs}")
   else
     noise_flags=(--no-noise)
   fi
   log "splits: $(evaluation_splits); noise: ${noise} (SNRs ${snrs} dB; students: ${noisy_utterances:-0} utterances a condition, 0: all)"
-  for split in $(evaluation_splits); do
+  [ -n "$(evaluation_splits)" ] || return 0
+  # the teacher, then every student, each group on all splits in one process (speed on the main split)
+  evaluate_step "${exp_dir}/teacher" "$(speed_split_first)"
+  if [ "${#student_models[@]}" -gt 0 ]; then
+    models=$(IFS=,; echo "${student_models[*]}")
+    evaluate_step "${models}" "$(speed_split_first)" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
+      --noisy-utterances "${noisy_utterances:-0}"
+  fi
+  for split in $(evaluation_splits); do  # the cascades split by split: noise on the main split only
     speed_flags=()
     [ "${split}" = "$(speed_split)" ] || speed_flags=(--no-speed)
-    evaluate_step "${exp_dir}/teacher" "${split}" "${speed_flags[@]}"
-    for model in ${student_models[@]+"${student_models[@]}"}; do
-      evaluate_step "${model}" "${split}" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
-        --noisy-utterances "${noisy_utterances:-0}" "${speed_flags[@]}"
-    done
+    cascade_noise=("${noise_flags[@]}")
+    if [ "${CASCADE_NOISE_ALL_SPLITS}" != true ] && [ "${split}" != "$(speed_split)" ]; then
+      cascade_noise=(--no-noise)
+    fi
     reuse=()  # the second cascade has the first one's ASR: it classifies the same hypotheses
     for model in ${cascade_models[@]+"${cascade_models[@]}"}; do
-      evaluate_cascade_step "${model}" "${split}" "${noise_flags[@]}" "${speed_flags[@]}" ${reuse[@]+"${reuse[@]}"}
+      evaluate_cascade_step "${model}" "${split}" "${cascade_noise[@]}" "${speed_flags[@]}" ${reuse[@]+"${reuse[@]}"}
       reuse=(--reuse-hypotheses "${model}/eval/${split}.json")
     done
   done

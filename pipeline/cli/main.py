@@ -226,15 +226,37 @@ def teacher_export(data: Path, out: Path, model: str | None = None, pretrained: 
 
 def evaluate(model: Path, data: Path, split: str, teacher: Path | None = None, options: dict | None = None,
              out: Path | None = None, force: bool = False, reuse_hypotheses: Path | None = None) -> int:  # fmt: skip
-    """Evaluate a student, teacher or cascade dir on one split (``pipeline.evaluation.evaluate.evaluate``)."""
+    """Evaluate a student, teacher or cascade dir on one split (``pipeline.evaluation.evaluate.evaluate``).
+
+    Comma-separated splits and model dirs run in one process (one start-up; speed on the first
+    split only); students with the same frozen bottom run it once per batch
+    (:mod:`pipeline.evaluation.shared_frozen`)."""
     from pipeline.core.devices import resolve_device
     from pipeline.evaluation.evaluate import EvaluateConfig
     from pipeline.evaluation.evaluate import evaluate as evaluate_model
+    from pipeline.evaluation.shared_frozen import SHARED_FROZEN
 
     with settings_errors():
         config = EvaluateConfig(**(options or {}))
         resolve_device(config.device)
-    evaluate_model(model, data, split, config, teacher, out, force, reuse_hypotheses)
+    splits = [name.strip() for name in split.split(",") if name.strip()]
+    models = [Path(name.strip()) for name in str(model).split(",") if name.strip()]
+    if not splits or not models:
+        raise UsageError(
+            f"slukd evaluate: no split in --split {split!r} or no model in --model {str(model)!r}"
+        )
+    if len(models) > 1 and out is not None:
+        raise UsageError("slukd evaluate: --out takes one model; several write into their own eval/ folders")
+    SHARED_FROZEN.enabled = len(models) > 1
+    try:
+        for index, name in enumerate(splits):
+            settings = config if index == 0 else dataclasses.replace(config, speed=False)
+            for folder in models:
+                evaluate_model(folder, data, name, settings, teacher, out, force, reuse_hypotheses)
+            SHARED_FROZEN.clear()
+    finally:
+        SHARED_FROZEN.enabled = False
+        SHARED_FROZEN.clear()
     return 0
 
 

@@ -90,9 +90,13 @@ def add_evaluate_parsers(commands: argparse._SubParsersAction) -> None:
         help="evaluate a student, teacher or cascade on one split: metrics, noise sweep, WER, speed",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, required=True, help="a student, teacher or cascade dir")
+    parser.add_argument("--model", type=Path, required=True,
+                        help="a student, teacher or cascade dir; or A,B: several in one process (students "
+                        "with the same frozen encoder run it once)")  # fmt: skip
     parser.add_argument("--data", type=Path, required=True, help=TEACHER_DATA_HELP)
-    parser.add_argument("--split", required=True, help="which manifest, e.g. test")
+    parser.add_argument("--split", required=True,
+                        help="which manifest, e.g. test; or test,test_unseen_phrasing: several in one process, "
+                        "speed measured on the first only")  # fmt: skip
     parser.add_argument("--teacher", type=Path, default=None,
                         help="a fine-tuned teacher dir: report agreement with its predictions")  # fmt: skip
     parser.add_argument("--snrs", default="20,15,10,5,0", help="SNRs in dB of the noise sweep")

@@ -79,6 +79,7 @@ from pipeline.evaluation.records import (
     reusable_hypotheses,
     subset_note,
 )
+from pipeline.evaluation.shared_frozen import SHARED_FROZEN
 from pipeline.evaluation.speed import measure_speed
 from pipeline.scoring.metrics import accuracy, agreement, classification_report, error_rates
 from pipeline.serving.model_kinds import MODEL_KINDS, TEXT, WAVEFORM, LoadedModel, load_model, model_kind
@@ -178,6 +179,7 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
     waveforms = WaveformDataset(manifest, trim_silence=bool(model.config.get("trim_silence")))  # as trained
     loader = DataLoader(waveforms, batch_sampler=batches, collate_fn=collate_waveforms)
     model.module.eval()
+    forward = SHARED_FROZEN.forward_for(model) or model.waveform_forward  # a frozen bottom run once per batch
     for batch in tqdm(loader, desc=f"evaluate ({len(conditions)} condition(s))", unit="batch"):
         bad = [error for error in batch.errors if error]
         if bad:
@@ -199,7 +201,7 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
             waveforms, lengths = batch.waveforms[selected], batch.lengths[selected]
             waveforms = noisy_waveforms(waveforms, lengths, [manifest[batch.indices[r]].id for r in rows],
                                         condition, config.seed, bank)  # fmt: skip
-            output = model.waveform_forward(waveforms.to(device), lengths.to(device))
+            output = forward(waveforms.to(device), lengths.to(device))
             indices = [batch.indices[r] for r in rows]
             logits[condition.name][indices] = output.logits.float().cpu().numpy()
             for name, values in output.slot_logits.items():

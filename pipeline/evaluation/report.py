@@ -52,6 +52,8 @@ from pipeline.evaluation.report_figures import (
     safe_name,
 )
 from pipeline.evaluation.report_open_set import section as open_set_section
+from pipeline.evaluation.selection import best_on_valid
+from pipeline.scoring.intervals import proportion_estimate
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +132,7 @@ def summarize(evaluation: dict) -> dict:
     return {
         "utterances": metrics["utterances"],
         "accuracy": metrics["accuracy"],
+        "accuracy_interval": list(proportion_estimate(metrics["accuracy"], metrics["utterances"])[1:3]),
         "macro_f1": metrics["macro_f1"],
         "ece": metrics["ece"],
         "nll": metrics.get("nll"),
@@ -176,6 +179,15 @@ def read_train_log(folder: Path) -> dict[str, list[float]] | None:
 # Tables and documents
 
 
+def _accuracy(value: float | None, utterances: int | None, count: bool = False) -> str:
+    """``97.3% [95.1, 98.6]``: an accuracy and its 95% Wilson interval (``count``: `` n=200`` after it)."""
+    if value is None or not utterances:
+        return _number(value, "percent")
+    estimate = proportion_estimate(value, int(utterances))
+    text = f"{100 * value:.1f}% [{100 * estimate.low:.1f}, {100 * estimate.high:.1f}]"
+    return text + (f" n={estimate.n}" if count else "")
+
+
 def _number(value: Any, style: str) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "–"
@@ -213,7 +225,7 @@ class Table:
 
 
 def main_table(models: list[ModelEvals]) -> Table:
-    header = ["model", "kind", "split", "utterances", "accuracy", "macro-F1", "ECE", "agreement w/ teacher", "WER",
+    header = ["model", "kind", "split", "utterances", "accuracy [95% CI]", "macro-F1", "ECE", "agreement w/ teacher", "WER",
               "params", "size MB", "latency ms (CPU, 1 thread)", "RTF", "utt/s (CPU, batch 64)"]  # fmt: skip
     commands = any(summarize(e)["command_acceptance"] is not None for m in models for e in m.evals.values())
     if commands:  # labels with slots: command acceptance beside intent accuracy
@@ -224,7 +236,7 @@ def main_table(models: list[ModelEvals]) -> Table:
             s = summarize(evaluation)
             rows.append([
                 model.name, model.kind, split, str(s["utterances"]) + (" *" if s["subset"] else ""),
-                _number(s["accuracy"], "percent"),
+                _accuracy(s["accuracy"], s["utterances"]),
                 *([_number(s["command_acceptance"], "percent")] if commands else []), _number(s["macro_f1"], "ratio"),
                 _number(s["ece"], "ratio"), _number(s["teacher_agreement"], "percent"), _number(s["wer"], "percent"),
                 _number(s["parameters"], "count"), _number(s["weights_bytes"], "megabytes"),
@@ -245,8 +257,10 @@ def noise_table(models: list[ModelEvals], split: str) -> Table | None:
     conditions = list(dict.fromkeys(row["condition"] for sweep in sweeps.values() for row in sweep))
     rows = []
     for name, sweep in sweeps.items():
-        by_condition = {row["condition"]: row["accuracy"] for row in sweep}
-        rows.append([name] + [_number(by_condition.get(c), "percent") for c in conditions])
+        by_condition = {row["condition"]: row for row in sweep}
+        rows.append([name] + [_accuracy((by_condition.get(c) or {}).get("accuracy"),
+                                        (by_condition.get(c) or {}).get("utterances"), count=True)
+                              for c in conditions])  # fmt: skip
     return Table(["model"] + conditions, rows)
 
 
@@ -265,9 +279,13 @@ def slot_table(models: list[ModelEvals], split: str) -> Table | None:
     if not slots:
         return None
     names = list(dict.fromkeys(slot for values in slots.values() for slot in values))
+    counts = {m.name: m.evals[split]["metrics"]["utterances"] for m in models if split in m.evals}
     return Table(
-        ["model"] + names,
-        [[model] + [_number(v.get(s), "percent") for s in names] for model, v in slots.items()],
+        ["model", "n"] + names,
+        [
+            [model, str(counts[model])] + [_accuracy(v.get(s), counts[model]) for s in names]
+            for model, v in slots.items()
+        ],
     )
 
 
@@ -354,7 +372,8 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
     models = find_models(experiment, exclude=out)
     split = primary_split(models)
     students = [m for m in models if m.kind == "student" and split in m.evals]
-    best = max(students, key=lambda m: m.evals[split]["metrics"]["accuracy"]) if students else None
+    chosen = best_on_valid(students)  # chosen on valid only; test numbers are reported, never chosen on
+    best, best_valid = chosen if chosen is not None else (None, None)
     audio_models = [m for m in models if m.kind != "teacher" and split in m.evals]  # students and cascades
     cascades = [m for m in models if m.kind == "cascade"]
     logs = {m.name: log for m in models if (log := read_train_log(m.folder)) is not None}
@@ -396,8 +415,14 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
             blocks.append(("p", "* evaluated on a seeded subset of the split (its other rows and figures too): "
                                 + "; ".join(subsets) + "."))  # fmt: skip
         if best is not None:
-            blocks.append(("p", f"Best student on {split}: {best.name} "
-                                f"({_number(best.evals[split]['metrics']['accuracy'], 'percent')})."))  # fmt: skip
+            test = best.evals[split]["metrics"]
+            blocks.append(("p", f"Best student, chosen on valid: {best.name} (valid {best_valid.describe()}; "
+                                f"{split}, reported only: {_accuracy(test['accuracy'], test['utterances'], True)})."))  # fmt: skip
+        elif students:
+            blocks.append(("p", "No best student: none has a valid score (eval/valid.json or metrics.json), and "
+                                "a choice on a test split would not be one."))  # fmt: skip
+        blocks.append(("p", "Accuracies carry their 95% Wilson interval in brackets; n: the utterances behind "
+                            "each number."))  # fmt: skip
         noise = noise_table(models, split)
         blocks += [("h2", f"Accuracy under noise ({split})")]
         if noise is not None:
@@ -434,6 +459,7 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
             "slukd_version": __version__,
             "main_split": split,
             "best_student": best.name if best is not None else None,
+            "best_student_valid": best_valid._asdict() if best_valid is not None else None,
             "end_to_end_vs_cascade": comparison,
             "open_set": open_set,
             "models": {

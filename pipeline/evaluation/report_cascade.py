@@ -6,6 +6,11 @@ A cascade is often evaluated on a seeded subset of a split (``EvaluateConfig.max
 (``predictions`` in its eval file) are then scored on exactly the utterances the cascade was
 scored on, condition by condition. An eval file without predictions (written before they were
 kept) falls back to the student's own numbers, and the row says so.
+
+Each cell is a paired comparison (:mod:`pipeline.scoring.intervals`): both accuracies with their
+95% Wilson intervals and the number of utterances, and McNemar's exact test on the per-utterance
+correct/incorrect pairs; the student is "ahead" or "behind" only where p < 0.05, "level"
+otherwise. A cell without per-utterance predictions has no paired test and stays "level".
 """
 
 from __future__ import annotations
@@ -14,8 +19,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.evaluation.records import subset_note
+from pipeline.evaluation.records import NOISE_KEYS, subset_note
 from pipeline.evaluation.report_figures import ModelEvals
+from pipeline.scoring.intervals import (
+    AHEAD,
+    ALPHA,
+    BEHIND,
+    LEVEL,
+    accuracy_estimate,
+    mcnemar_exact,
+    proportion_estimate,
+)
 
 GOAL_SPEEDUP = 10.0  # the issue's goal: the best student at least this much faster on one thread
 
@@ -30,6 +44,12 @@ class Comparison:
     student: float
     cascade: float
     same_utterances: bool  # False: the student's eval file has no predictions (its own numbers)
+    student_interval: tuple[float, float] = (0.0, 1.0)  # 95% Wilson
+    cascade_interval: tuple[float, float] = (0.0, 1.0)
+    student_only: int = 0  # utterances only the student gets right (McNemar's discordant pairs)
+    cascade_only: int = 0
+    p_value: float | None = None  # McNemar's exact test; None without paired predictions
+    verdict: str = LEVEL  # ahead | behind | level (ahead/behind only where p < ALPHA)
 
     @property
     def difference(self) -> float:
@@ -37,9 +57,9 @@ class Comparison:
         return self.student - self.cascade
 
 
-def _accuracy_on(evaluation: dict, condition: str, ids: list[str]) -> float | None:
-    """Accuracy of a model's predictions under ``condition`` on the utterances ``ids`` (None when
-    it has no prediction for one of them)."""
+def _correct_on(evaluation: dict, condition: str, ids: list[str]) -> np.ndarray | None:
+    """Per-utterance correct/incorrect of a model's predictions under ``condition`` on the
+    utterances ``ids`` (None when it has no prediction for one of them)."""
     predictions = evaluation.get("predictions") or {}
     by_condition = (predictions.get("conditions") or {}).get(condition)
     if by_condition is None:
@@ -49,10 +69,23 @@ def _accuracy_on(evaluation: dict, condition: str, ids: list[str]) -> float | No
         return None
     rows = [position[identifier] for identifier in ids]
     predicted = [by_condition[row] for row in rows]
-    if any(value is None for value in predicted):
+    if any(value is None for value in predicted) or not rows:
         return None
     gold = np.array([predictions["gold"][row] for row in rows])
-    return float((gold == np.array(predicted)).mean()) if rows else None
+    return gold == np.array(predicted)
+
+
+def _paired(split: str, condition: str, student: np.ndarray, cascade: np.ndarray) -> Comparison:
+    mine, theirs, test = (
+        accuracy_estimate(student),
+        accuracy_estimate(cascade),
+        mcnemar_exact(student, cascade),
+    )
+    verdict = LEVEL
+    if test.p_value < ALPHA and test.a_only != test.b_only:
+        verdict = AHEAD if test.a_only > test.b_only else BEHIND
+    return Comparison(split, condition, len(student), mine.value, theirs.value, True, (mine.low, mine.high),
+                      (theirs.low, theirs.high), test.a_only, test.b_only, test.p_value, verdict)  # fmt: skip
 
 
 def compare(student: ModelEvals, cascade: ModelEvals) -> list[Comparison]:
@@ -61,23 +94,36 @@ def compare(student: ModelEvals, cascade: ModelEvals) -> list[Comparison]:
     for split, evaluation in cascade.evals.items():
         if split not in student.evals or not evaluation.get("predictions"):
             continue
-        theirs = evaluation["predictions"]
+        record = evaluation["predictions"]
         own_sweep = {row["condition"]: row for row in student.evals[split].get("noise_sweep") or []}
-        for condition, predicted in theirs["conditions"].items():
+        same_noise = _same_noise(student.evals[split], evaluation)
+        for condition, predicted in record["conditions"].items():
             ids = [
                 identifier
-                for identifier, value in zip(theirs["ids"], predicted, strict=True)
+                for identifier, value in zip(record["ids"], predicted, strict=True)
                 if value is not None
             ]
-            cascade_accuracy = _accuracy_on(evaluation, condition, ids)
-            student_accuracy = _accuracy_on(student.evals[split], condition, ids)
-            same = student_accuracy is not None
-            if not same and condition in own_sweep:
-                student_accuracy = own_sweep[condition]["accuracy"]
-            if student_accuracy is None or cascade_accuracy is None:
+            cascade_correct = _correct_on(evaluation, condition, ids)
+            student_correct = _correct_on(student.evals[split], condition, ids)
+            if condition != "clean" and not same_noise:
+                student_correct = None  # other noise on the same ids: not a pair
+            if cascade_correct is None:
                 continue
-            rows.append(Comparison(split, condition, len(ids), student_accuracy, cascade_accuracy, same))
+            if student_correct is not None:
+                rows.append(_paired(split, condition, student_correct, cascade_correct))
+            elif condition in own_sweep:  # no paired test: the student's own utterances
+                own = own_sweep[condition]
+                mine = proportion_estimate(own["accuracy"], int(own.get("utterances") or 0))
+                theirs = accuracy_estimate(cascade_correct)
+                rows.append(Comparison(split, condition, len(ids), own["accuracy"], theirs.value, False,
+                                       (mine.low, mine.high), (theirs.low, theirs.high)))  # fmt: skip
     return rows
+
+
+def _same_noise(first: dict, second: dict) -> bool:
+    """Whether two eval files drew the same noisy audio per utterance (seed, babble bank, rooms)."""
+    mine, theirs = first.get("settings") or {}, second.get("settings") or {}
+    return all(mine.get(key) == theirs.get(key) for key in NOISE_KEYS)
 
 
 def _cpu(evaluation: dict, key: str) -> float | None:
@@ -109,17 +155,24 @@ def section(
     for cascade in cascades:
         rows = compare(student, cascade)
         speed = ratios(student, cascade, split)
-        ahead = sum(row.difference > 0 for row in rows)
+        ahead = sum(row.verdict == AHEAD for row in rows)
+        behind = sum(row.verdict == BEHIND for row in rows)
         subsets = {s: subset_note((e.get("data") or {}).get("subset")) for s, e in cascade.evals.items()}
         goal = bool(rows) and ahead == len(rows) and (speed["latency"] or 0) >= GOAL_SPEEDUP
         numbers["cascades"][cascade.name] = {
             "rows": [{**vars(row), "difference": row.difference} for row in rows], "ratios": speed,
-            "student_ahead": ahead, "compared": len(rows), "goal_met": goal, "subsets": subsets,
+            "student_ahead": ahead, "student_behind": behind, "level": len(rows) - ahead - behind,
+            "compared": len(rows), "goal_met": goal, "subsets": subsets, "alpha": ALPHA,
         }  # fmt: skip
         table = _table(rows, student.name, cascade.name)
-        text = [f"{student.name} (the best student) against {cascade.name} ({_asr_name(cascade)}): the student is "
-                f"ahead on {ahead} of {len(rows)} (split, condition) pairs, scored on the same utterances; each cell: the "
-                f"difference in accuracy points (positive: the student is ahead), then both accuracies."]  # fmt: skip
+        smallest = min((row.utterances for row in rows), default=0)
+        text = [f"{student.name} (the best student on valid) against {cascade.name} ({_asr_name(cascade)}), scored "
+                f"on the same utterances and the same noisy audio: the student is ahead on {ahead}, behind on "
+                f"{behind} and level on {len(rows) - ahead - behind} of {len(rows)} (split, condition) pairs. Ahead "
+                f"or behind only where McNemar's exact test on the per-utterance pairs gives p < {ALPHA:g}, level "
+                f"otherwise. Each cell: the verdict, the difference in accuracy points (positive: the student is "
+                f"ahead) and p, then both accuracies with their 95% Wilson intervals and the utterances compared "
+                f"(the smallest cell has {smallest})."]  # fmt: skip
         if speed["latency"] is not None:
             text.append(f"Latency on one CPU thread at batch 1: {speed['student_latency_ms']:.1f} ms against "
                         f"{speed['cascade_latency_ms']:.0f} ms, the student is {speed['latency']:.0f}x faster.")  # fmt: skip
@@ -127,14 +180,16 @@ def section(
             text.append(f"Size: {speed['student_bytes'] / 1e6:.2f} MB against {speed['cascade_bytes'] / 1e6:.1f} MB "
                         f"(ASR and teacher), {speed['size']:.0f}x smaller.")  # fmt: skip
         text.append(
-            f"Goal (ahead everywhere and at least {GOAL_SPEEDUP:g}x faster): {'met' if goal else 'not met'}."
+            f"Goal (significantly ahead everywhere and at least {GOAL_SPEEDUP:g}x faster): "
+            f"{'met' if goal else 'not met'}."
         )
         notes = [f"{s}: {note}" for s, note in subsets.items() if note]
         if notes:
             text.append("The cascade was evaluated on " + "; ".join(notes) + ".")
         if any(not row.same_utterances for row in rows):
-            text.append("* the student's eval file keeps no per-utterance predictions: its accuracy on its own "
-                        "utterances (rerun `slukd evaluate` to compare on the same ones).")  # fmt: skip
+            text.append("* no pair: the student's eval file keeps no per-utterance predictions, or drew other noise "
+                        "(another seed, babble bank or room range): its accuracy on its own utterances, no paired "
+                        "test (rerun `slukd evaluate` with the cascade's settings to compare on the same audio).")  # fmt: skip
         blocks += [("p", " ".join(text)), ("rows", table)]
     return blocks, numbers
 
@@ -150,13 +205,18 @@ def _table(rows: list[Comparison], student: str, cascade: str) -> tuple[list[str
         if row is None:
             return "–"
         mark = "" if row.same_utterances else " *"
-        return (f"{100 * row.difference:+.1f} ({100 * row.student:.1f}% vs {100 * row.cascade:.1f}%, "
-                f"{row.utterances} utt.){mark}")  # fmt: skip
+        p_value = "" if row.p_value is None else f", p={row.p_value:.2g}"
+        return (f"{row.verdict} {100 * row.difference:+.1f}{p_value} ({_percent(row.student, row.student_interval)} "
+                f"vs {_percent(row.cascade, row.cascade_interval)}, {row.utterances} utt.){mark}")  # fmt: skip
 
     header = ["condition"] + [f"{split}: {student} - {cascade}" for split in splits]
     return header, [
         [condition] + [cell(cells.get((split, condition))) for split in splits] for condition in conditions
     ]
+
+
+def _percent(value: float, interval: tuple[float, float]) -> str:
+    return f"{100 * value:.1f}% [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
 
 
 def _asr_name(model: ModelEvals) -> str:

@@ -68,6 +68,7 @@ class LoadedModel:
     # batch 1 (no batch throughput).
     sequential: bool = False
     asr: str | None = None  # a cascade's ASR, for humans
+    frontend: Any = None  # a student's front-end (pipeline.frontends.base.FrontEnd)
 
     def num_parameters(self) -> int:
         """Parameters of the model (``parameters``, else those of ``module``)."""
@@ -118,7 +119,7 @@ def _load_student(model_dir: Path, device: torch.device) -> LoadedModel:
 
     return LoadedModel(
         "student", student.labels, read_json(model_dir / "config.json"), WAVEFORM, student.model, device,
-        waveform_forward=forward, ctc_characters=student.ctc_characters,
+        waveform_forward=forward, ctc_characters=student.ctc_characters, frontend=student.frontend,
     )  # fmt: skip
 
 

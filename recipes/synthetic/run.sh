@@ -22,7 +22,7 @@
 # The 20-minute budget of `make run` (size small, 2 CPU cores, stage 0 included): clean accuracy
 # on the full test splits; the students' noise sweep (white and babble at 20, 10 and 0 dB SNR,
 # reverberation RT60 0.3-0.6 s, a telephone channel) on a seeded subset of 200 utterances a split
-# (--noisy-utterances, --snrs); the cascades on 50 utterances a split, 10 of them per noisy
+# (--noisy-utterances, --snrs); the cascades on 50 utterances a split, the same 50 per noisy
 # condition (CASCADE_* in recipes/stages.sh); speed on `test` only; the from-scratch baseline
 # trains 8 epochs (conf/student.yaml). recipes/synthetic/RESULTS.md has the measured stage times.
 #

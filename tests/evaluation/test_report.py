@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from pipeline.cli.main import main
 from pipeline.data.labels import LabelSet
@@ -24,8 +25,10 @@ LABELS = LabelSet(
 )  # fmt: skip
 
 
-def write_eval(model_dir: Path, kind: str, accuracy_target: float, seed: int, ctc: bool = False) -> dict:
-    """A model dir (config.json, train_log.csv) with an ``eval/test.json`` built by the metric code."""
+def write_eval(model_dir: Path, kind: str, accuracy_target: float, seed: int, ctc: bool = False,
+               valid: float | None = None) -> dict:  # fmt: skip
+    """A model dir (config.json, train_log.csv) with an ``eval/test.json`` built by the metric code;
+    with ``valid``, a training ``metrics.json`` with that valid accuracy."""
     rng = np.random.default_rng(seed)
     gold = np.arange(40) % len(LABELS)
     logits = rng.normal(size=(40, len(LABELS)))
@@ -61,6 +64,10 @@ def write_eval(model_dir: Path, kind: str, accuracy_target: float, seed: int, ct
     rows = ["epoch,step,lr,train_loss,train_ce,valid_accuracy,valid_loss,seconds"]
     rows += [f"{e},{10 * e},0.001,{3 / e:.4f},{3 / e:.4f},{min(1, 0.2 * e):.3f},1.0,2.0" for e in range(1, 6)]
     (model_dir / "train_log.csv").write_text("\n".join(rows) + "\n")
+    if valid is not None:
+        (model_dir / "metrics.json").write_text(
+            json.dumps({"valid_accuracy": valid, "valid_loss": 0.1 + seed / 100})
+        )
     return result
 
 
@@ -69,9 +76,10 @@ def experiment(tmp_path) -> tuple[Path, dict]:
     root = tmp_path / "exp"
     evals = {
         "teacher": write_eval(root / "teacher", "teacher", 1.0, 0),
-        "student_ce": write_eval(root / "student_ce", "student", 0.6, 1),
-        "student_kd": write_eval(root / "student_kd", "student", 0.8, 2, ctc=True),
-        "ablation/row3": write_eval(root / "ablation" / "row3", "student", 0.5, 3),
+        # student_kd is best on test, student_ce on valid: the report chooses on valid
+        "student_ce": write_eval(root / "student_ce", "student", 0.6, 1, valid=0.99),
+        "student_kd": write_eval(root / "student_kd", "student", 0.8, 2, ctc=True, valid=0.99),
+        "ablation/row3": write_eval(root / "ablation" / "row3", "student", 0.5, 3, valid=0.9),
     }
     (root / "notes").mkdir()  # a folder without evals is not a model
     return root, evals
@@ -121,7 +129,20 @@ def test_report_has_every_figure_and_table(experiment):
 
     gathered = json.loads((out / "metrics.json").read_text())
     assert set(gathered["models"]) == {"teacher", "student_ce", "student_kd", "ablation/row3"}
-    assert gathered["best_student"] == "student_kd" and gathered["main_split"] == "test"
+    # chosen on valid (a tie at 99%, broken by the lower valid loss), never on test
+    assert gathered["best_student"] == "student_ce" and gathered["main_split"] == "test"
+    assert gathered["best_student_valid"]["source"] == "metrics.json"
+    ce = evals["student_ce"]["metrics"]["accuracy"]
+    assert (
+        f"Best student, chosen on valid: student_ce (valid 99.0% (metrics.json); test, reported only: {100 * ce:.1f}%"
+        in markdown
+    )
+    # every accuracy with its 95% Wilson interval: kd's test accuracy over its 40 utterances
+    low, high = binomtest(round(40 * kd["metrics"]["accuracy"]), 40).proportion_ci(method="wilson")
+    assert f"{100 * kd['metrics']['accuracy']:.1f}% [{100 * low:.1f}, {100 * high:.1f}]" in kd_row
+    assert gathered["models"]["student_kd"]["splits"]["test"]["accuracy_interval"] == pytest.approx(
+        [low, high]
+    )
     assert gathered["models"]["student_kd"]["splits"]["test"]["accuracy"] == kd["metrics"]["accuracy"]
     assert gathered["models"]["teacher"]["train_log"]["epoch"] == [1, 2, 3, 4, 5]
 
@@ -171,7 +192,7 @@ def test_report_with_a_cascade_compares_on_the_same_utterances(tmp_path):
     root = tmp_path / "exp"
     write_eval(root / "teacher", "teacher", 1.0, 0)
     for name, target, seed in (("student_kd", 0.8, 2), ("cascade", 0.6, 5)):
-        evaluation = write_eval(root / name, "student", target, seed)
+        evaluation = write_eval(root / name, "student", target, seed, valid=0.95)
         evaluation = with_predictions(evaluation, seed, *((40, 40) if name == "student_kd" else (20, 8)))
         if name == "cascade":
             evaluation["model"].update(
@@ -211,14 +232,34 @@ def test_report_with_a_cascade_compares_on_the_same_utterances(tmp_path):
         assert row["student"] == pytest.approx(np.mean(np.array(mine) == np.array(gold)))
         theirs = next(r for r in cascade["noise_sweep"] if r["condition"] == row["condition"])
         assert row["cascade"] == pytest.approx(theirs["accuracy"])
-        cell = (f"| {row['condition']} | {100 * (row['student'] - row['cascade']):+.1f} "
-                f"({100 * row['student']:.1f}% vs {100 * row['cascade']:.1f}%, {keep} utt.) |")  # fmt: skip
-        assert cell in markdown
+        # McNemar's exact test on the pairs, worked out here from the predictions
+        mine_right = np.array(mine) == np.array(gold)
+        theirs_right = np.array(cascade["predictions"]["conditions"][row["condition"]][:keep]) == np.array(
+            gold
+        )
+        only_mine, only_theirs = (
+            int((mine_right & ~theirs_right).sum()),
+            int((~mine_right & theirs_right).sum()),
+        )
+        p_value = binomtest(only_mine, only_mine + only_theirs).pvalue if only_mine + only_theirs else 1.0
+        assert row["p_value"] == pytest.approx(p_value)
+        expected = "level" if p_value >= 0.05 else ("ahead" if only_mine > only_theirs else "behind")
+        assert row["verdict"] == expected
+        low, high = binomtest(int(mine_right.sum()), keep).proportion_ci(method="wilson")
+        cell = (f"| {row['condition']} | {expected} {100 * (row['student'] - row['cascade']):+.1f}, p={p_value:.2g} "
+                f"({100 * row['student']:.1f}% [{100 * low:.1f}, {100 * high:.1f}] vs ")  # fmt: skip
+        assert cell in markdown and "% vs " not in cell[-3:]
+        assert f"{keep} utt.)" in markdown
     ratios = gathered["cascades"]["cascade"]["ratios"]
     assert ratios["latency"] == pytest.approx(350.0 / 9.25) and ratios["size"] == pytest.approx(52.0)
     assert "the student is 38x faster" in markdown and "52x smaller" in markdown
-    ahead = sum(row["student"] > row["cascade"] for row in rows)
-    assert f"ahead on {ahead} of {len(rows)}" in markdown
+    ahead = sum(row["verdict"] == "ahead" for row in rows)
+    behind = sum(row["verdict"] == "behind" for row in rows)
+    assert (
+        f"ahead on {ahead}, behind on {behind} and level on {len(rows) - ahead - behind} of {len(rows)}"
+        in markdown
+    )
+    assert ahead < sum(row["student"] > row["cascade"] for row in rows)  # 8 noisy utterances decide nothing
     assert gathered["cascades"]["cascade"]["goal_met"] == (ahead == len(rows))
 
 
@@ -249,3 +290,26 @@ def test_command_acceptance_column_and_slot_scores_only_with_slots(experiment):
     slot_header = next(line for line in lines if "action accuracy" in line)
     assert "action F1" in slot_header and "micro F1" in slot_header
     assert "65.4%" in next(line for line in lines if line.startswith("| student_kd |") and "74.5%" in line)
+
+
+def test_a_cascade_with_other_noise_is_no_pair(tmp_path):
+    """The same utterance ids under another noise seed are other audio: only clean stays paired."""
+    root = tmp_path / "exp"
+    write_eval(root / "teacher", "teacher", 1.0, 0)
+    for name, target, seed in (("student_kd", 0.8, 2), ("cascade", 0.6, 5)):
+        evaluation = with_predictions(write_eval(root / name, "student", target, seed, valid=0.95), seed)
+        if name == "cascade":
+            evaluation["model"]["kind"] = "cascade"
+            evaluation["settings"] = {"seed": 1}
+        (root / name / "eval" / "test.json").write_text(json.dumps(evaluation))
+    out = write_report(root)
+    rows = json.loads((out / "metrics.json").read_text())["end_to_end_vs_cascade"]["cascades"]["cascade"][
+        "rows"
+    ]
+    assert {row["condition"]: row["same_utterances"] for row in rows} == {
+        row["condition"]: row["condition"] == "clean" for row in rows
+    }
+    assert all(
+        row["p_value"] is None and row["verdict"] == "level" for row in rows if not row["same_utterances"]
+    )
+    assert "no pair:" in (out / "report.md").read_text()

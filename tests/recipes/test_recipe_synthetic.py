@@ -169,8 +169,9 @@ def test_second_run_skips_every_step_in_the_shell(finished):
     assert python_calls(root) == calls, "a finished step started Python"
     assert "running: " not in result.stderr
     # stage 0, a feature store per split, teacher, targets, 3 students, 4 cascade steps (2 cascade
-    # dirs, the ASR transcripts, the ASR-robust teacher), 6 models x eval splits, report
-    steps = 1 + len(SPLITS) + 2 + len(STUDENTS) + 4 + len(MODELS) * len(EVAL_SPLITS) + 1
+    # dirs, the ASR transcripts, the ASR-robust teacher), the teacher on every eval split in one step
+    # and the students in another, the cascades split by split, report
+    steps = 1 + len(SPLITS) + 2 + len(STUDENTS) + 4 + 2 + len(CASCADES) * len(EVAL_SPLITS) + 1
     assert result.stderr.count(SKIPPED) == steps
     assert stages_run(result.stderr) == list(range(8))
     assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
