@@ -58,7 +58,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.seed_stats import correct_matrix, paired_cell, row_cell  # noqa: E402
+from benchmarks.seed_stats import correct_matrix, mean_spread, paired_cell, row_cell  # noqa: E402
 from benchmarks.student_scoring import EvalSet, StudentScorer, evaluation_sets  # noqa: E402
 from pipeline.augment.conditions import NoiseCondition  # noqa: E402
 from pipeline.data.labels import LabelSet  # noqa: E402

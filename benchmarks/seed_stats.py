@@ -48,3 +48,12 @@ def paired_cell(a: np.ndarray, b: np.ndarray) -> tuple[str, str]:
         f"{verdict} {100 * difference.difference:+.2f} [{100 * difference.low:+.2f}, {100 * difference.high:+.2f}]",
         verdict,
     )
+
+
+def mean_spread(values: list[float]) -> str:
+    """``mean ± sd`` over seeds of a score kept without its per-utterance outcomes (command acceptance)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
