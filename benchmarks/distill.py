@@ -539,7 +539,7 @@ def check_inputs(args: argparse.Namespace, rows: list[Row]) -> None:
 
 
 def header(args: argparse.Namespace, sets: list[EvalSet], seeds: list[int], minutes: float) -> str:
-    from pipeline.evaluation.evaluate import environment
+    from pipeline.core.environment import environment
 
     hardware = environment()["hardware"]
     robust = next((len(s.manifest) for s in sets if s.name.endswith("subset clean")), 0)

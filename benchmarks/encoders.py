@@ -233,7 +233,7 @@ def table(results: list[EncoderResult], seeds: list[int]) -> str:
 
 
 def header(args: argparse.Namespace, minutes: float, results: list[EncoderResult]) -> str:
-    from pipeline.evaluation.evaluate import environment
+    from pipeline.core.environment import environment
 
     command = "OMP_NUM_THREADS=1 python benchmarks/encoders.py " + " ".join(sys.argv[1:])
     reused = sum(result.reused_runs for result in results)

@@ -26,6 +26,23 @@ def gold_slots(utterances: Iterable[Utterance], labels: LabelSet) -> dict[str, l
     return {name: [u.slots.get(name, NO_VALUE) for u in utterances] for name in labels.slots}
 
 
+def decoded_intents(labels: LabelSet, logits: np.ndarray, slot_logits: dict[str, np.ndarray]) -> np.ndarray:
+    """The intent ``slukd predict`` answers for each row: decoded jointly with the slot heads (when
+    the model has one per slot of the map), else the argmax; ``-1`` for rows that did not run (NaN)."""
+    intents = np.full(len(logits), -1, dtype=np.int64)
+    ran = ~np.isnan(logits).any(axis=1) if len(logits) else np.zeros(0, dtype=bool)
+    if not ran.any():
+        return intents
+    if slot_logits and set(slot_logits) == set(labels.slots):
+        rows = {name: values[ran] for name, values in slot_logits.items()}
+        intents[ran] = [
+            command.intent for command in CommandDecoder(labels, list(rows)).decode(logits[ran], rows)
+        ]
+    else:
+        intents[ran] = logits[ran].argmax(axis=1)
+    return intents
+
+
 def predicted_commands(labels: LabelSet, logits: np.ndarray, slot_logits: dict[str, np.ndarray],
                        ) -> tuple[np.ndarray, dict[str, list[str]], str] | None:  # fmt: skip
     """Predicted intent ids, slot values and how they were read (``joint`` or ``intent names``);

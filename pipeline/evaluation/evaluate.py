@@ -40,11 +40,9 @@ that the SNR over the utterance's own samples is exactly the one named.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,14 +61,14 @@ from pipeline.augment.conditions import (
 )
 from pipeline.core.config import to_dict
 from pipeline.core.devices import resolve_device
+from pipeline.core.environment import environment
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, read_json, write_json
-from pipeline.core.version import __version__
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest
 from pipeline.data.text import normalize_transcript
-from pipeline.evaluation.command_scores import command_metrics
+from pipeline.evaluation.command_scores import command_metrics, decoded_intents
 from pipeline.evaluation.open_set import evaluate_open_set, is_out_of_domain
 from pipeline.evaluation.records import (
     asr_record,
@@ -225,30 +223,6 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
 # The entry point
 
 
-def environment() -> dict:
-    """Date, versions and hardware, for the record."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "slukd_version": __version__,
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "hardware": {
-            "cpu": cpu,
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
-    }
-
-
 def _manifest_for(data: str | os.PathLike, split: str) -> Path:
     manifests = find_manifests(data)
     if split not in manifests:
@@ -335,8 +309,14 @@ def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manif
     if model.asr is not None:
         asr, rates = asr_record(manifest, result.hypotheses, result.logits, model.labels)
     noise_sweep = []
+    # the intents predict answers (slot heads decoded jointly)
+    decoded = {
+        name: decoded_intents(model.labels, v, result.slot_logits[name]) for name, v in result.logits.items()
+    }
     for condition in conditions:
-        ran, scores = condition_scores(gold, result.logits[condition.name], model.labels)
+        ran, scores = condition_scores(
+            gold, result.logits[condition.name], model.labels, decoded[condition.name]
+        )
         commands = command_metrics(manifest, model.labels, gold, result.logits[condition.name],
                                    result.slot_logits[condition.name], ran)  # fmt: skip
         scores["command_acceptance"] = commands["command_acceptance"]
@@ -353,7 +333,7 @@ def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manif
         }  # fmt: skip
     if asr is not None:
         asr = {"name": model.asr, **asr}
-    predictions = predictions_record(manifest, gold, result.logits)
+    predictions = predictions_record(manifest, gold, result.logits, decoded)
     return AudioResults(
         result.logits["clean"], result.slot_logits["clean"], noise_sweep, ctc, predictions, asr
     )
@@ -447,7 +427,9 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     else:
         logits = model.text_logits([u.transcript for u in manifest])
         predictions = predictions_record(manifest, gold, {"clean": logits})
-    metrics = classification_report(gold, logits, model.labels)
+    metrics = classification_report(
+        gold, logits, model.labels, decoded_intents(model.labels, logits, slot_logits)
+    )
     metrics.update(command_metrics(manifest, model.labels, gold, logits, slot_logits))
     metrics.update({"teacher": None, "teacher_agreement": None, "teacher_accuracy": None})
     if teacher_dir is not None:

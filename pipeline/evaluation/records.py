@@ -37,10 +37,12 @@ logger = logging.getLogger(__name__)
 NOISE_KEYS = ("seed", "babble_bank_size", "reverb_rt60_s")
 
 
-def condition_scores(gold: np.ndarray, logits: np.ndarray, labels: LabelSet) -> tuple[np.ndarray, dict]:
-    """The rows a condition ran on (not NaN), and their accuracy, macro-F1 and per-slot accuracy."""
+def condition_scores(gold: np.ndarray, logits: np.ndarray, labels: LabelSet,
+                     decoded: np.ndarray | None = None) -> tuple[np.ndarray, dict]:  # fmt: skip
+    """The rows a condition ran on (not NaN), and their accuracy, macro-F1 and per-slot accuracy;
+    ``decoded``: the intents the model answers where they are not the argmax (slot heads)."""
     ran = ~np.isnan(logits).any(axis=1)
-    predicted = logits[ran].argmax(axis=1)
+    predicted = logits[ran].argmax(axis=1) if decoded is None else decoded[ran]
     table = intent_slot_table(labels)
     return ran, {
         "utterances": int(ran.sum()),
@@ -50,12 +52,16 @@ def condition_scores(gold: np.ndarray, logits: np.ndarray, labels: LabelSet) -> 
     }
 
 
-def predictions_record(manifest: Manifest, gold: np.ndarray, logits: dict[str, np.ndarray]) -> dict:
-    """``{"ids", "gold", "conditions": {name: [index or None]}}`` (see the module docstring)."""
+def predictions_record(manifest: Manifest, gold: np.ndarray, logits: dict[str, np.ndarray],
+                       decoded: dict[str, np.ndarray] | None = None) -> dict:  # fmt: skip
+    """``{"ids", "gold", "conditions": {name: [index or None]}}`` (see the module docstring);
+    ``decoded``: per condition, the intents the model answers where they are not the argmax."""
     conditions = {}
     for name, values in logits.items():
         ran = ~np.isnan(values).any(axis=1)
         best = values.argmax(axis=1) if len(values) else np.zeros(0, np.int64)
+        if decoded is not None and name in decoded:
+            best = decoded[name]
         conditions[name] = [int(b) if r else None for b, r in zip(best, ran, strict=True)]
     return {"ids": [u.id for u in manifest], "gold": [int(g) for g in gold], "conditions": conditions}
 

@@ -229,7 +229,7 @@ def main_table(models: list[ModelEvals]) -> Table:
               "params", "size MB", "latency ms (CPU, 1 thread)", "RTF", "utt/s (CPU, batch 64)"]  # fmt: skip
     commands = any(summarize(e)["command_acceptance"] is not None for m in models for e in m.evals.values())
     if commands:  # labels with slots: command acceptance beside intent accuracy
-        header.insert(5, "command acceptance")
+        header.insert(5, "command acceptance [95% CI]")
     rows = []
     for model in models:
         for split, evaluation in model.evals.items():
@@ -237,7 +237,7 @@ def main_table(models: list[ModelEvals]) -> Table:
             rows.append([
                 model.name, model.kind, split, str(s["utterances"]) + (" *" if s["subset"] else ""),
                 _accuracy(s["accuracy"], s["utterances"]),
-                *([_number(s["command_acceptance"], "percent")] if commands else []), _number(s["macro_f1"], "ratio"),
+                *([_accuracy(s["command_acceptance"], s["utterances"])] if commands else []), _number(s["macro_f1"], "ratio"),
                 _number(s["ece"], "ratio"), _number(s["teacher_agreement"], "percent"), _number(s["wer"], "percent"),
                 _number(s["parameters"], "count"), _number(s["weights_bytes"], "megabytes"),
                 _number(s["latency_ms_cpu"], "ms"), _number(s["real_time_factor_cpu"], "ratio"),

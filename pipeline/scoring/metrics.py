@@ -181,13 +181,17 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def classification_report(gold: np.ndarray, logits: np.ndarray, labels: LabelSet) -> dict:
-    """Every clean-split metric of one set of logits (accuracy, macro-F1, ECE, per intent, ...)."""
+def classification_report(
+    gold: np.ndarray, logits: np.ndarray, labels: LabelSet, predicted: np.ndarray | None = None
+) -> dict:
+    """Every clean-split metric of one set of logits (accuracy, macro-F1, ECE, per intent, ...);
+    ``predicted``: the intents the model answers, when they are not the logits' argmax (slot heads
+    decoded jointly, :func:`pipeline.evaluation.command_scores.decoded_intents`)."""
     gold = np.asarray(gold, dtype=np.int64)
     logits = np.asarray(logits, dtype=np.float64)
     log_probabilities = log_softmax(logits)
     probabilities = np.exp(log_probabilities)
-    predicted = logits.argmax(axis=1)
+    predicted = logits.argmax(axis=1) if predicted is None else np.asarray(predicted, dtype=np.int64)
     confusion = confusion_matrix(gold, predicted, len(labels))
     scores = per_class_scores(confusion)
     table = intent_slot_table(labels)

@@ -280,13 +280,13 @@ def test_command_acceptance_column_and_slot_scores_only_with_slots(experiment):
     lines = markdown().splitlines()
     header = next(line for line in lines if line.startswith("| model | kind |"))
     cells = [cell.strip() for cell in header.strip("|").split("|")]
-    assert cells.index("command acceptance") == cells.index("accuracy") + 1
+    assert cells.index("command acceptance [95% CI]") == cells.index("accuracy [95% CI]") + 1
     kd_row = next(line for line in lines if line.startswith("| student_kd |"))
     assert "67.5%" in kd_row
     teacher_row = [
         c.strip() for c in next(line for line in lines if line.startswith("| teacher |")).split("|")
     ]
-    assert teacher_row[cells.index("command acceptance") + 1] == "–"  # no slots scored
+    assert teacher_row[cells.index("command acceptance [95% CI]") + 1] == "–"  # no slots scored
     slot_header = next(line for line in lines if "action accuracy" in line)
     assert "action F1" in slot_header and "micro F1" in slot_header
     assert "65.4%" in next(line for line in lines if line.startswith("| student_kd |") and "74.5%" in line)
