@@ -43,6 +43,7 @@ from pipeline.scoring.open_set import (
     threshold_for_acceptance,
 )
 from pipeline.serving.model_kinds import TEXT, LoadedModel, load_model, model_kind
+from pipeline.serving.rejection import default_method as rejection_default_method
 
 logger = logging.getLogger(__name__)
 
@@ -100,11 +101,11 @@ def own_rejection(config: dict) -> dict | None:
 
 
 def default_method(model: LoadedModel) -> str:
-    """The model's own rejection score, else ``unknown`` with that intent, else ``max_softmax``."""
+    """The model's own rejection score, else the measured default (:func:`rejection.default_method`)."""
     own = own_rejection(model.config)
     if own and own.get("method") in SCORE_METHODS:
         return own["method"]
-    return "unknown" if unknown_index(model.labels) is not None else "max_softmax"
+    return rejection_default_method(model.labels)
 
 
 def score_table(logits: np.ndarray, unknown: int | None) -> dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ def test_scores_of_each_method():
     for temperature in (1.0, 2.5):
         energy = temperature * torch.logsumexp(torch.tensor(logits) / temperature, dim=1).numpy()
         assert rejection_scores(logits, "energy", LABELS, temperature) == pytest.approx(energy)
-    assert check_method("auto", LABELS) == "unknown" and check_method("auto", PLAIN) == "max_softmax"
+    assert check_method("auto", LABELS) == "energy" and check_method("auto", PLAIN) == "energy"
     with pytest.raises(RejectionError, match="needs an 'unknown' intent"):
         rejection_scores(logits, "unknown", PLAIN)
     with pytest.raises(RejectionError, match="choose from auto, max_softmax, energy, unknown"):
