@@ -345,7 +345,7 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="valid", help="the split to calibrate on (never test)")
     parser.add_argument("--target", type=float, default=0.98, help="share of in-domain utterances to accept")
     parser.add_argument("--method", default="auto", choices=["auto", "max_softmax", "energy", "unknown"],
-                        help="the rejection score (auto: unknown when the labels have it, else max_softmax)")  # fmt: skip
+                        help="the rejection score (auto: energy, the measured best (benchmarks/results/open_set_small.md))")  # fmt: skip
     parser.add_argument("--temperature", type=float, default=1.0, help="temperature of the energy score")
     parser.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
     parser.set_defaults(command="calibrate")
