@@ -41,7 +41,7 @@ from pipeline.core.io import file_sha256, write_json
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, read_manifest
-from pipeline.evaluation.command_scores import command_metrics
+from pipeline.evaluation.command_scores import command_metrics, decoded_intents
 from pipeline.evaluation.evaluate import EvaluateConfig, choose_subset
 from pipeline.scoring.intervals import Estimate, proportion_estimate
 from pipeline.serving.model_dir import LoadedStudent, load_model_dir
@@ -243,7 +243,7 @@ class StudentScorer:
                 if len(gold)
                 else 0.0
             )
-            predicted = logits.argmax(axis=1)
+            predicted = decoded_intents(student.labels, logits, slot_logits)  # what predict answers
             accuracy = float((predicted == gold).mean()) if len(gold) else 0.0
             commands = command_metrics(eval_set.manifest, student.labels, gold, logits, slot_logits)
             scores[eval_set.name] = SetScore(

@@ -65,7 +65,9 @@ class SharedFrozenStates:
                 states, frames = student.encode_frozen(features, feature_lengths)
                 self.states[key] = (states, frames)
             output = student.forward_from_frozen(states, frames)
-            return WaveformOutput(output.logits, output.ctc_log_probs, output.lengths)
+            return WaveformOutput(
+                output.logits, output.ctc_log_probs, output.lengths, slot_logits=output.slot_logits
+            )
 
         return forward
 
