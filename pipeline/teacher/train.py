@@ -49,7 +49,13 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.core.schedule import autocast, warmup_scheduler, write_training_log
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
-from pipeline.data.manifest import Manifest, find_manifests, manifest_paths, read_manifest
+from pipeline.data.manifest import (
+    Manifest,
+    find_manifests,
+    manifest_paths,
+    read_manifest,
+    require_transcripts,
+)
 from pipeline.data.text import normalize_transcript
 from pipeline.scoring.metrics import accuracy, macro_f1
 from pipeline.teacher.config import (
@@ -189,6 +195,8 @@ def train_teacher(
     split_manifests = {split: read_manifest(path, labels) for split, path in paths.items()}
     extra_paths = [Path(path) for path in extra_train]
     extra_manifests = [read_manifest(path, labels) for path in extra_paths]
+    for manifest in (*split_manifests.values(), *extra_manifests):
+        require_transcripts(manifest, "teacher training")
     _check_intents_seen_in_train(split_manifests)
     source = resolve_model_source(config.model)
     fingerprint = {
