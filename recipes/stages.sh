@@ -113,9 +113,31 @@ set_flags() {
   done
 }
 
+config_family() {
+  # config_family CONFIG: the student family CONFIG names (student.family; transformer when absent),
+  # or the one --student-set gives.
+  local family
+  family=$(sed -n 's/^[[:space:]][[:space:]]*family:[[:space:]]*\([A-Za-z0-9_]*\).*/\1/p' "$1" | head -n 1)
+  [[ ",${student_set}," != *",student.family="* ]] || family=$(echo ",${student_set}," | sed 's/.*,student\.family=\([^,]*\),.*/\1/')
+  echo "${family:-transformer}"
+}
+
+feature_stores_needed() {
+  # True when a chosen student reads fbank stores: the transformer family (fbank + the train
+  # split's CMVN statistics). Whisper's log-mel and the hf waveforms need none (stage 1 is empty).
+  local role student_config
+  for role in ${student_roles[@]+"${student_roles[@]}"}; do
+    student_config="${config}"
+    case "${role}" in *_scratch) student_config="${scratch_config}" ;; esac
+    [ "$(config_family "${student_config}")" != transformer ] || return 0
+  done
+  return 1
+}
+
 fbank_inputs() {
-  # --input flags for every split's feature store marker (what training reads).
+  # --input flags for every split's feature store marker (what training reads), when built.
   local split
+  feature_stores_needed || return 0
   for split in $(manifest_splits "${data_dir}/manifests"); do
     printf -- '--input\n%s\n' "${data_dir}/fbank/${split}/.done"
   done
@@ -126,6 +148,10 @@ fbank_inputs() {
 
 stage_features() {
   local split command=()
+  if ! feature_stores_needed; then
+    log "no fbank stores: no chosen student has the fbank front-end ($(chosen_students '*'))"
+    return 0
+  fi
   for split in $(manifest_splits "${data_dir}/manifests"); do
     mapfile -t command < <(slukd_command features \
       --manifest "${data_dir}/manifests/${split}.jsonl" --out "${data_dir}/fbank/${split}" --device "${device}")
