@@ -288,8 +288,14 @@ speed_split() {
   fi
 }
 
+has_transcripts() {
+  # has_transcripts SPLIT: true when every line of the split's manifest has a transcript (recordings
+  # added with --eval-csv may have none: then only the speech models are evaluated on them).
+  ! grep -qv '"transcript":' "${data_dir}/manifests/$1.jsonl"
+}
+
 stage_evaluate() {
-  local split model reuse noise_flags=() speed_flags=()
+  local split model reuse noise_flags=() speed_flags=() text=true
   if [ "${noise}" = true ]; then
     noise_flags=(--snrs "${snrs}")
   else
@@ -299,12 +305,15 @@ stage_evaluate() {
   for split in $(evaluation_splits); do
     speed_flags=()
     [ "${split}" = "$(speed_split)" ] || speed_flags=(--no-speed)
-    evaluate_step "${exp_dir}/teacher" "${split}" "${speed_flags[@]}"
+    text=true
+    has_transcripts "${split}" || { text=false; log "${split}: audio-only lines, the students only"; }
+    [ "${text}" = false ] || evaluate_step "${exp_dir}/teacher" "${split}" "${speed_flags[@]}"
     for model in ${student_models[@]+"${student_models[@]}"}; do
       evaluate_step "${model}" "${split}" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
         --noisy-utterances "${noisy_utterances:-0}" "${speed_flags[@]}"
     done
     reuse=()  # the second cascade has the first one's ASR: it classifies the same hypotheses
+    [ "${text}" = true ] || continue  # the cascades' WER needs the transcripts
     for model in ${cascade_models[@]+"${cascade_models[@]}"}; do
       evaluate_cascade_step "${model}" "${split}" "${noise_flags[@]}" "${speed_flags[@]}" ${reuse[@]+"${reuse[@]}"}
       reuse=(--reuse-hypotheses "${model}/eval/${split}.json")

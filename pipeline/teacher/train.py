@@ -195,7 +195,11 @@ def train_teacher(
     split_manifests = {split: read_manifest(path, labels) for split, path in paths.items()}
     extra_paths = [Path(path) for path in extra_train]
     extra_manifests = [read_manifest(path, labels) for path in extra_paths]
-    for manifest in (*split_manifests.values(), *extra_manifests):
+    for split, manifest in list(split_manifests.items()):
+        if split not in ("train", "valid") and not all(u.has_transcript for u in manifest):
+            logger.info("%s: audio-only lines, not scored by the text teacher", split)
+            del split_manifests[split]
+    for manifest in (split_manifests["train"], split_manifests["valid"], *extra_manifests):
         require_transcripts(manifest, "teacher training")
     _check_intents_seen_in_train(split_manifests)
     source = resolve_model_source(config.model)
@@ -204,7 +208,7 @@ def train_teacher(
         "config": {key: value for key, value in to_dict(config).items() if key not in RUN_ONLY_KEYS},
         "model": source.identity,
         "labels": labels.to_dict(),
-        "manifests": {split: file_sha256(path) for split, path in paths.items()},
+        "manifests": {split: file_sha256(paths[split]) for split in split_manifests},
     }
     if extra_paths:
         fingerprint["extra_train"] = [file_sha256(path) for path in extra_paths]
