@@ -1,9 +1,10 @@
 """Command grammars as data: Home Assistant intent YAML and Picovoice Rhino contexts in, sampled
 sentences with their intent and slots out.
 
-    >>> grammar = load_grammar("recipes/grammar/conf/fsc.yaml")
-    >>> splits = sample_splits(grammar, {"train": 620, "valid": 62}, seed=0)
-    >>> splits["train"][0].text, splits["train"][0].intent, splits["train"][0].slots
+    grammar = load_grammar("recipes/grammar/conf/fsc.yaml")
+    grammar.label_set()                    # intents, and each slot's values plus "none"
+    splits = sample_splits(grammar, {"train": 620, "valid": 62, "test_unseen_phrasing": 62}, seed=0)
+    splits["train"][0]                     # Sentence(text, intent, slots, shape, phrasing)
 
 See ``docs/grammar.md`` for the formats.
 """
@@ -14,9 +15,10 @@ import os
 from pathlib import Path
 
 from pipeline.grammar.homeassistant import grammar_from_homeassistant
+from pipeline.grammar.house import HOUSE_FILENAME, homeassistant_house_grammar
 from pipeline.grammar.model import NONE, Grammar, GrammarError, Sentence, read_yaml
 from pipeline.grammar.rhino import grammar_from_rhino
-from pipeline.grammar.sampler import SPLIT_SOURCES, sample_splits
+from pipeline.grammar.sampler import SPLIT_SOURCES, expand_template, sample_splits
 
 __all__ = [
     "NONE",
@@ -24,6 +26,8 @@ __all__ = [
     "Grammar",
     "GrammarError",
     "Sentence",
+    "expand_template",
+    "homeassistant_house_grammar",
     "load_grammar",
     "sample_splits",
 ]
@@ -41,9 +45,15 @@ def load_grammar(path: str | os.PathLike) -> Grammar:
         The grammar; a bad file raises :class:`GrammarError` naming it.
     """
     path = Path(path)
+    if path.is_dir():
+        if not (path / HOUSE_FILENAME).is_file():
+            raise GrammarError(f"{path}: a grammar folder must hold {HOUSE_FILENAME}")
+        path = path / HOUSE_FILENAME
     data = read_yaml(path)
     if isinstance(data, dict) and "context" in data:
         return grammar_from_rhino(data, path)
+    if isinstance(data, dict) and "house" in data:
+        return homeassistant_house_grammar(path)
     if isinstance(data, dict) and "intents" in data:
         return grammar_from_homeassistant(data, path)
     raise GrammarError(

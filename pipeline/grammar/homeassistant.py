@@ -8,13 +8,16 @@ and the expression. Supported: ``(a|b)``, ``[x]``, ``(a;b)`` permutations, ``{li
 lists (numbers said in words), ``<rule>``, ``skip_words``, per-block fixed ``slots``, local
 ``lists``/``expansion_rules``, and ``requires_context``/``excludes_context`` against the
 ``context`` of list values. Sentences that need a ``wildcard`` list (free text) are left out,
-with one warning that says how many.
+with one warning that says how many. Written forms (digits, "1/2") are left out where an
+alternative or a synonym says the same in words, since the sentences are read by speech
+synthesis.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from pipeline.grammar.model import (
     Slot,
     Template,
     Text,
+    check_intents_agree_with_slots,
     collect_slot_values,
 )
 
@@ -48,12 +52,32 @@ logger = logging.getLogger(__name__)
 MAX_PERMUTATION_ITEMS = 4  # (a;b;c;d) has 24 orders; more is a grammar bug, not a phrasing
 
 
+_WRITTEN = re.compile(r"[0-9/]")  # written forms ("1/2", "50") that speech synthesis reads badly
+
+
+def _written(node: Node) -> bool:
+    """Whether a tree's own text (list values aside) has a written form."""
+    if isinstance(node, Text):
+        return bool(_WRITTEN.search(node.text))
+    if isinstance(node, (Seq, Choice)):
+        return any(_written(item) for item in node.items)
+    return False
+
+
+def _prefer_spoken(nodes: list[Node]) -> list[Node]:
+    """The alternatives without written forms, when there are some."""
+    spoken = [node for node in nodes if not _written(node)]
+    return spoken or nodes
+
+
 class _NeedsWildcard(Exception):
     """A template refers to a free-text (wildcard) list."""
 
 
 def _parse_template(text: object, where: str) -> Expression:
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise GrammarError(f"{where}: an expression must be a string, got {type(text).__name__}")
+    if not text.strip():
         raise GrammarError(f"{where}: an empty expression has no expansion")
     try:
         return parse_sentence(text, keep_text=True).expression
@@ -132,7 +156,7 @@ class _Compiler:
         if isinstance(expression, TextChunk):
             return Text(expression.original_text)
         if isinstance(expression, Alternative):
-            return Choice([self.compile(item) for item in expression.items])
+            return Choice(_prefer_spoken([self.compile(item) for item in expression.items]))
         if isinstance(expression, Permutation):
             if len(expression.items) > MAX_PERMUTATION_ITEMS:
                 raise GrammarError(f"{self.where}: a permutation of more than {MAX_PERMUTATION_ITEMS} items")
@@ -181,6 +205,10 @@ class _Compiler:
                         f"{self.where}: a value of list {{{reference.list_name}}} has no 'out'"
                     )
                 values.append((phrase, str(out)))
+            spoken_out = {out for phrase, out in values if not _written(phrase)}
+            values = [
+                (phrase, out) for phrase, out in values if out not in spoken_out or not _written(phrase)
+            ]
         elif isinstance(slot_list, RangeSlotList):
             say = _number_words(self.language) if slot_list.words else None
             for number in slot_list.get_numbers():
@@ -274,17 +302,21 @@ def grammar_from_homeassistant(data: object, path: Path, shapes: dict[str, str] 
         if found_any:
             intents.append(intent)
     if wildcard_skipped:
+        dropped = [str(intent) for intent in data["intents"] if str(intent) not in intents]
         logger.warning(
-            "%s: left out %d sentence template(s) that need free text (a wildcard list)",
+            "%s: left out %d sentence template(s) that need free text (a wildcard list)%s",
             path,
             wildcard_skipped,
+            f", and intent(s) {', '.join(dropped)} with nothing else" if dropped else "",
         )
     if not templates:
         raise GrammarError(f"{path}: no expression without free text is left")
-    return Grammar(
+    grammar = Grammar(
         path=path,
         intents=intents,
         slots=collect_slot_values(templates),
         templates=templates,
         skip_words=list(skip_words),
     )
+    check_intents_agree_with_slots(grammar)
+    return grammar

@@ -20,9 +20,10 @@ from pathlib import Path
 import yaml
 
 from pipeline.core.errors import SlukdError
-from pipeline.data.labels import LabelSet
+from pipeline.data.labels import LabelSet, intent_slot_table
 
 NONE = "none"  # the value of a slot a sentence does not fill
+MAX_NAMED_SLOTS = 5  # intent names are read as slot values only up to this many slots (orders tried)
 
 
 class GrammarError(SlukdError, ValueError):
@@ -148,6 +149,33 @@ class Grammar:
         return {name: slots.get(name, NONE) for name in self.slots}
 
 
+def check_intents_agree_with_slots(grammar: Grammar, separator: str = "_") -> None:
+    """For a grammar whose intent names are its slot values joined (FSC's ``action_object_location``),
+    raise :class:`GrammarError` unless every expression says exactly its intent's values."""
+    names = list(grammar.slots)
+    if not names or len(names) > MAX_NAMED_SLOTS:
+        return
+    if any(intent.count(separator) < len(names) - 1 for intent in grammar.intents):
+        return
+    table = intent_slot_table(grammar.label_set(), separator)
+    if table is None:
+        return
+    expected = dict(zip(grammar.intents, table, strict=True))
+    for template in grammar.templates:
+        said: dict[str, set[str]] = {}
+        for name, value in template.tree.produces:
+            said.setdefault(name, set()).add(value)
+        for name, value in template.fixed_slots.items():
+            said.setdefault(name, set()).add(value)
+        for name in names:
+            values = said.get(name, {NONE})
+            if values != {expected[template.intent][name]}:
+                raise GrammarError(
+                    f"{grammar.path}: intent {template.intent!r}, expression {template.shape!r}: says "
+                    f"{name} = {', '.join(sorted(values))} but the intent's name says {expected[template.intent][name]}"
+                )
+
+
 def collect_slot_values(templates: list[Template]) -> dict[str, list[str]]:
     """Slot name -> values, in order of first appearance over the templates."""
     found: dict[str, dict[str, None]] = {}
@@ -193,13 +221,17 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
+    own = {id(key) for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"}
+    loader.flatten_mapping(node)  # keys merged in with "<<" may be overridden: only own keys count
     mapping = _Mapping()
     mapping.duplicates = []
+    written: set = set()
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=deep)
-        if key in mapping:
-            mapping.duplicates.append((key, key_node.start_mark.line + 1))
+        if id(key_node) in own:
+            if key in written:
+                mapping.duplicates.append((key, key_node.start_mark.line + 1))
+            written.add(key)
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 
@@ -207,19 +239,23 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _first_duplicate(data: object, parent: str = "") -> str | None:
+def _first_duplicate(data: object, parent: str = "", visited: set[int] | None = None) -> str | None:
+    visited = set() if visited is None else visited
+    if id(data) in visited:  # an alias seen before (or a recursive one)
+        return None
+    visited.add(id(data))
     if isinstance(data, dict):
         for key, line in getattr(data, "duplicates", []):
             return f"duplicate {_DUPLICATE_KIND.get(parent, 'key')} {key!r} (line {line})"
-        for key, value in data.items():
-            found = _first_duplicate(value, str(key))
-            if found:
-                return found
+        children = [(str(key), value) for key, value in data.items()]
     elif isinstance(data, list):
-        for value in data:
-            found = _first_duplicate(value, parent)
-            if found:
-                return found
+        children = [(parent, value) for value in data]
+    else:
+        return None
+    for name, value in children:
+        found = _first_duplicate(value, name, visited)
+        if found:
+            return found
     return None
 
 

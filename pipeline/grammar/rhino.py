@@ -13,8 +13,9 @@ A Rhino context::
 
 ``[a, b]`` is one of, ``(a, b)`` an optional one of, ``$type:name`` a value of slot type
 ``type`` reported in slot ``name``, ``@macro`` one of the macro's phrases. The translation
-gives ``(a|b)``, ``[a|b]``, ``{type:name}`` and ``<macro>``; Rhino's built-in types
-``pv.SingleDigitInteger``, ``pv.TwoDigitInteger`` and ``pv.Percent`` become number ranges.
+gives ``(a|b)``, ``[a|b]``, ``{type:name}`` and ``<macro>``; Rhino's built-in types ``pv.SingleDigitInteger``,
+``pv.TwoDigitInteger``, ``pv.Percent`` (number ranges) and ``pv.SingleDigitOrdinal``,
+``pv.TwoDigitOrdinal`` (ordinals in words) are said in words and reported as digits.
 The expression as written stays the template's shape and is what errors quote.
 """
 
@@ -23,16 +24,31 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from hassil.numbers import get_rbnf_engine
+from unicode_rbnf import FormatPurpose
+
 from pipeline.grammar.homeassistant import grammar_from_homeassistant
 from pipeline.grammar.model import Grammar, GrammarError
 
-BUILT_IN_TYPES = {
+NUMBER_TYPES = {
     "pv.SingleDigitInteger": {"range": {"from": 0, "to": 9}},
     "pv.TwoDigitInteger": {"range": {"from": 0, "to": 99}},
     "pv.Percent": {"range": {"from": 0, "to": 100}},
 }
+ORDINAL_TYPES = {"pv.SingleDigitOrdinal": (1, 9), "pv.TwoDigitOrdinal": (1, 99)}
 _TOKEN = re.compile(r"\$([A-Za-z_][\w.]*):([A-Za-z_]\w*)|@([A-Za-z_]\w*)|([\[\](),])|([^\[\](),$@]+)|([$@])")
 _RESERVED = set("{}<>|;")
+_SPACE_AROUND_BAR = re.compile(r"\s*\|\s*")
+
+
+def _ordinals(start: int, stop: int) -> dict:
+    """A list of ordinals said in words ("third") and reported as digits ("3")."""
+    engine = get_rbnf_engine("en")
+    values = []
+    for number in range(start, stop + 1):
+        said = engine.format_number(number, FormatPurpose.ORDINAL).text_by_ruleset
+        values.append({"in": next(iter(said.values())), "out": str(number)})
+    return {"values": values}
 
 
 def _names(section: object, what: str, path: Path) -> dict:
@@ -45,7 +61,9 @@ def _names(section: object, what: str, path: Path) -> dict:
 
 def translate_expression(text: str, types: set[str], macros: set[str], where: str) -> str:
     """One Rhino expression (or macro phrase) in Home Assistant template syntax."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise GrammarError(f"{where}: an expression must be a string (quote it: YAML reads [a, b] as a list)")
+    if not text.strip():
         raise GrammarError(f"{where}: an empty expression has no expansion")
     reserved = sorted(_RESERVED & set(text))
     if reserved:
@@ -55,7 +73,9 @@ def translate_expression(text: str, types: set[str], macros: set[str], where: st
     for slot_type, slot_name, macro, bracket, words, stray in _TOKEN.findall(text):
         if slot_type:
             if slot_type not in types:
-                raise GrammarError(f"{where}: undefined slot type ${slot_type}")
+                built_in = ", ".join(sorted({*NUMBER_TYPES, *ORDINAL_TYPES}))
+                hint = f" (built-in types here: {built_in})" if slot_type.startswith("pv.") else ""
+                raise GrammarError(f"{where}: undefined slot type ${slot_type}{hint}")
             out.append(f"{{{slot_type}:{slot_name}}}")
         elif macro:
             if macro not in macros:
@@ -78,7 +98,7 @@ def translate_expression(text: str, types: set[str], macros: set[str], where: st
             out.append(words)
     if stack:
         raise GrammarError(f"{where}: unbalanced brackets")
-    return "".join(out)
+    return _SPACE_AROUND_BAR.sub("|", "".join(out))
 
 
 def rhino_to_homeassistant(data: object, path: Path) -> tuple[dict, dict[str, str]]:
@@ -96,8 +116,10 @@ def rhino_to_homeassistant(data: object, path: Path) -> tuple[dict, dict[str, st
         if not isinstance(values, list) or not values or not all(isinstance(v, (str, int)) for v in values):
             raise GrammarError(f"{path}: slot type ${slot_type} needs a non-empty list of values")
         lists[str(slot_type)] = {"values": [{"in": str(value), "out": str(value)} for value in values]}
-    for slot_type, body in BUILT_IN_TYPES.items():
+    for slot_type, body in NUMBER_TYPES.items():
         lists.setdefault(slot_type, body)
+    for slot_type, (start, stop) in ORDINAL_TYPES.items():
+        lists.setdefault(slot_type, _ordinals(start, stop))
     type_names, macro_names = set(lists), {str(name) for name in macros}
     rules = {}
     for name, phrases in macros.items():

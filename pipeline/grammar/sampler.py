@@ -5,19 +5,24 @@ Splits (:func:`sample_splits`; the same names as the built-in corpus):
 - ``train``: the training pool, balanced over intents; its first sentences cover every
   expression shape and every slot value the pool can say (shapes first), the rest are drawn
   at random (a new text where one is left);
-- ``valid``: half from the training pool (phrasings seen in training), half from the *valid*
-  held-out pool, so that checkpoint selection sees phrasings it was not trained on and is not
-  at its ceiling; all of it from the training pool when the grammar leaves no such pool;
-- ``test``: the training pool (seen phrasings; unseen voices come from the corpus);
-- ``test_unseen_phrasing``: the *test* held-out pool only;
-- ``test_unseen_engine``: half from the training pool, half from the test held-out pool.
+- ``valid``: half texts of ``train`` (seen phrasings), half from the *valid* held-out pool,
+  so that checkpoint selection sees phrasings it was not trained on and is not at its
+  ceiling; all seen when the grammar leaves no such pool;
+- ``test``: texts of ``train`` (seen phrasings; the unseen voices come from the corpus);
+- ``test_unseen_phrasing``: the *test* held-out pool only (each intent's held-out shapes first;
+  short, with a warning, when the pool is smaller than asked);
+- ``test_unseen_engine``: half texts of ``train``, half from the test held-out pool.
+
+Seen sentences are drawn from ``train``'s texts, balanced over intents; with no ``train``
+asked there are none.
 
 Held-out pools: whole expression shapes (a shape is a template's text; equal texts in
-several intents are one shape), ``held_out_fraction`` of them for the test pool and half that
-for the valid pool, chosen among shapes mostly made of words that other shapes also say; and
+several intents are one shape), ``held_out_fraction`` of them for the test pool and
+``valid_held_out_fraction`` (by default half that) for the valid pool, chosen among shapes mostly made of words that other shapes also say; and
 slot-value combinations (a sentence's intent with the values of the two or more slots it says)
 in the same proportions, decided by a seeded hash. Every intent keeps at least half its shapes
-and every slot value stays in the training pool. A held-out sentence never repeats a text of
+and every slot value stays in the training pool (a held-out combination that is the only way
+left to say a value in ``train`` goes back to training). A held-out sentence never repeats a text of
 ``train`` (nor ``test_unseen_phrasing`` one of ``valid``), and uses only words said in ``train``
 where it can (a warning says how many could not).
 
@@ -101,6 +106,35 @@ def sample_template(
     return spoken_text("".join(parts)), spoken
 
 
+def _expand(node: Node) -> list[tuple[str, dict[str, str]]]:
+    if isinstance(node, Text):
+        return [(node.text, {})]
+    if isinstance(node, Seq):
+        found: list[tuple[str, dict[str, str]]] = [("", {})]
+        for item in node.items:
+            found = [(left + right, {**a, **b}) for left, a in found for right, b in _expand(item)]
+        return found
+    if isinstance(node, Choice):
+        return [expansion for item in node.items for expansion in _expand(item)]
+    if isinstance(node, Slot):
+        return [
+            (text, {**slots, node.name: value})
+            for phrase, value in node.values
+            for text, slots in _expand(phrase)
+        ]
+    raise TypeError(type(node).__name__)
+
+
+def expand_template(template: Template, limit: int = 100_000) -> list[tuple[str, dict[str, str]]]:
+    """Every (text, spoken slots) a template says, distinct and sorted; for small templates."""
+    if template.tree.count > limit:
+        raise GrammarError(
+            f"expression {template.shape!r} has {template.tree.count} expansions (limit {limit})"
+        )
+    found = {(spoken_text(text), tuple(sorted(slots.items()))) for text, slots in _expand(template.tree)}
+    return [(text, dict(slots)) for text, slots in sorted(found)]
+
+
 def _words(text: str) -> set[str]:
     return set(text.lower().split())
 
@@ -125,11 +159,15 @@ def _unit(*parts: object) -> float:
 class _Pools:
     """Which shapes and slot-value combinations are held out, for one grammar and seed."""
 
-    def __init__(self, grammar: Grammar, seed: int, fraction: float):
-        if not 0.0 <= fraction < 0.5:
-            raise GrammarError(f"held_out_fraction must be in [0, 0.5), got {fraction}")
-        self.grammar, self.seed, self.fraction = grammar, seed, fraction
+    def __init__(self, grammar: Grammar, seed: int, fraction: float, valid_fraction: float | None = None):
+        valid_fraction = fraction / 2 if valid_fraction is None else valid_fraction
+        if not (0.0 <= fraction and 0.0 <= valid_fraction and fraction + valid_fraction < 0.75):
+            raise GrammarError(
+                f"held-out fractions must be >= 0 and leave training over a quarter, got {fraction} and {valid_fraction}"
+            )
+        self.grammar, self.seed, self.fraction, self.valid_fraction = grammar, seed, fraction, valid_fraction
         self.shape_pool = self._choose_shapes(random.Random(f"{seed}/shapes"))
+        self.released: set[tuple] = set()  # held-out combinations train needed to say a value
 
     def _choose_shapes(self, rng: random.Random) -> dict[str, str]:
         grammar = self.grammar
@@ -148,7 +186,7 @@ class _Pools:
         rng.shuffle(eligible)
         shapes_of = {intent: {t.shape for t in grammar.templates_of(intent)} for intent in grammar.intents}
         every_value = self._values(grammar.templates)
-        wanted = {TEST: round(len(shapes) * self.fraction), VALID: round(len(shapes) * self.fraction / 2)}
+        wanted = {TEST: round(len(shapes) * self.fraction), VALID: round(len(shapes) * self.valid_fraction)}
         for kind in (TEST, VALID):
             for shape in eligible:
                 if wanted[kind] == 0:
@@ -177,12 +215,13 @@ class _Pools:
 
     def combination(self, intent: str, spoken: dict[str, str]) -> str:
         """The pool of a combination of two or more spoken slot values."""
-        if len(spoken) < 2:
+        key = (intent, *sorted(spoken.items()))
+        if len(spoken) < 2 or key in self.released:
             return TRAIN
-        u = _unit(self.seed, "combination", intent, *sorted(spoken.items()))
+        u = _unit(self.seed, "combination", *key)
         if u < self.fraction:
             return TEST
-        return VALID if u < 1.5 * self.fraction else TRAIN
+        return VALID if u < self.fraction + self.valid_fraction else TRAIN
 
     def pool_of(self, template: Template, spoken: dict[str, str]) -> str | None:
         """train, valid or test; ``None`` for a sentence held out for both."""
@@ -191,11 +230,16 @@ class _Pools:
             return TRAIN
         return kinds.pop() if len(kinds) == 1 else None
 
+    def release(self, template: Template, spoken: dict[str, str]) -> None:
+        """Give a held-out combination back to training (the only way left to say a value)."""
+        self.released.add((template.intent, *sorted(spoken.items())))
+
     def can_give(self, template: Template, pool: str) -> bool:
         shape = self.shape_pool[template.shape]
         if pool == TRAIN:
             return shape == TRAIN
-        return shape == pool or (shape == TRAIN and len(template.variable_slots) >= 2 and self.fraction > 0)
+        share = self.fraction if pool == TEST else self.valid_fraction
+        return shape == pool or (shape == TRAIN and len(template.variable_slots) >= 2 and share > 0)
 
 
 class _Drawer:
@@ -216,24 +260,36 @@ class _Drawer:
         avoid: set[str] | frozenset[str] = frozenset(),
         vocabulary: set[str] | None = None,
         new_texts: set[str] | None = None,
+        release: bool = False,
+        patience: int = _TRIES,
     ) -> Sentence | None:
-        """A sentence of ``pool`` from ``templates``: never a text in ``avoid``; preferably
-        new (not in ``new_texts``) and in ``vocabulary``."""
+        """A sentence of ``pool`` from ``templates``: never a text in ``avoid``; preferably in
+        ``vocabulary`` and new (not in ``new_texts``: up to ``patience`` tries). With ``release``
+        (train only), a held-out combination of a training shape is given back to training."""
         if want is not None:
             templates = [t for t in templates if want in t.tree.produces or want in t.fixed_slots.items()]
         if not templates:
             return None
         fallback = None
-        for attempt in range(2 * _TRIES):
+        repeats = 0
+        for _ in range(2 * _TRIES):
             template = self.rng.choice(templates)
             text, spoken = sample_template(template, self.rng, want)
-            if text in avoid or self.pools.pool_of(template, spoken) != pool:
+            if text in avoid:
                 continue
+            if self.pools.pool_of(template, spoken) != pool:
+                if not (release and self.pools.shape_pool[template.shape] == TRAIN):
+                    continue
+                self.pools.release(template, spoken)
             in_vocabulary = vocabulary is None or _words(text) <= vocabulary
-            if in_vocabulary and (new_texts is None or text not in new_texts or attempt >= _TRIES):
+            if in_vocabulary and (new_texts is None or text not in new_texts):
                 return self._sentence(template, text, spoken, pool)
-            if fallback is None or (in_vocabulary and fallback[3] is False):
+            if fallback is None or (in_vocabulary and not fallback[3]):
                 fallback = (template, text, spoken, in_vocabulary)
+            if in_vocabulary:
+                repeats += 1
+                if repeats >= patience:
+                    break
         if fallback is None:
             return None
         template, text, spoken, in_vocabulary = fallback
@@ -260,11 +316,18 @@ def _sample_train(grammar: Grammar, pools: _Pools, size: int, rng: random.Random
         targets = [([t for t in templates if t.shape == shape], None) for shape in shapes]
         targets += [(templates, value) for value in values]
         texts: set[str] = set()
+        patience = _TRIES  # halves each time no new text is found: a said-out intent costs little
         for index in range(quotas[intent]):
             chosen, want = targets[index] if index < len(targets) else (templates, None)
-            sentence = drawer.draw(chosen, TRAIN, want, new_texts=texts) or drawer.draw(templates, TRAIN)
+            sentence = (
+                drawer.draw(chosen, TRAIN, want, new_texts=texts, patience=patience)
+                or drawer.draw(chosen, TRAIN, want, release=True)
+                or drawer.draw(templates, TRAIN)
+            )
             if sentence is None:
                 raise GrammarError(f"{grammar.path}: intent {intent!r} has no expression left for training")
+            if sentence.text in texts:
+                patience = max(1, patience // 2)
             texts.add(sentence.text)
             sentences.append(sentence)
     return sentences
@@ -289,11 +352,21 @@ def _sample_held_out(
     texts: set[str] = set()
     for intent, quota in sorted(_spread(size, intents, rng).items(), key=lambda item: intents.index(item[0])):
         templates = drawer.candidates(intent, pool)
-        for _ in range(quota):
-            sentence = drawer.draw(templates, pool, avoid=avoid, vocabulary=vocabulary, new_texts=texts)
-            if sentence is not None:
-                texts.add(sentence.text)
-                sentences.append(sentence)
+        shapes = list(dict.fromkeys(t.shape for t in templates))
+        rng.shuffle(shapes)
+        patience = _TRIES
+        for index in range(quota):
+            chosen = [t for t in templates if t.shape == shapes[index]] if index < len(shapes) else templates
+            options = {"avoid": avoid, "vocabulary": vocabulary, "new_texts": texts, "patience": patience}
+            sentence = drawer.draw(chosen, pool, **options)
+            if sentence is None and chosen is not templates:
+                sentence = drawer.draw(templates, pool, **options)
+            if sentence is None:
+                continue
+            if sentence.text in texts:
+                patience = max(1, patience // 2)
+            texts.add(sentence.text)
+            sentences.append(sentence)
     if len(sentences) < size:
         logger.warning(
             "%s: %s has %d held-out sentences of %d asked", grammar.path, split, len(sentences), size
@@ -308,11 +381,26 @@ def _sample_held_out(
     return sentences
 
 
+def _sample_seen(grammar: Grammar, train: list[Sentence], size: int, rng: random.Random) -> list[Sentence]:
+    """``size`` sentences whose texts ``train`` says, balanced over intents, each intent's texts in turn."""
+    texts: dict[str, dict[str, Sentence]] = defaultdict(dict)
+    for sentence in train:
+        texts[sentence.intent].setdefault(sentence.text, sentence)
+    intents = [intent for intent in grammar.intents if texts[intent]]
+    sentences = []
+    for intent, quota in sorted(_spread(size, intents, rng).items(), key=lambda item: intents.index(item[0])):
+        order = list(texts[intent].values())
+        rng.shuffle(order)
+        sentences += [order[index % len(order)] for index in range(quota)]
+    return sentences
+
+
 def sample_splits(
     grammar: Grammar,
     sizes: dict[str, int],
     seed: int,
     held_out_fraction: float = DEFAULT_HELD_OUT_FRACTION,
+    valid_held_out_fraction: float | None = None,
 ) -> dict[str, list[Sentence]]:
     """Sample every split in ``sizes`` (see the module docstring for what each holds).
 
@@ -321,7 +409,9 @@ def sample_splits(
         sizes: split name -> number of sentences; names from :data:`SPLIT_SOURCES`.
         seed: the same seed, grammar and sizes give the same sentences.
         held_out_fraction: the share of shapes (and of slot-value combinations) held out for
-            the test pool; half as many go to the valid pool.
+            the test pool.
+        valid_held_out_fraction: the share held out for the valid pool; ``None``: half of
+            ``held_out_fraction``; 0: ``valid`` has only seen phrasings.
 
     Returns:
         split name -> sentences, in the order of ``sizes``.
@@ -329,7 +419,7 @@ def sample_splits(
     unknown = sorted(set(sizes) - set(SPLIT_SOURCES))
     if unknown:
         raise GrammarError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLIT_SOURCES)}")
-    pools = _Pools(grammar, seed, held_out_fraction)
+    pools = _Pools(grammar, seed, held_out_fraction, valid_held_out_fraction)
     held = Counter(pools.shape_pool.values())
     logger.info(
         "%s: %d shapes, %d held out for valid and %d for test",
@@ -351,7 +441,7 @@ def sample_splits(
         held_out = _sample_held_out(
             grammar, pools, split, size - round(size * seen_share), pool, avoid, vocabulary, rng
         )
-        seen = _sample_train(grammar, pools, size - len(held_out), rng)
+        seen = _sample_seen(grammar, train, size - len(held_out), rng) if seen_share > 0 else []
         result[split] = seen + held_out
         if split == "valid":
             valid_texts = {sentence.text for sentence in held_out}
