@@ -11,9 +11,10 @@ for ``valid`` and ``test_unseen_phrasing``). Speakers come from the TTS engines 
 - ``test_unseen_engine``: the speakers of one engine held out of every other split
   (``held_out_engine``, piper by default); without that engine there is no such split.
 
-As in Fluent Speech Commands, the seen phrasings of ``test`` and ``test_unseen_engine`` are texts
-said in ``train`` (by other voices), cycled per intent; their unseen phrasings never are. No
-speaker says one text twice. The plan (texts, speakers, splits, ids) is a pure function of
+As in Fluent Speech Commands, the seen phrasings of ``valid``, ``test`` and ``test_unseen_engine``
+are texts said in ``train`` (by other voices, or other recordings of a training voice); their
+unseen phrasings never are. No speaker says one text twice: where every speaker of a pool has
+said a seen text, another train text of the same intent takes its place. The plan (texts, speakers, splits, ids) is a pure function of
 the grammar, the size preset and the seed.
 """
 
@@ -36,7 +37,6 @@ UNSEEN_ENGINE_SPLIT = "test_unseen_engine"
 SPLITS = ("train", "valid", "test", "test_unseen_phrasing", UNSEEN_ENGINE_SPLIT)
 SPEAKER_POOLS = {"train": "train", "valid": "train", "test": "test", "test_unseen_phrasing": "test",
                  UNSEEN_ENGINE_SPLIT: UNSEEN_ENGINE_SPLIT}  # fmt: skip
-SEEN_TEXT_SPLITS = ("test", UNSEEN_ENGINE_SPLIT)  # their seen phrasings: texts said in train
 DEFAULT_HELD_OUT_ENGINE = "piper"  # the neural VITS voice; kokoro stays the neural voice of training
 NO_ENGINE = "none"
 DEFAULT_GRAMMAR = Path(__file__).resolve().parents[2] / "recipes" / "grammar" / "conf" / "fsc.yaml"
@@ -206,13 +206,15 @@ def plan_corpus(
     text_turn: Counter = Counter()
 
     def candidates_of(split: str, sentence: Sentence) -> list[Sentence]:
-        """The sentence itself, or for a seen phrasing of a test split the intent's train texts in turn."""
+        """The sentence, then (for a seen phrasing outside train, should every speaker of the pool
+        have said it already) the intent's other train texts in turn."""
         said = said_in_train.get(sentence.intent, [])
-        if split not in SEEN_TEXT_SPLITS or sentence.phrasing != "seen" or not said:
+        if split == "train" or sentence.phrasing != "seen" or not said:
             return [sentence]
         start = text_turn[split, sentence.intent]
         text_turn[split, sentence.intent] += 1
-        return [said[(start + offset) % len(said)] for offset in range(len(said))]
+        others = [said[(start + offset) % len(said)] for offset in range(len(said))]
+        return [sentence, *(other for other in others if other.text != sentence.text)]
 
     plan: list[PlannedUtterance] = []
     for split, items in sentences.items():
