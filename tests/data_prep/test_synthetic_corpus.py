@@ -84,6 +84,7 @@ def test_split_contract(corpus):
     assert texts([u for u in valid if u.extra["phrasing"] == "unseen"]).isdisjoint(
         texts(train) | texts(unseen)
     )
+    assert texts([u for u in valid if u.extra["phrasing"] == "seen"]) <= texts(train)
     for split in m:  # FSC's two views agree: the intent is its slots' values
         assert all(
             u.intent == "_".join(u.slots[s] for s in ("action", "object", "location")) for u in m[split]
