@@ -2,7 +2,8 @@
 # Stages 1-7, the same for every corpus; a recipe runs its own stage 0 (the corpus into
 # ${data_dir}/manifests/, through `run_corpus_stage`), then calls `run_shared_stages`.
 #
-#   1  log-mel features + CMVN for every split               -> ${data_dir}/fbank/<split>/
+#   1  fbank features + CMVN of train and valid, when a chosen student reads them (the
+#      from-scratch transformer; Whisper and hf students need none) -> ${data_dir}/fbank/<split>/
 #   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
 #   3  export the teacher's targets (train and valid)        -> ${exp_dir}/teacher/targets/
 #   4  students with cross-entropy only (Jiang et al.'s Baseline-2) -> ${exp_dir}/student_ce<tag>/
@@ -135,10 +136,10 @@ feature_stores_needed() {
 }
 
 fbank_inputs() {
-  # --input flags for every split's feature store marker (what training reads), when built.
+  # --input flags for the train and valid feature store markers (what training reads), when built.
   local split
   feature_stores_needed || return 0
-  for split in $(manifest_splits "${data_dir}/manifests"); do
+  for split in train valid; do
     printf -- '--input\n%s\n' "${data_dir}/fbank/${split}/.done"
   done
 }
@@ -152,7 +153,7 @@ stage_features() {
     log "no fbank stores: no chosen student has the fbank front-end ($(chosen_students '*'))"
     return 0
   fi
-  for split in $(manifest_splits "${data_dir}/manifests"); do
+  for split in train valid; do  # what training reads; evaluation reads the audio
     mapfile -t command < <(slukd_command features \
       --manifest "${data_dir}/manifests/${split}.jsonl" --out "${data_dir}/fbank/${split}" --device "${device}")
     run_step "${data_dir}/fbank/${split}/.done" "${data_dir}/fbank/${split}/${RECIPE_MARKER}" \
@@ -333,7 +334,7 @@ stage_report() {
 
 run_shared_stages() {
   student_dirs
-  run_stage 1 "log-mel features and CMVN for every split into ${data_dir}/fbank" stage_features
+  run_stage 1 "fbank features and CMVN of train and valid into ${data_dir}/fbank" stage_features
   run_stage 2 "fine-tune the teacher on the transcripts into ${exp_dir}/teacher" stage_teacher
   run_stage 3 "export the teacher's targets into ${exp_dir}/teacher/targets" stage_teacher_targets
   run_stage 4 "students with cross-entropy only: $(chosen_students 'ce*')" stage_students_ce

@@ -123,8 +123,11 @@ def test_every_stage_writes_its_files(finished):
     data, exp = root / "data", root / "exp"
     for split in (*SPLITS, RECORDED):
         assert (data / "manifests" / f"{split}.jsonl").is_file()
-        for name in (".done", "meta.json", "index.json", "frames.f16"):  # the from-scratch student's
+    for split in ("train", "valid"):  # what the from-scratch student trains on; evaluation reads audio
+        for name in (".done", "meta.json", "index.json", "frames.f16"):
             assert (data / "fbank" / split / name).is_file()
+    assert sorted(path.name for path in (data / "fbank").iterdir() if not path.name.startswith("frozen_")) == [
+        "train", "valid"]  # fmt: skip
     for name in ("labels.json", "stats.json"):
         assert (data / "manifests" / name).is_file()
     labels = json.loads((data / "manifests" / "labels.json").read_text())
@@ -204,10 +207,10 @@ def test_second_run_skips_every_step_in_the_shell(finished):
     assert result.returncode == 0, result.stderr[-3000:]
     assert python_calls(root) == calls, "a finished step started Python"
     assert "running: " not in result.stderr
-    # stage 0 (+ the recordings), a feature store per split, teacher, targets, 3 students, 4 cascade
+    # stage 0 (+ the recordings), the train and valid stores, teacher, targets, 3 students, 4 cascade
     # steps (2 cascade dirs, the ASR transcripts, the ASR-robust teacher), 6 models x eval splits
     # (+ the students on the recordings), report, export
-    steps = 2 + len(SPLITS) + 1 + 2 + len(STUDENTS) + 4 + len(eval_files(exp)) + 1 + 1
+    steps = 2 + 2 + 2 + len(STUDENTS) + 4 + len(eval_files(exp)) + 1 + 1
     assert result.stderr.count(SKIPPED) == steps
     assert stages_run(result.stderr) == list(range(9))
     assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
