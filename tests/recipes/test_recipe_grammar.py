@@ -97,7 +97,7 @@ def run_recipe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                "--eval-csv", f"{RECORDED}={table}", "--export-utterances", "4",
                "--python", str(python), "--device", "cpu", *QUICK, *args]  # fmt: skip
     return subprocess.run(
-        command, capture_output=True, text=True, timeout=1200, env=environment, cwd=checkout
+        command, capture_output=True, text=True, timeout=2400, env=environment, cwd=checkout
     )
 
 
