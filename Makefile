@@ -1,5 +1,6 @@
 # The README's two commands. Each one sets up everything it needs on a fresh machine.
-#   make run    build the environment, then run the default recipe (the built-in corpus)
+#   make run    build the environment, then run the default recipe: the grammar recipe on the
+#               FSC grammar (recipes/grammar/conf/fsc.yaml, the built-in corpus)
 #   make test   build the environment, then run the test suite
 SHELL := /bin/bash
 VENV ?= .venv
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 run: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" bash recipes/synthetic/run.sh --size $(SIZE)
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash recipes/grammar/run.sh --grammar recipes/grammar/conf/fsc.yaml --size $(SIZE)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -51,15 +51,16 @@ def manifest_audio_path(audio: Path, manifest_dir: Path) -> str:
     return str(audio)
 
 
-def row_problem(row: SourceRow, seen_ids: dict[str, str]) -> str:
-    """The first problem a row has before its audio is opened, or ``""``."""
+def row_problem(row: SourceRow, seen_ids: dict[str, str], require_transcript: bool = True) -> str:
+    """The first problem a row has before its audio is opened, or ``""`` (an empty transcript is
+    one unless ``require_transcript`` is off, as for recordings only evaluated)."""
     if row.problem:
         return row.problem
     if row.audio is None:
         return "empty audio path"
     if not row.id.strip():
         return "empty utterance id"
-    if not row.transcript.strip():
+    if require_transcript and not row.transcript.strip():
         return "empty transcript"
     for name, value in row.slots.items():
         if not value.strip():
@@ -77,6 +78,7 @@ def rows_to_utterances(
     *,
     skip_invalid: bool = False,
     num_workers: int = 0,
+    require_transcript: bool = True,
 ) -> tuple[dict[str, list[CheckedUtterance]], list[SkippedRow]]:
     """Check every row and turn the good ones into utterances (duration and rate from the audio).
 
@@ -96,7 +98,11 @@ def rows_to_utterances(
         if split != UNASSIGNED:
             candidates[split] = []
         for row in rows:
-            problem = (row.problem or "no split") if split == UNASSIGNED else row_problem(row, seen_ids)
+            problem = (
+                (row.problem or "no split")
+                if split == UNASSIGNED
+                else row_problem(row, seen_ids, require_transcript)
+            )
             if problem:
                 problems.append(SkippedRow(split, row.where, problem))
             else:

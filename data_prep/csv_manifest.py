@@ -1,7 +1,9 @@
 """Your own CSV/TSV files -> manifests.
 
 ``python -m data_prep.csv_manifest --csv train=train.csv --csv valid=dev.tsv --csv test=test.csv --out data/mine``
-or, with one file holding a ``split`` column: ``--csv all.csv``.
+or, with one file holding a ``split`` column: ``--csv all.csv``. ``--eval-csv NAME=FILE.csv`` adds
+recordings to evaluate on as split ``NAME`` of a prepared corpus (``transcript`` optional; see
+:mod:`data_prep.eval_csv`), with or without ``--csv``.
 
 Columns (header names are matched case-insensitively; the aliases in brackets also work):
 
@@ -27,101 +29,27 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from data_prep.command_line import build_parser, run_cli
+from data_prep.csv_columns import (
+    SPLIT_COLUMN,
+    column_roles,
+    default_id,
+)
+from data_prep.eval_csv import add_eval_split
 from data_prep.prepare import prepare_corpus
 from data_prep.rows import TRAIN_SPLIT, UNASSIGNED, DataPrepError, SourceRow, check_split_name
-from data_prep.tables import Table, read_table, resolve_audio
+from data_prep.tables import read_table, resolve_audio
 from pipeline.data.manifest import Manifest
 
 logger = logging.getLogger("data_prep.csv_manifest")  # not __name__: "__main__" under python -m
-
-COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
-    "audio": ("audio", "path", "file", "audio_path", "wav"),
-    "transcript": ("transcript", "text", "transcription", "sentence"),
-    "intent": ("intent", "label"),
-    "speaker": ("speaker", "speaker_id", "speakerid"),
-    "id": ("id", "utt_id", "utterance_id"),
-}
-REQUIRED_ROLES = ("audio", "transcript", "intent")
-SPLIT_COLUMN = "split"
-SLOT_PREFIX = "slot:"
-RESERVED_COLUMNS = ("duration", "sample_rate", "slots")
 
 CsvSource = tuple[str | None, Path]  # (split, or None to read a 'split' column; the file)
 # {split: file}, or files (each with a 'split' column) and (split, file) pairs
 CsvFiles = (
     Mapping[str, str | os.PathLike] | Iterable[str | os.PathLike | tuple[str | None, str | os.PathLike]]
 )
-
-
-def column_roles(table: Table, has_split: bool) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """Which header column plays which role.
-
-    Returns:
-        role -> column, slot name -> column, and the extra columns kept as they are.
-
-    Raises:
-        DataPrepError: a missing required column, two columns for one role, a reserved name, or
-            a ``split`` column where the split is already given (or none where it is not).
-    """
-    alias_role = {alias: role for role, aliases in COLUMN_ALIASES.items() for alias in aliases}
-    roles: dict[str, str] = {}
-    slots: dict[str, str] = {}
-    extra: list[str] = []
-    for column in table.columns:
-        key = column.lower()
-        if not column:
-            continue
-        if key in RESERVED_COLUMNS:
-            raise DataPrepError(f"{table.path}: column {column!r} is computed from the audio; remove it")
-        if key == SPLIT_COLUMN:
-            if has_split:
-                raise DataPrepError(
-                    f"{table.path}: has a {SPLIT_COLUMN!r} column but its split is given as SPLIT=PATH; "
-                    "give the file without SPLIT= to use the column"
-                )
-            roles[SPLIT_COLUMN] = column
-        elif key.startswith(SLOT_PREFIX):
-            name = column[len(SLOT_PREFIX) :].strip()
-            if not name or name in slots:
-                raise DataPrepError(f"{table.path}: bad or repeated slot column {column!r}")
-            slots[name] = column
-        elif key in alias_role:
-            role = alias_role[key]
-            if role in roles:
-                raise DataPrepError(
-                    f"{table.path}: columns {roles[role]!r} and {column!r} both give the {role}"
-                )
-            roles[role] = column
-        else:
-            extra.append(column)
-    missing = [role for role in REQUIRED_ROLES if role not in roles]
-    if not has_split and SPLIT_COLUMN not in roles:
-        missing.append(SPLIT_COLUMN)
-    if missing:
-        wanted = "; ".join(
-            f"{role!r} (or {', '.join(repr(a) for a in COLUMN_ALIASES[role][1:])})"
-            if role in COLUMN_ALIASES
-            else repr(role)
-            for role in missing
-        )
-        raise DataPrepError(
-            f"{table.path}: missing column(s) {wanted}; found {', '.join(map(repr, table.columns))}"
-        )
-    return roles, slots, extra
-
-
-def default_id(audio: str) -> str:
-    """An utterance id from an audio path as written: no suffix, no ``..``, ``/`` as ``-``."""
-    path = PurePath(audio.replace("\\", "/"))
-    parts = [
-        part
-        for part in path.with_suffix("").parts
-        if part not in ("/", ".", "..", "~") and part != path.anchor
-    ]
-    return "-".join(parts)
 
 
 def read_csv_rows(split: str | None, path: Path) -> dict[str, list[SourceRow]]:
@@ -253,6 +181,9 @@ Delimiter: tab for .tsv/.tab, comma for .csv, else the header's most frequent of
 Examples:
   python -m data_prep.csv_manifest --csv train=train.csv --csv valid=dev.csv --csv test=test.tsv --out data/mine
   python -m data_prep.csv_manifest --csv all.csv --out data/mine     (all.csv has a split column)
+  python -m data_prep.csv_manifest --eval-csv kitchen=rec.csv --out data/synthetic_small
+        (recordings as split 'kitchen' of a prepared corpus, evaluated, never trained on: columns
+         audio, intent, slot:NAME..., transcript optional; intents and slot values from its labels.json)
 """
 
 
@@ -267,10 +198,19 @@ def build_csv_parser() -> argparse.ArgumentParser:
         "--csv",
         dest="csv_files",
         action="append",
-        required=True,
+        default=[],
         metavar="[SPLIT=]PATH",
         help="a CSV/TSV file holding SPLIT (repeat per split; one must be train), or, without SPLIT=, "
         "a file with a 'split' column",
+    )
+    parser.add_argument(
+        "--eval-csv",
+        dest="eval_csv_files",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="recordings to evaluate on, added as split NAME of the corpus in OUT (after --csv, if "
+        "given): columns audio, intent, slot:NAME..., transcript optional; never trained on",
     )
     return parser
 
@@ -279,15 +219,29 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m data_prep.csv_manifest``: see ``--help``."""
 
     def prepare(args: argparse.Namespace) -> dict[str, Manifest]:
-        return prepare_csv(
-            [parse_csv_source(text) for text in args.csv_files],
-            args.out,
-            base_dir=args.corpus_dir,
-            skip_invalid=args.skip_invalid,
-            num_workers=args.num_workers,
-        )
+        manifests: dict[str, Manifest] = {}
+        if args.csv_files:
+            manifests = prepare_csv(
+                [parse_csv_source(text) for text in args.csv_files],
+                args.out,
+                base_dir=args.corpus_dir,
+                skip_invalid=args.skip_invalid,
+                num_workers=args.num_workers,
+            )
+        for text in args.eval_csv_files:
+            name, path = parse_csv_source(text)
+            if name is None:
+                raise DataPrepError(f"--eval-csv {text}: give the split's name, as NAME=PATH")
+            manifests[name] = add_eval_split(
+                args.out, name, path, args.corpus_dir, args.skip_invalid, args.num_workers
+            )
+        return manifests
 
-    return run_cli(build_csv_parser(), argv, prepare)
+    parser = build_csv_parser()
+    arguments = parser.parse_args(argv)
+    if not arguments.csv_files and not arguments.eval_csv_files:
+        parser.error("give --csv, --eval-csv or both")
+    return run_cli(parser, argv, prepare)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Stages 1-7, the same for every corpus; a recipe runs its own stage 0 (the corpus into
 # ${data_dir}/manifests/, through `run_corpus_stage`), then calls `run_shared_stages`.
 #
-#   1  log-mel features + CMVN for every split               -> ${data_dir}/fbank/<split>/
+#   1  fbank features + CMVN of train and valid, when a chosen student reads them (the
+#      from-scratch transformer; Whisper and hf students need none) -> ${data_dir}/fbank/<split>/
 #   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
 #   3  export the teacher's targets (train and valid)        -> ${exp_dir}/teacher/targets/
 #   4  students with cross-entropy only (Jiang et al.'s Baseline-2) -> ${exp_dir}/student_ce<tag>/
@@ -117,10 +118,32 @@ set_flags() {
   done
 }
 
+config_family() {
+  # config_family CONFIG: the student family CONFIG names (student.family; transformer when absent),
+  # or the one --student-set gives.
+  local family
+  family=$(sed -n 's/^[[:space:]][[:space:]]*family:[[:space:]]*\([A-Za-z0-9_]*\).*/\1/p' "$1" | head -n 1)
+  [[ ",${student_set}," != *",student.family="* ]] || family=$(echo ",${student_set}," | sed 's/.*,student\.family=\([^,]*\),.*/\1/')
+  echo "${family:-transformer}"
+}
+
+feature_stores_needed() {
+  # True when a chosen student reads fbank stores: the transformer family (fbank + the train
+  # split's CMVN statistics). Whisper's log-mel and the hf waveforms need none (stage 1 is empty).
+  local role student_config
+  for role in ${student_roles[@]+"${student_roles[@]}"}; do
+    student_config="${config}"
+    case "${role}" in *_scratch) student_config="${scratch_config}" ;; esac
+    [ "$(config_family "${student_config}")" != transformer ] || return 0
+  done
+  return 1
+}
+
 fbank_inputs() {
-  # --input flags for every split's feature store marker (what training reads).
+  # --input flags for the train and valid feature store markers (what training reads), when built.
   local split
-  for split in $(manifest_splits "${data_dir}/manifests"); do
+  feature_stores_needed || return 0
+  for split in train valid; do
     printf -- '--input\n%s\n' "${data_dir}/fbank/${split}/.done"
   done
 }
@@ -130,7 +153,11 @@ fbank_inputs() {
 
 stage_features() {
   local split command=()
-  for split in $(manifest_splits "${data_dir}/manifests"); do
+  if ! feature_stores_needed; then
+    log "no fbank stores: no chosen student has the fbank front-end ($(chosen_students '*'))"
+    return 0
+  fi
+  for split in train valid; do  # what training reads; evaluation reads the audio
     mapfile -t command < <(slukd_command features \
       --manifest "${data_dir}/manifests/${split}.jsonl" --out "${data_dir}/fbank/${split}" --device "${device}")
     run_step "${data_dir}/fbank/${split}/.done" "${data_dir}/fbank/${split}/${RECIPE_MARKER}" \
@@ -282,8 +309,23 @@ speed_split() {
   fi
 }
 
+text_splits_of() {
+  # text_splits_of SPLITS: the comma-separated SPLITS whose every line has a transcript.
+  local split list=()
+  for split in ${1//,/ }; do
+    if has_transcripts "${split}"; then list+=("${split}"); fi
+  done
+  (IFS=,; echo "${list[*]}")
+}
+
+has_transcripts() {
+  # has_transcripts SPLIT: true when every line of the split's manifest has a transcript (recordings
+  # added with --eval-csv may have none: then only the speech models are evaluated on them).
+  ! grep -qv '"transcript":' "${data_dir}/manifests/$1.jsonl"
+}
+
 stage_evaluate() {
-  local split model models reuse noise_flags=() speed_flags=() cascade_noise=()
+  local split model models text_splits reuse noise_flags=() speed_flags=() cascade_noise=()
   if [ "${noise}" = true ]; then
     noise_flags=(--snrs "${snrs}")
   else
@@ -291,8 +333,10 @@ stage_evaluate() {
   fi
   log "splits: $(evaluation_splits); noise: ${noise} (SNRs ${snrs} dB; students: ${noisy_utterances:-0} utterances a condition, 0: all)"
   [ -n "$(evaluation_splits)" ] || return 0
-  # the teacher, then every student, each group on all splits in one process (speed on the main split)
-  evaluate_step "${exp_dir}/teacher" "$(speed_split_first)"
+  # the teacher, then every student, each group on all splits in one process (speed on the main split);
+  # the teacher and the cascades read transcripts: not on audio-only splits (recordings of --eval-csv)
+  text_splits=$(text_splits_of "$(speed_split_first)")
+  [ -z "${text_splits}" ] || evaluate_step "${exp_dir}/teacher" "${text_splits}"
   if [ "${#student_models[@]}" -gt 0 ]; then
     models=$(IFS=,; echo "${student_models[*]}")
     evaluate_step "${models}" "$(speed_split_first)" --teacher "${exp_dir}/teacher" "${noise_flags[@]}" \
@@ -306,6 +350,7 @@ stage_evaluate() {
       cascade_noise=(--no-noise)
     fi
     reuse=()  # the second cascade has the first one's ASR: it classifies the same hypotheses
+    has_transcripts "${split}" || { log "${split}: audio-only lines, the students only"; continue; }
     for model in ${cascade_models[@]+"${cascade_models[@]}"}; do
       evaluate_cascade_step "${model}" "${split}" "${cascade_noise[@]}" "${speed_flags[@]}" ${reuse[@]+"${reuse[@]}"}
       reuse=(--reuse-hypotheses "${model}/eval/${split}.json")
@@ -325,7 +370,7 @@ stage_report() {
 
 run_shared_stages() {
   student_dirs
-  run_stage 1 "log-mel features and CMVN for every split into ${data_dir}/fbank" stage_features
+  run_stage 1 "fbank features and CMVN of train and valid into ${data_dir}/fbank" stage_features
   run_stage 2 "fine-tune the teacher on the transcripts into ${exp_dir}/teacher" stage_teacher
   run_stage 3 "export the teacher's targets into ${exp_dir}/teacher/targets" stage_teacher_targets
   run_stage 4 "students with cross-entropy only: $(chosen_students 'ce*')" stage_students_ce

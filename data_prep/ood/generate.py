@@ -32,14 +32,16 @@ from data_prep.ood.text_sources import (
     near_miss_texts,
     other_domain_texts,
 )
-from data_prep.synthetic import grammar
 from data_prep.synthetic.engines import ENGINES, Engine, Speaker, available_engines, worker_count
+from data_prep.synthetic.plan import DEFAULT_GRAMMAR
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import is_done, mark_done, write_json
 from pipeline.data.audio import SAMPLE_RATE, read_audio, resample, write_audio
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, Utterance, read_manifest
 from pipeline.data.open_set import NO_SPEECH_TRANSCRIPT, OOD_KINDS, OOD_SPLITS, UNKNOWN_INTENT
+from pipeline.grammar.load import load_grammar
+from pipeline.grammar.sampler import expand_template
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +96,17 @@ class PlannedOod:
         return f"audio/{self.split}/{self.id}.wav"
 
 
+def grammar_sentences(path: str | Path = DEFAULT_GRAMMAR) -> list[str]:
+    """Every sentence a grammar file expands to (the built-in corpus's FSC grammar by default)."""
+    grammar = load_grammar(path)
+    return [text for template in grammar.templates for text, _ in expand_template(template)]
+
+
 def in_domain_sentences(manifests: Iterable[str | Path]) -> list[str]:
-    """The transcripts of ``manifests``; none given: every phrasing of the built-in grammar."""
+    """The transcripts of ``manifests``; none given: every sentence of the built-in grammar."""
     paths = list(manifests)
     if not paths:
-        return [phrasing.text for intent in grammar.INTENTS for phrasing in grammar.phrasings(intent)]
+        return grammar_sentences()
     return [utterance.transcript for path in paths for utterance in read_manifest(path)]
 
 

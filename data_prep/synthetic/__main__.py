@@ -1,4 +1,4 @@
-"""``python -m data_prep.synthetic --out DIR --size tiny|small|full [--seed N]``"""
+"""``python -m data_prep.synthetic --out DIR --size tiny|small|full [--seed N] [--grammar FILE]``"""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 from data_prep.synthetic.engines import ENGINES
 from data_prep.synthetic.generate import (
+    DEFAULT_GRAMMAR,
     DEFAULT_HELD_OUT_ENGINE,
     NO_ENGINE,
     PRESETS,
@@ -23,11 +24,19 @@ from pipeline.core.logging_utils import setup_logging
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m data_prep.synthetic",
-        description="Synthesise the built-in spoken-commands corpus (FSC label space) offline.",
+        description="Synthesise a spoken-commands corpus from a grammar file offline, with every TTS "
+        "engine installed (by default the FSC grammar: the built-in corpus).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (audio/, manifests/)")
     parser.add_argument("--size", choices=sorted(PRESETS), default="tiny", help="size preset")
+    parser.add_argument(
+        "--grammar",
+        type=Path,
+        default=DEFAULT_GRAMMAR,
+        help="grammar file: Home Assistant intents YAML, a Rhino context YAML, or a house description "
+        "(docs/grammar.md)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole plan")
     parser.add_argument(
         "--engines",
@@ -54,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         engines=[name.strip() for name in args.engines.split(",") if name.strip()],
         held_out_engine=args.held_out_engine.strip(),
         num_workers=args.num_workers,
+        grammar=str(args.grammar),
     )
     try:
         manifests = prepare_synthetic(args.out, config)

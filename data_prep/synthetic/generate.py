@@ -1,23 +1,25 @@
-"""Generate the built-in spoken-commands corpus: plan the utterances, synthesise them on every
-core, write manifests, ``labels.json`` and ``stats.json``.
+"""Generate the built-in spoken-commands corpus: plan the utterances from a grammar file
+(:mod:`data_prep.synthetic.plan`), synthesise them on every core, write manifests, ``labels.json``
+(the grammar's intents, and each slot's values plus ``none``) and ``stats.json``.
 
-Splits (after Fluent Speech Commands):
+Splits (after Fluent Speech Commands; :mod:`pipeline.grammar.sampler` says what each holds):
 
-- ``train``: training speakers, training phrasings;
-- ``valid``: training speakers, training phrasings, (speaker, phrasing) pairs not in train;
-- ``test``: speakers never heard in training saying phrasings seen in training;
-- ``test_unseen_phrasing``: those unseen speakers saying phrasings from families held out of
-  training, keeping only phrasings whose every word occurs in the training transcripts (like
-  the FSC utterance challenge);
+- ``train``: training speakers, the training pool of expression shapes and slot-value combinations;
+- ``valid``: training speakers, half seen phrasings and half from a held-out valid pool, so that
+  checkpoint selection is not at its ceiling; (speaker, text) pairs not in train;
+- ``test``: speakers never heard in training saying phrasings of the training pool;
+- ``test_unseen_phrasing``: those unseen speakers saying held-out shapes and slot-value
+  combinations (texts never said in train, in its vocabulary where the grammar allows);
 - ``test_unseen_engine``: the speakers of one engine held out of every other split
-  (``held_out_engine``, piper by default), saying phrasings seen in training (half) and unseen
-  ones (half, chosen as for ``test_unseen_phrasing``). Without that engine there is no such split.
+  (``held_out_engine``, piper by default), saying seen (half) and held-out (half) phrasings.
+  Without that engine there is no such split.
 
-Every utterance's manifest line says its ``engine``, phrasing ``family`` and whether that
-phrasing was seen in training (``phrasing``: ``seen`` or ``unseen``).
+Every utterance's manifest line has every slot of the grammar (``none`` where unsaid) and says
+its ``engine``, expression ``shape`` and whether that phrasing was seen in training
+(``phrasing``: ``seen`` or ``unseen``).
 
-The plan (texts, speakers, splits, ids) is a pure function of the size preset and ``--seed``;
-audio is written per file atomically, so an interrupted run resumes where it stopped.
+The plan is a pure function of the grammar, the size preset and ``--seed``; audio is written per
+file atomically, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -28,294 +30,51 @@ import logging
 import multiprocessing
 import shutil
 import time
-from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.synthetic import grammar
 from data_prep.synthetic.engines import ENGINES, Engine, Speaker, available_engines, worker_count
+from data_prep.synthetic.plan import (
+    DEFAULT_GRAMMAR,
+    DEFAULT_HELD_OUT_ENGINE,
+    NO_ENGINE,
+    PRESETS,
+    SPLITS,
+    UNSEEN_ENGINE_SPLIT,
+    PlannedUtterance,
+    SizePreset,
+    SyntheticConfig,
+    SyntheticError,
+    plan_corpus,
+)
 from data_prep.synthetic.stats import corpus_stats
-from pipeline.core.errors import SlukdError
 from pipeline.core.io import is_done, mark_done, write_json
 from pipeline.data.audio import SAMPLE_RATE, audio_info, resample, write_audio
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, Utterance, read_manifest
+from pipeline.grammar.load import load_grammar
+
+__all__ = [
+    "DEFAULT_GRAMMAR",
+    "DEFAULT_HELD_OUT_ENGINE",
+    "NO_ENGINE",
+    "PRESETS",
+    "SPLITS",
+    "UNSEEN_ENGINE_SPLIT",
+    "PlannedUtterance",
+    "SizePreset",
+    "SyntheticConfig",
+    "SyntheticError",
+    "plan_corpus",
+    "prepare_synthetic",
+]
 
 logger = logging.getLogger(__name__)
 
-UNSEEN_ENGINE_SPLIT = "test_unseen_engine"
-SPLITS = ("train", "valid", "test", "test_unseen_phrasing", UNSEEN_ENGINE_SPLIT)
-SEEN_PHRASING_SPLITS = ("train", "valid", "test")
-DEFAULT_HELD_OUT_ENGINE = "piper"  # the neural VITS voice; kokoro stays the neural voice of training
-NO_ENGINE = "none"
-GENERATOR_VERSION = 2  # bump when the audio a given plan produces changes
-
-
-class SyntheticError(SlukdError, ValueError):
-    """A corpus that cannot be planned with these settings (size, engines, held-out engine)."""
-
-
-@dataclass(frozen=True)
-class SizePreset:
-    """How many utterances per split, and at most how many speakers per engine."""
-
-    utterances: dict[str, int]
-    speakers: dict[str, int]
-    phrasings_per_family: int = 4
-    test_speaker_fraction: float = 0.25
-    held_out_family_fraction: float = 0.25
-
-
-PRESETS: dict[str, SizePreset] = {
-    "tiny": SizePreset(
-        utterances={
-            "train": 62,
-            "valid": 16,
-            "test": 16,
-            "test_unseen_phrasing": 16,
-            UNSEEN_ENGINE_SPLIT: 16,
-        },
-        speakers={"espeak": 8, "piper": 2, "kokoro": 2, "flite": 2, "festival": 1},
-    ),
-    "small": SizePreset(
-        utterances={
-            "train": 2480,
-            "valid": 310,
-            "test": 620,
-            "test_unseen_phrasing": 620,
-            UNSEEN_ENGINE_SPLIT: 620,
-        },
-        speakers={"espeak": 48, "piper": 6, "kokoro": 5, "flite": 6, "festival": 3},
-    ),
-    "full": SizePreset(
-        utterances={
-            "train": 23250,
-            "valid": 3100,
-            "test": 3720,
-            "test_unseen_phrasing": 3100,
-            UNSEEN_ENGINE_SPLIT: 3100,
-        },
-        speakers={"espeak": 96, "piper": 9, "kokoro": 15, "flite": 8, "festival": 6},
-    ),
-}
-
-
-@dataclass
-class SyntheticConfig:
-    """Everything that determines the corpus; its hash decides whether a rerun can skip."""
-
-    size: str = "tiny"
-    seed: int = 0
-    engines: list[str] = field(default_factory=lambda: list(ENGINES))
-    held_out_engine: str = DEFAULT_HELD_OUT_ENGINE  # heard only in test_unseen_engine; "none": no such split
-    num_workers: int = 0  # 0: every core
-
-    def preset(self) -> SizePreset:
-        try:
-            return PRESETS[self.size]
-        except KeyError:
-            raise SyntheticError(f"unknown size {self.size!r}; choose from {', '.join(PRESETS)}") from None
-
-    def held_out(self, engines: list[str]) -> str | None:
-        """The engine to hold out among the usable ``engines``, or ``None`` (none asked, or not here)."""
-        name = self.held_out_engine
-        if name in ("", NO_ENGINE):
-            return None
-        if name not in ENGINES:
-            raise SyntheticError(
-                f"unknown held-out engine {name!r}; choose from {', '.join(ENGINES)} or {NO_ENGINE!r}"
-            )
-        if name not in engines:
-            return None
-        if len(engines) == 1:
-            raise SyntheticError(f"cannot hold out {name}: it is the only engine available; add another")
-        return name
-
-
-@dataclass(frozen=True)
-class PlannedUtterance:
-    id: str
-    split: str
-    intent: grammar.Intent
-    family: str
-    text: str
-    speaker: Speaker
-    seen_phrasing: bool = True
-
-    @property
-    def audio(self) -> str:
-        return f"audio/{self.speaker.id}/{self.id}.wav"
-
-
-# ---------------------------------------------------------------------------------------------
-# Planning: a pure function of (preset, seed, available engines)
-
-
-def choose_speakers(
-    engines: list[str], preset: SizePreset, rng: np.random.Generator, held_out: str | None = None
-) -> dict[str, list[Speaker]]:
-    """Split each engine's speakers into training and test pools (stratified by engine); the
-    held-out engine's speakers all go to the ``test_unseen_engine`` pool."""
-    pools: dict[str, list[Speaker]] = {"train": [], "test": []}
-    for name in engines:
-        speakers = ENGINES[name].speakers(preset.speakers.get(name, 0), rng)
-        if name == held_out:
-            pools[UNSEEN_ENGINE_SPLIT] = speakers
-            continue
-        order = [speakers[i] for i in rng.permutation(len(speakers))]
-        test_count = int(np.floor(len(order) * preset.test_speaker_fraction + 0.5))
-        pools["test"] += order[:test_count]
-        pools["train"] += order[test_count:]
-    for pool, speakers in pools.items():
-        if not speakers:
-            raise SyntheticError(
-                f"no {pool} speakers: engines {', '.join(engines)} give too few speakers for this size"
-            )
-    return pools
-
-
-def choose_phrasings(preset: SizePreset, rng: np.random.Generator) -> tuple[dict, dict]:
-    """Per intent, the training phrasing pool and the held-out (unseen-family) pool.
-
-    Families are held out per template group. Only families whose phrasings are mostly built
-    from words other families also use are eligible, so the held-out texts stay in-vocabulary.
-    """
-    every = {intent: grammar.phrasings(intent) for intent in grammar.INTENTS}
-    families_of_group: dict[str, list[str]] = defaultdict(list)
-    for intent in grammar.INTENTS:
-        for phrasing in every[intent]:
-            if phrasing.family not in families_of_group[intent.group]:
-                families_of_group[intent.group].append(phrasing.family)
-
-    held_out: set[str] = set()
-    for families in families_of_group.values():
-        eligible = []
-        for family in families:
-            others = {
-                word
-                for phrasings in every.values()
-                for p in phrasings
-                if p.family != family
-                for word in grammar.words(p.text)
-            }
-            mine = [p for phrasings in every.values() for p in phrasings if p.family == family]
-            covered = sum(grammar.words(p.text) <= others for p in mine)
-            if covered / len(mine) >= 0.5:
-                eligible.append(family)
-        count = max(1, int(round(len(families) * preset.held_out_family_fraction)))
-        held_out.update(rng.permutation(eligible)[:count].tolist())
-
-    seen_pool, unseen_pool = {}, {}
-    for intent in grammar.INTENTS:
-        by_family: dict[str, list[grammar.Phrasing]] = defaultdict(list)
-        for phrasing in every[intent]:
-            by_family[phrasing.family].append(phrasing)
-        seen, unseen = [], []
-        for family, members in by_family.items():
-            picked = [members[i] for i in rng.permutation(len(members))[: preset.phrasings_per_family]]
-            (unseen if family in held_out else seen).extend(picked)
-        if not seen:
-            raise AssertionError(f"grammar leaves no training phrasing for {intent.name}")
-        seen_pool[intent] = [seen[i] for i in rng.permutation(len(seen))]
-        unseen_pool[intent] = [unseen[i] for i in rng.permutation(len(unseen))]
-    return seen_pool, unseen_pool
-
-
-def _spread_over_intents(total: int, rng: np.random.Generator) -> list[grammar.Intent]:
-    """``total`` intents, as even as possible, in a seeded order."""
-    intents = list(grammar.INTENTS)
-    result = []
-    while len(result) < total:
-        result += [intents[i] for i in rng.permutation(len(intents))]
-    return sorted(result[:total], key=intents.index)
-
-
-def plan_parts(preset: SizePreset, speakers: dict[str, list[Speaker]]) -> list[tuple[str, str, str, int]]:
-    """What to plan, in order: (split, speaker pool, phrasings, utterances).
-
-    Phrasings are ``train`` (the training pool), ``seen`` (texts said in train) or ``unseen``
-    (held-out families, in-vocabulary). ``test_unseen_engine`` is planned in two halves, seen
-    then unseen phrasings, when the held-out engine has a speaker pool.
-    """
-    parts = []
-    for split in SPLITS:
-        total = preset.utterances[split]
-        if split == UNSEEN_ENGINE_SPLIT:
-            if split in speakers:
-                parts += [(split, split, "seen", total - total // 2), (split, split, "unseen", total // 2)]
-        else:
-            pool = "train" if split in ("train", "valid") else "test"
-            parts.append(
-                (split, pool, {"train": "train", "test_unseen_phrasing": "unseen"}.get(split, "seen"), total)
-            )
-    return parts
-
-
-def plan_corpus(config: SyntheticConfig, engines: list[str]) -> tuple[list[PlannedUtterance], dict]:
-    """Decide every utterance: split, intent, phrasing, speaker and id."""
-    preset = config.preset()
-    rng = np.random.default_rng(config.seed)
-    held_out = config.held_out(engines)
-    if held_out is None and config.held_out_engine not in ("", NO_ENGINE):
-        logger.warning(
-            "held-out engine %s is not available: no %s split", config.held_out_engine, UNSEEN_ENGINE_SPLIT
-        )
-    speakers = choose_speakers(engines, preset, rng, held_out)
-    seen_pool, unseen_pool = choose_phrasings(preset, rng)
-    used_pairs: set[tuple[str, str]] = set()
-    used_texts: dict[grammar.Intent, list[grammar.Phrasing]] = defaultdict(list)
-    plan: list[PlannedUtterance] = []
-    speaker_turn: Counter = Counter()
-    numbers: Counter = Counter()
-    train_vocabulary: set[str] = set()
-
-    def pick_speaker(pool: str, text: str) -> Speaker | None:
-        candidates = speakers[pool]
-        for _ in range(len(candidates)):
-            speaker = candidates[speaker_turn[pool] % len(candidates)]
-            speaker_turn[pool] += 1
-            if (speaker.id, text) not in used_pairs:
-                return speaker
-        return None  # every speaker of the pool already said this text
-
-    def phrasings_of(kind: str) -> dict[grammar.Intent, list[grammar.Phrasing]]:
-        if kind == "train":
-            return seen_pool
-        if kind == "seen":
-            return {intent: list(dict.fromkeys(texts)) for intent, texts in used_texts.items()}
-        return {
-            intent: [p for p in pool if grammar.words(p.text) <= train_vocabulary]
-            for intent, pool in unseen_pool.items()
-        }
-
-    for split, pool_name, kind, count in plan_parts(preset, speakers):
-        phrasing_pool = phrasings_of(kind)
-        turn: Counter = Counter()
-        for intent in _spread_over_intents(count, rng):
-            candidates = phrasing_pool.get(intent) or []
-            for _ in range(len(candidates)):
-                phrasing = candidates[turn[intent] % len(candidates)]
-                turn[intent] += 1
-                speaker = pick_speaker(pool_name, phrasing.text)
-                if speaker is not None:
-                    break
-            else:
-                continue  # nothing left to say for this intent in this split
-            used_pairs.add((speaker.id, phrasing.text))
-            if split == "train":
-                used_texts[intent].append(phrasing)
-                train_vocabulary.update(grammar.words(phrasing.text))
-            identifier = f"{split}-{numbers[split]:06d}"
-            numbers[split] += 1
-            plan.append(
-                PlannedUtterance(
-                    identifier, split, intent, phrasing.family, phrasing.text, speaker, kind != "unseen"
-                )
-            )
-    return plan, speakers
+GENERATOR_VERSION = 3  # bump when the audio or manifests a given plan produces change
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,10 +116,15 @@ def _synthesize_one(task: tuple[int, str, str, dict, str, int]) -> tuple[int, fl
         return index, 0.0, f"{type(error).__name__}: {error}"
 
 
-def _fingerprint(config: SyntheticConfig, engines: list[str], plan: list[PlannedUtterance]) -> dict:
-    digest = hashlib.sha256()
+def _fingerprint(
+    config: SyntheticConfig, engines: list[str], plan: list[PlannedUtterance], labels: LabelSet
+) -> dict:
+    digest = hashlib.sha256(json.dumps(labels.to_dict(), sort_keys=True).encode())
     for item in plan:
-        digest.update(f"{item.id}\t{item.text}\t{item.speaker.id}\n".encode())
+        slots = json.dumps(item.slots, sort_keys=True)
+        digest.update(
+            f"{item.id}\t{item.text}\t{item.speaker.id}\t{item.intent}\t{slots}\t{item.shape}\n".encode()
+        )
     return {
         "size": config.size,
         "seed": config.seed,
@@ -384,8 +148,10 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
     config = config or SyntheticConfig()
     output_dir = Path(output_dir)
     engines = available_engines(config.engines)
-    plan, speakers = plan_corpus(config, engines)
-    fingerprint = _fingerprint(config, engines, plan)
+    grammar = load_grammar(config.grammar)
+    labels = grammar.label_set()
+    plan, speakers = plan_corpus(config, engines, grammar)
+    fingerprint = _fingerprint(config, engines, plan, labels)
     manifest_dir = output_dir / "manifests"
     splits = [split for split in SPLITS if any(item.split == split for item in plan)]
     if is_done(output_dir, fingerprint):
@@ -414,7 +180,6 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
     failed = [item for item in plan if item.id not in durations]
     if failed:
         raise SyntheticError(f"{len(failed)} utterance(s) failed to synthesise, first: {failed[0].id}")
-    labels = LabelSet(intents=[intent.name for intent in grammar.INTENTS], slots=grammar.SLOT_VALUES)
     manifests = {}
     for split in splits:
         utterances = [
@@ -424,12 +189,12 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
                 duration=round(durations[item.id], 4),
                 sample_rate=SAMPLE_RATE,
                 transcript=item.text,
-                intent=item.intent.name,
-                slots=item.intent.slots,
+                intent=item.intent,
+                slots=item.slots,
                 speaker=item.speaker.id,
                 extra={
                     "engine": item.speaker.engine,
-                    "family": item.family,
+                    "shape": item.shape,
                     "phrasing": "seen" if item.seen_phrasing else "unseen",
                 },
             )
@@ -441,14 +206,19 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
         manifest.write()
         manifests[split] = manifest
     labels.save(manifest_dir / "labels.json")
-    write_json(manifest_dir / "stats.json", corpus_stats(manifests, generation))
+    write_json(manifest_dir / "stats.json", corpus_stats(manifests, labels, generation))
     write_json(
         output_dir / "speakers.json",
         {pool: [speaker.to_dict() for speaker in pool_speakers] for pool, pool_speakers in speakers.items()},
     )
     write_json(
         output_dir / "config.json",
-        {**asdict(config), "engines_used": engines, "held_out_engine_used": config.held_out(engines)},
+        {
+            **asdict(config),
+            "engines_used": engines,
+            "held_out_engine_used": config.held_out(engines),
+            "grammar_path": str(grammar.path),
+        },  # fmt: skip
     )
     mark_done(output_dir, fingerprint)
     return manifests

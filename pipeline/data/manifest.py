@@ -3,7 +3,9 @@ every later stage.
 
 Fields: ``id``, ``audio`` (relative to the manifest's folder, or absolute), ``duration``
 (seconds), ``sample_rate``, ``transcript``, ``intent``, ``slots`` (dict, may be empty),
-``speaker``. Unknown extra fields are kept through a read/write round trip. A manifest is
+``speaker``. A line without ``transcript`` (absent or null) is an audio-only utterance, valid for
+evaluating speech models; whatever needs the text (the teacher) checks with
+:func:`require_transcripts`. Unknown extra fields are kept through a read/write round trip. A manifest is
 validated when it is read and before it is written; a bad line is reported with its file and
 line number.
 """
@@ -24,7 +26,7 @@ from pipeline.core.io import atomic_open
 from pipeline.data.labels import LabelError, LabelSet
 
 MANIFEST_SUFFIX = ".jsonl"
-REQUIRED_FIELDS = ("id", "audio", "duration", "sample_rate", "transcript", "intent")
+REQUIRED_FIELDS = ("id", "audio", "duration", "sample_rate", "intent")
 
 
 class ManifestError(SlukdError, ValueError):
@@ -39,7 +41,7 @@ class Utterance:
     audio: str
     duration: float
     sample_rate: int
-    transcript: str
+    transcript: str  # "" for an audio-only utterance (no transcript)
     intent: str
     slots: dict[str, str] = field(default_factory=dict)
     speaker: str = ""
@@ -51,8 +53,10 @@ class Utterance:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ManifestError(f"field {name!r} must be a non-empty string, got {value!r}")
-        if not isinstance(self.transcript, str) or not self.transcript.strip():
-            raise ManifestError(f"utterance {self.id!r}: empty transcript")
+        if not isinstance(self.transcript, str) or (self.transcript and not self.transcript.strip()):
+            raise ManifestError(
+                f"utterance {self.id!r}: empty transcript (leave the field out for an audio-only line)"
+            )
         if (
             isinstance(self.duration, bool)
             or not isinstance(self.duration, (int, float))
@@ -86,9 +90,15 @@ class Utterance:
             "slots": dict(self.slots),
             "speaker": self.speaker,
         }
+        if not self.transcript:
+            del data["transcript"]  # an audio-only line
         for key, value in self.extra.items():
             data.setdefault(key, value)
         return data
+
+    @property
+    def has_transcript(self) -> bool:
+        return bool(self.transcript)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Utterance:
@@ -97,13 +107,13 @@ class Utterance:
         missing = [name for name in REQUIRED_FIELDS if name not in data]
         if missing:
             raise ManifestError(f"missing field(s): {', '.join(missing)}")
-        known = set(REQUIRED_FIELDS) | {"slots", "speaker"}
+        known = set(REQUIRED_FIELDS) | {"transcript", "slots", "speaker"}
         utterance = cls(
             id=data["id"],
             audio=data["audio"],
             duration=data["duration"],
             sample_rate=data["sample_rate"],
-            transcript=data["transcript"],
+            transcript="" if data.get("transcript") is None else data["transcript"],
             intent=data["intent"],
             slots=data.get("slots") or {},
             speaker=data.get("speaker", "") if data.get("speaker") is not None else "",
@@ -189,6 +199,16 @@ def read_manifest(path: str | os.PathLike, labels: LabelSet | None = None) -> Ma
     manifest = Manifest(utterances, path)
     manifest.validate(labels)
     return manifest
+
+
+def require_transcripts(manifest: Manifest, purpose: str = "the teacher") -> None:
+    """Raise :class:`ManifestError` naming the file and the first utterance without a transcript."""
+    for line, utterance in enumerate(manifest.utterances, start=1):
+        if not utterance.has_transcript:
+            raise ManifestError(
+                f"{manifest.path or 'manifest'}: line {line}: utterance {utterance.id!r} has no transcript, "
+                f"which {purpose} needs (audio-only lines serve the evaluation of speech models only)"
+            )
 
 
 def write_manifest(path: str | os.PathLike, utterances: Iterable[Utterance]) -> Path:

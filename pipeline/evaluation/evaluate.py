@@ -66,7 +66,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, read_json, write_json
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
-from pipeline.data.manifest import Manifest, find_manifests, read_manifest
+from pipeline.data.manifest import Manifest, find_manifests, read_manifest, require_transcripts
 from pipeline.data.text import normalize_transcript
 from pipeline.evaluation.command_scores import command_metrics, decoded_intents
 from pipeline.evaluation.open_set import evaluate_open_set, is_out_of_domain
@@ -425,6 +425,7 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
         if asr is not None and known:
             asr["reused"] = {"from": str(reuse_hypotheses), "hypotheses": len(known)}
     else:
+        require_transcripts(manifest, f"the text model {model_dir}")
         logits = model.text_logits([u.transcript for u in manifest])
         predictions = predictions_record(manifest, gold, {"clean": logits})
     metrics = classification_report(
@@ -432,7 +433,7 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     )
     metrics.update(command_metrics(manifest, model.labels, gold, logits, slot_logits))
     metrics.update({"teacher": None, "teacher_agreement": None, "teacher_accuracy": None})
-    if teacher_dir is not None:
+    if teacher_dir is not None and all(u.has_transcript for u in manifest):  # audio-only lines: no teacher
         metrics.update(_teacher_comparison(model, model_dir, teacher_dir, manifest, gold, logits, device))
     speed = measure_speed(model, manifest, config, model_dir) if config.speed else None
     training_metrics = model_dir / "metrics.json"

@@ -2,10 +2,15 @@
 
 Layout of a store folder (one per split)::
 
-    meta.json    front-end config, sha256 of the manifest, frame count, CMVN statistics, skipped files
+    meta.json    front-end config, sha256 of the manifest's audio (``audio_sha256``), frame count,
+                 CMVN statistics, skipped files
     frames.f16   float16 [total_frames, num_mel_bins], utterances back to back
     index.json   {"ids": [...], "offsets": [...], "frames": [...]} in store order
-    .done        the fingerprint (config + manifest hash) the store was built for
+    .done        the fingerprint (config + audio hash) the store was built for
+
+A store is keyed by the audio, not by the labels: :func:`audio_sha256` hashes each utterance's
+id, resolved audio path and duration only, so label variants of one corpus (other intents,
+slots or transcripts over the same recordings) share their stores.
 
 The store is built under a temporary name and renamed when complete; rerunning with the same
 config and manifest does nothing, a changed one rebuilds. Audio is decoded in DataLoader workers
@@ -22,6 +27,7 @@ the batches, their order and the order of the CMVN sums are the same.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -38,9 +44,9 @@ from tqdm import tqdm
 from pipeline.core import distributed
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import SlukdError
-from pipeline.core.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
+from pipeline.core.io import atomic_directory, is_done, mark_done, read_json, write_json
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
-from pipeline.data.manifest import read_manifest
+from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.frontends.base import FbankFrontEnd, FrontEnd, FrontEndError, build_frontend
 from pipeline.frontends.fbank import FbankConfig
 
@@ -75,8 +81,17 @@ def default_num_workers(device: torch.device | str = "cpu") -> int:
     return min(4, cores // 4)
 
 
-def manifest_sha256(path: str | os.PathLike) -> str:
-    return file_sha256(path)
+def audio_sha256(manifest: Manifest | str | os.PathLike) -> str:
+    """The sha256 of what a store's (or a frozen-encoder cache's) content depends on in a manifest:
+    each utterance's id, resolved audio path and duration, in order. Labels, transcripts and
+    extra fields are left out, so label variants of one corpus share their stores and caches."""
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    digest = hashlib.sha256()
+    for utterance in manifest:
+        audio = os.path.abspath(manifest.audio_path(utterance))
+        digest.update(f"{utterance.id}\t{audio}\t{float(utterance.duration):.4f}\n".encode())
+    return digest.hexdigest()
 
 
 def as_frontend(config: FbankConfig | FrontEnd | None) -> FrontEnd:
@@ -89,11 +104,11 @@ def as_frontend(config: FbankConfig | FrontEnd | None) -> FrontEnd:
 def store_fingerprint(frontend: FbankConfig | FrontEnd, manifest_path: str | os.PathLike,
                       trim_silence: bool = False) -> dict:  # fmt: skip
     """What a store's content depends on: the store version, the front-end's extraction config, the
-    manifest, and trimming (named only when on, so stores built before it keep their fingerprint)."""
+    manifest's audio (:func:`audio_sha256`, not its labels), and trimming (named only when on)."""
     return {
         "version": STORE_VERSION,
         "feature_config": as_frontend(frontend).extraction_config(),
-        "manifest_sha256": manifest_sha256(manifest_path),
+        "audio_sha256": audio_sha256(manifest_path),
         **({"trim_silence": True} if trim_silence else {}),
     }
 
@@ -197,9 +212,9 @@ class FeatureStore(FrameStore):
             raise FeatureStoreError(
                 f"{self.folder}: built with another feature config ({', '.join(differences)}); rebuild it with `slukd features`"
             )
-        if manifest_path is not None and manifest_sha256(manifest_path) != self.meta["manifest_sha256"]:
+        if manifest_path is not None and audio_sha256(manifest_path) != self.meta.get("audio_sha256"):
             raise FeatureStoreError(
-                f"{self.folder}: built from another version of {manifest_path}; rebuild it"
+                f"{self.folder}: built from other audio than {manifest_path} names; rebuild it"
             )
 
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from pipeline.core.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.data.labels import LabelSet
-from pipeline.data.manifest import manifest_paths, read_manifest
+from pipeline.data.manifest import manifest_paths, read_manifest, require_transcripts
 from pipeline.data.text import normalize_transcript
 from pipeline.teacher.config import TEACHER_VERSION, WEIGHTS_FILE, TeacherConfig, TeacherError
 from pipeline.teacher.hf_text import (
@@ -116,6 +116,8 @@ def export_targets(
         return TeacherTargets(output_dir)
 
     split_manifests = {split: read_manifest(path) for split, path in paths.items()}
+    for manifest in split_manifests.values():
+        require_transcripts(manifest, "the teacher's targets")
     if pretrained:
         teacher = load_pretrained_encoder(
             model,

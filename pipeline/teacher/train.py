@@ -52,7 +52,13 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.core.schedule import autocast, warmup_scheduler, write_training_log
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
-from pipeline.data.manifest import Manifest, find_manifests, manifest_paths, read_manifest
+from pipeline.data.manifest import (
+    Manifest,
+    find_manifests,
+    manifest_paths,
+    read_manifest,
+    require_transcripts,
+)
 from pipeline.data.text import normalize_transcript
 from pipeline.scoring.metrics import accuracy, macro_f1
 from pipeline.teacher.config import (
@@ -210,6 +216,12 @@ def train_teacher(
     split_manifests = {split: read_manifest(path, labels) for split, path in paths.items()}
     extra_paths = [Path(path) for path in extra_train]
     extra_manifests = [read_manifest(path, labels) for path in extra_paths]
+    for split, manifest in list(split_manifests.items()):
+        if split not in ("train", "valid") and not all(u.has_transcript for u in manifest):
+            logger.info("%s: audio-only lines, not scored by the text teacher", split)
+            del split_manifests[split]
+    for manifest in (split_manifests["train"], split_manifests["valid"], *extra_manifests):
+        require_transcripts(manifest, "teacher training")
     _check_intents_seen_in_train(split_manifests)
     source = resolve_model_source(config.model)
     fingerprint = {
@@ -217,7 +229,7 @@ def train_teacher(
         "config": {key: value for key, value in to_dict(config).items() if key not in RUN_ONLY_KEYS},
         "model": source.identity,
         "labels": labels.to_dict(),
-        "manifests": {split: file_sha256(path) for split, path in paths.items()},
+        "manifests": {split: file_sha256(paths[split]) for split in split_manifests},
     }
     if labels.slots:  # teachers from before slot heads are retrained
         fingerprint["slot_heads"] = labels.slot_class_counts()

@@ -14,7 +14,8 @@ writes is still the whole student, on front-end features.
 
 A cache is named by what its content depends on (:func:`cache_fingerprint`): the family, the
 student settings that shape the frozen part, the front-end config, the sha256 of the frozen
-weights, and the manifest and utterances it covers. A rerun with the same inputs reuses it;
+weights, and the audio it covers (:func:`~pipeline.frontends.feature_store.audio_sha256`: ids,
+audio paths and durations, not labels, so label variants of one corpus share a cache). A rerun with the same inputs reuses it;
 anything else builds a new one. Caches live beside the feature stores by default, so the runs
 of one recipe (a CE-only and a distilled twin, several seeds) share them::
 
@@ -59,7 +60,7 @@ from tqdm import tqdm
 
 from pipeline.augment.augmentation import AugmentConfig, Augmenter
 from pipeline.core.config import to_dict
-from pipeline.core.io import atomic_directory, file_sha256, is_done, mark_done, write_json
+from pipeline.core.io import atomic_directory, is_done, mark_done, write_json
 from pipeline.data.batching import (
     Batch,
     LengthBucketSampler,
@@ -69,7 +70,7 @@ from pipeline.data.batching import (
     pad_sequences,
 )
 from pipeline.frontends.base import FrontEnd
-from pipeline.frontends.feature_store import FRAMES_FILE, INDEX_FILE, META_FILE, FrameStore
+from pipeline.frontends.feature_store import FRAMES_FILE, INDEX_FILE, META_FILE, FrameStore, audio_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -138,15 +139,9 @@ def cache_folder(root: str | os.PathLike, identity: dict[str, Any]) -> Path:
 
 
 def cache_fingerprint(identity: dict[str, Any], dataset: UtteranceDataset, source: str) -> dict[str, Any]:
-    """One split's fingerprint: the identity, the manifest and utterances, and where the inputs came from."""
-    ids = "\n".join(utterance.id for utterance in dataset.manifest)
-    return {
-        **identity,
-        "manifest": str(Path(dataset.manifest.path).resolve()) if dataset.manifest.path else None,
-        "manifest_sha256": file_sha256(dataset.manifest.path) if dataset.manifest.path else None,
-        "utterances_sha256": hashlib.sha256(ids.encode()).hexdigest(),
-        "inputs": source,
-    }
+    """One split's fingerprint: the identity, the utterances' audio (ids, resolved paths and
+    durations; not the labels) and where the inputs came from."""
+    return {**identity, "audio_sha256": audio_sha256(dataset.manifest), "inputs": source}
 
 
 def build_frozen_states(student: nn.Module, inputs: Inputs, dataset: UtteranceDataset, lengths: Sequence[int],

@@ -4,7 +4,8 @@
   ``train_fraction``);
 - :func:`prepare_data`: the student family's front-end with the feature store's settings and
   the *train* store's statistics, and the datasets (stored raw features, or waveforms when the
-  store holds another front-end's features or waveform augmentation is on);
+  store holds another front-end's features, when waveform augmentation is on, or when there is
+  no store and the front-end needs no statistics, as Whisper's log-mel and the hf waveforms);
 - :class:`TrainingFeatures`: a batch -> normalised (and, when training, augmented) features;
 - :func:`with_frozen_cache`: for a student with a frozen bottom and no augmentation, the datasets
   swapped for stores of the frozen bottom's outputs (:mod:`pipeline.training.encoder_cache`), which
@@ -32,6 +33,7 @@ from torch import Tensor, nn
 from pipeline.augment.augmentation import AugmentConfig, Augmenter
 from pipeline.core import distributed
 from pipeline.core.config import ConfigError
+from pipeline.core.io import is_done
 from pipeline.data.batching import Batch, DataError, UtteranceDataset, WaveformDataset
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, read_manifest
@@ -191,9 +193,16 @@ def read_manifests(inputs: TrainInputs, config: ExperimentConfig) -> tuple[Label
 def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Module, labels: LabelSet,
                   train_manifest: Manifest, valid_manifest: Manifest) -> TrainData:  # fmt: skip
     """The front-end (the family's, with the store's settings and the TRAIN store's statistics)
-    and the datasets (store features, or waveforms when the store holds another front-end's)."""
-    train_store, valid_store = FeatureStore(inputs.train_features), FeatureStore(inputs.valid_features)
+    and the datasets (store features, or waveforms when the store holds another front-end's, or
+    when there is no train store: a front-end without statistics needs none)."""
     wanted = build_frontend(student.default_frontend())
+    if not is_done(inputs.train_features) and not wanted.uses_statistics:
+        logger.info("%s student: front-end %s on the fly (no feature store in %s, none needed)",
+                    config.family, wanted.name, inputs.train_features)  # fmt: skip
+        train_set = UtteranceDataset(train_manifest, labels, None)
+        valid_set = UtteranceDataset(valid_manifest, labels, None)
+        return TrainData(labels, train_set, valid_set, wanted, lengths_of(train_set), lengths_of(valid_set))
+    train_store, valid_store = FeatureStore(inputs.train_features), FeatureStore(inputs.valid_features)
     stored = train_store.frontend
     valid_store.check_compatible(stored)
     train_store.check_compatible(stored, inputs.train_manifest)

@@ -7,7 +7,14 @@ import json
 import pytest
 
 from pipeline.data.labels import LabelSet
-from pipeline.data.manifest import Manifest, ManifestError, Utterance, read_manifest, write_manifest
+from pipeline.data.manifest import (
+    Manifest,
+    ManifestError,
+    Utterance,
+    read_manifest,
+    require_transcripts,
+    write_manifest,
+)
 
 
 def utterance(id_: str = "u1", **overrides) -> Utterance:
@@ -80,8 +87,24 @@ def test_failed_write_leaves_the_old_manifest_untouched(tmp_path):
     path = write_manifest(tmp_path / "m.jsonl", [utterance()])
     before = path.read_bytes()
     with pytest.raises(ManifestError, match=r"m\.jsonl:2: .*empty transcript"):
-        write_manifest(path, [utterance("u2"), utterance("u3", transcript="")])
+        write_manifest(path, [utterance("u2"), utterance("u3", transcript="  ")])
     with pytest.raises(ManifestError, match="duplicate"):
         Manifest([utterance(), utterance()], path).write()
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+def test_a_line_without_transcript_is_an_audio_only_utterance(tmp_path):
+    spoken = utterance("u2", transcript="")
+    path = write_manifest(tmp_path / "eval.jsonl", [utterance(), spoken])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert "transcript" in lines[0] and "transcript" not in lines[1]  # the field is left out
+    null = {**lines[1], "transcript": None}
+    manifest = read_manifest(write_lines(tmp_path / "null.jsonl", [lines[0], null]))
+    assert manifest[1] == spoken and not manifest[1].has_transcript and manifest[0].has_transcript
+    assert read_manifest(path)[1] == spoken
+    require_transcripts(Manifest([utterance()], path))
+    with pytest.raises(
+        ManifestError, match=r"eval\.jsonl: line 2: utterance 'u2' has no transcript, which the teacher"
+    ):
+        require_transcripts(read_manifest(path))

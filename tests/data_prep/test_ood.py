@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from data_prep.ood.__main__ import main as ood_main
-from data_prep.ood.generate import OodConfig, OodError, prepare_ood
+from data_prep.ood.generate import OodConfig, OodError, grammar_sentences, prepare_ood
 from data_prep.ood.mix import main as mix_main
 from data_prep.ood.non_speech import HELD_OUT_SOUNDS, NON_SPEECH_SOUNDS, SEEN_SOUNDS, non_speech
 from data_prep.ood.text_sources import (
@@ -19,7 +19,6 @@ from data_prep.ood.text_sources import (
     near_miss_texts,
     other_domain_texts,
 )
-from data_prep.synthetic import grammar
 from data_prep.synthetic.engines import EngineUnavailable, EspeakEngine
 from pipeline.data.audio import SAMPLE_RATE, read_audio
 from pipeline.data.labels import LabelSet
@@ -28,7 +27,7 @@ from pipeline.data.open_set import NO_SPEECH_TRANSCRIPT, OOD_KINDS, OOD_SPLITS, 
 from pipeline.data.text import normalize_transcript
 from tests.corpus_fixtures import call_main, write_tone
 
-IN_DOMAIN = [phrasing.text for intent in grammar.INTENTS for phrasing in grammar.phrasings(intent)]
+IN_DOMAIN = grammar_sentences()
 
 
 def sources(items):

@@ -1,19 +1,21 @@
-"""The built-in corpus at size `tiny`: real TTS audio and real assertions on its splits."""
+"""The built-in corpus at size `tiny` (the FSC grammar file, every TTS engine installed): real TTS
+audio and real assertions on its splits; another grammar file through --grammar."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 
 import numpy as np
 import pytest
 import soundfile
 
 from data_prep.synthetic import engines as engines_module
-from data_prep.synthetic import grammar
 from data_prep.synthetic.__main__ import main as synthetic_main
 from data_prep.synthetic.engines import EngineUnavailable, available_engines, kokoro_phonemes
 from data_prep.synthetic.generate import (
+    DEFAULT_GRAMMAR,
     SPLITS,
     UNSEEN_ENGINE_SPLIT,
     SyntheticConfig,
@@ -24,6 +26,9 @@ from data_prep.synthetic.generate import (
 from pipeline.core.errors import SlukdError
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import read_manifest
+from pipeline.grammar.load import load_grammar
+
+FSC_INTENTS = load_grammar(DEFAULT_GRAMMAR).intents
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +54,12 @@ def test_files_and_sizes(corpus):
         assert (out / "manifests" / f"{split}.jsonl").is_file()
     assert (out / ".done").is_file() and (out / "plan.json").is_file()
     labels = LabelSet.load(out / "manifests")
-    assert labels.intents == [intent.name for intent in grammar.INTENTS]
+    assert labels.intents == FSC_INTENTS and len(FSC_INTENTS) == 31
     assert set(labels.slots) == {"action", "object", "location"}
+    assert (
+        labels.slots["location"] == ["none", "kitchen", "bedroom", "washroom"]
+        and "none" in labels.slots["action"]
+    )
     total = sum(len(m) for m in manifests.values())
     assert 90 <= total <= 150
     for split, manifest in manifests.items():
@@ -60,22 +69,27 @@ def test_files_and_sizes(corpus):
 def test_split_contract(corpus):
     _, m = corpus
     train, valid, test, unseen = (m[s] for s in SPLITS[:4])
-    assert {u.intent for u in train} == {intent.name for intent in grammar.INTENTS}
+    assert {u.intent for u in train} == set(FSC_INTENTS)
     assert speakers(test).isdisjoint(speakers(train))
     assert speakers(unseen).isdisjoint(speakers(train))
     assert speakers(valid) <= speakers(train)
-    assert texts(test) <= texts(train) and texts(valid) <= texts(train)
+    assert texts(test) <= texts(train)  # seen phrasings: texts said in train, by other voices
     assert texts(unseen).isdisjoint(texts(train))
-    assert {u.extra["family"] for u in unseen}.isdisjoint({u.extra["family"] for u in train})
-    vocabulary = {word for text in texts(train) for word in text.split()}
-    assert all(set(text.split()) <= vocabulary for text in texts(unseen))
     pairs = [(u.speaker, u.transcript) for split in m for u in m[split]]
     assert len(pairs) == len(set(pairs)), "a (speaker, text) pair is recorded twice"
-    assert {u.extra["phrasing"] for split in ("train", "valid", "test") for u in m[split]} == {"seen"}
+    assert {u.extra["phrasing"] for split in ("train", "test") for u in m[split]} == {"seen"}
     assert {u.extra["phrasing"] for u in unseen} == {"unseen"}
-    for split in m:
-        intent_of = {i.name: i for i in grammar.INTENTS}
-        assert all(u.slots == intent_of[u.intent].slots for u in m[split])
+    # valid: half seen phrasings, half held out for it, so that selection is not at its ceiling
+    assert Counter(u.extra["phrasing"] for u in valid) == {"seen": 8, "unseen": 8}
+    assert texts([u for u in valid if u.extra["phrasing"] == "unseen"]).isdisjoint(
+        texts(train) | texts(unseen)
+    )
+    assert texts([u for u in valid if u.extra["phrasing"] == "seen"]) <= texts(train)
+    for split in m:  # FSC's two views agree: the intent is its slots' values
+        assert all(
+            u.intent == "_".join(u.slots[s] for s in ("action", "object", "location")) for u in m[split]
+        )
+        assert all(u.extra["shape"] for u in m[split])
 
 
 def test_unseen_engine_split_holds_one_engine_out_of_training(corpus):
@@ -88,10 +102,8 @@ def test_unseen_engine_split_holds_one_engine_out_of_training(corpus):
         assert "piper" not in {u.extra["engine"] for u in m[split]}, split
     seen = [u for u in held_out if u.extra["phrasing"] == "seen"]
     unseen = [u for u in held_out if u.extra["phrasing"] == "unseen"]
-    assert seen and unseen  # both seen and unseen phrasings
+    assert len(seen) == len(unseen) == 8  # both seen and unseen phrasings
     assert texts(seen) <= texts(m["train"]) and texts(unseen).isdisjoint(texts(m["train"]))
-    vocabulary = {word for text in texts(m["train"]) for word in text.split()}
-    assert all(set(text.split()) <= vocabulary for text in texts(unseen))
 
 
 def test_held_out_engine_option():
@@ -204,3 +216,51 @@ def test_cli_reports_one_line_errors(tmp_path, capsys):
     assert "unknown held-out engine 'sam'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         synthetic_main(["--out", str(tmp_path / "x"), "--size", "huge"])
+
+
+COFFEE = """\
+language: en
+lists:
+  size:
+    values: [small, medium, large]
+  drink:
+    values: [coffee, tea, {in: hot chocolate, out: cocoa}]
+intents:
+  order:
+    data:
+      - sentences:
+          - "[a] {size} {drink} [please]"
+          - "i (want|would like) a {size} {drink}"
+          - "(give|get) me a {drink}"
+          - "{drink} {size}"
+  cancel:
+    data:
+      - sentences: ["cancel [my order]", "never mind", "stop [the order]"]
+"""
+
+
+def test_another_grammar_file(tmp_path, capsys):
+    grammar = tmp_path / "coffee.yaml"
+    grammar.write_text(COFFEE)
+    out = tmp_path / "coffee"
+    arguments = ["--out", str(out), "--grammar", str(grammar), "--engines", "espeak", "--size", "tiny"]
+    assert synthetic_main(arguments) == 0
+    labels = LabelSet.load(out / "manifests")
+    assert labels.intents == ["order", "cancel"]
+    assert labels.slots == {
+        "size": ["small", "medium", "large", "none"],
+        "drink": ["coffee", "tea", "cocoa", "none"],
+    }
+    train = read_manifest(out / "manifests" / "train.jsonl", labels)
+    # a speaker never says one text twice: "cancel" has 5 texts for 6 train speakers, a few are dropped
+    assert {u.intent for u in train} == {"order", "cancel"} and 50 <= len(train) <= 62
+    assert all(u.slots == {"size": "none", "drink": "none"} for u in train if u.intent == "cancel")
+    orders = [u for u in train if u.intent == "order"]
+    assert {u.slots["drink"] for u in orders} == {"coffee", "tea", "cocoa"}  # every value covered
+    assert all(("hot chocolate" in u.transcript) == (u.slots["drink"] == "cocoa") for u in orders)
+    config = json.loads((out / "config.json").read_text())
+    assert config["grammar"] == str(grammar)
+    grammar.write_text(COFFEE.replace("{drink} {size}", "{drink} {flavour}"))  # an undefined list
+    assert synthetic_main(arguments) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(grammar) in error and "flavour" in error

@@ -23,6 +23,7 @@ from pipeline.frontends.feature_store import (
     FeatureStore,
     FeatureStoreError,
     compute_feature_store,
+    store_fingerprint,
 )
 from tests.audio_fixtures import tone_corpus
 
@@ -97,9 +98,30 @@ def test_rerun_skips_and_changes_rebuild(corpus, tmp_path, caplog):
         utterance.audio = str(manifest.audio_path(utterance))
     write_manifest(smaller, manifest.utterances[:5])
     shutil.copytree(out, tmp_path / "copy")
-    with pytest.raises(FeatureStoreError, match="another version"):
+    with pytest.raises(FeatureStoreError, match="other audio than"):
         FeatureStore(tmp_path / "copy").check_compatible(FbankConfig(num_mel_bins=40), smaller)
     assert len(compute_feature_store(smaller, out, FbankConfig(num_mel_bins=40), OPTIONS)) == 5
+
+
+def test_label_variants_of_one_corpus_share_the_store(corpus, tmp_path, caplog):
+    """The store is keyed by the audio (ids, resolved paths, durations), not by the labels."""
+    out = tmp_path / "store"
+    compute_feature_store(corpus, out, options=OPTIONS)
+    stamp = (out / "frames.f16").stat().st_mtime_ns
+    manifest = read_manifest(corpus)
+    relabelled = tmp_path / "relabelled" / "data.jsonl"  # another folder: absolute audio paths
+    relabelled.parent.mkdir()
+    for utterance in manifest:
+        utterance.audio = str(manifest.audio_path(utterance))
+        utterance.intent, utterance.transcript, utterance.slots = "other_intent", "", {"size": "large"}
+    write_manifest(relabelled, manifest.utterances)
+    assert store_fingerprint(FbankConfig(), relabelled) == store_fingerprint(FbankConfig(), corpus)
+    with caplog.at_level(logging.INFO):
+        compute_feature_store(relabelled, out, options=OPTIONS).check_compatible(FbankConfig(), relabelled)
+    assert "up to date, skipping" in caplog.text and (out / "frames.f16").stat().st_mtime_ns == stamp
+    manifest.utterances[0].duration += 0.5  # other audio: another store
+    write_manifest(relabelled, manifest.utterances)
+    assert store_fingerprint(FbankConfig(), relabelled) != store_fingerprint(FbankConfig(), corpus)
 
 
 def test_torchrun_two_processes_is_byte_identical(corpus, store, tmp_path):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import SlukdError
-from pipeline.grammar import NONE, GrammarError, load_grammar
+from pipeline.grammar.load import load_grammar
+from pipeline.grammar.model import NONE, GrammarError
 from pipeline.grammar.sampler import expand_template
 
 
@@ -168,7 +169,7 @@ def test_sentences_agree_with_hassil_recognizer(tmp_path):
     import yaml
     from hassil import Intents, recognize_all
 
-    from pipeline.grammar import sample_splits
+    from pipeline.grammar.sampler import sample_splits
 
     path = write(tmp_path, LIGHTS)
     grammar = load_grammar(path)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.grammar import GrammarError, load_grammar
+from pipeline.grammar.load import load_grammar
+from pipeline.grammar.model import GrammarError
 from pipeline.grammar.rhino import translate_expression
 from pipeline.grammar.sampler import expand_template
 

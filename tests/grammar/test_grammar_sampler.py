@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.grammar import NONE, GrammarError, load_grammar, sample_splits
-from pipeline.grammar.sampler import TEST, TRAIN, VALID, _Pools
+from pipeline.grammar.load import load_grammar
+from pipeline.grammar.model import NONE, GrammarError
+from pipeline.grammar.sampler import TEST, TRAIN, VALID, _Pools, sample_splits
 
 # Three intents; many shapes; two-slot combinations in "order".
 CAFE = """
@@ -142,7 +143,7 @@ def test_same_sentences_in_every_process(tmp_path):
     path = tmp_path / "cafe.yaml"
     path.write_text(textwrap.dedent(CAFE), encoding="utf-8")
     code = (
-        "import sys; from pipeline.grammar import load_grammar, sample_splits; "
+        "import sys; from pipeline.grammar.load import load_grammar; from pipeline.grammar.sampler import sample_splits; "
         f"print(repr(sample_splits(load_grammar(sys.argv[1]), {SIZES!r}, seed=5)))"
     )
     root = Path(__file__).resolve().parents[2]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from data_prep.synthetic import grammar as fsc_python
 from pipeline.data.labels import intent_slot_values
-from pipeline.grammar import NONE, load_grammar, sample_splits
-from pipeline.grammar.sampler import expand_template
+from pipeline.grammar.load import load_grammar
+from pipeline.grammar.model import NONE
+from pipeline.grammar.sampler import expand_template, sample_splits
 
 CONF = Path(__file__).resolve().parents[2] / "recipes" / "grammar" / "conf"
 TINY = {"train": 62, "valid": 16, "test": 16, "test_unseen_phrasing": 16, "test_unseen_engine": 16}
@@ -20,22 +21,35 @@ def fsc():
     return load_grammar(CONF / "fsc.yaml")
 
 
+# What data_prep/synthetic/grammar.py (the Python grammar fsc.yaml replaced) gave, frozen when it was
+# removed: the sha256 of its 31 intent names in order, and of its 3,322 phrasings as sorted lines
+# "intent TAB text TAB action TAB object TAB location".
+PYTHON_GRAMMAR_INTENTS_SHA256 = "03c4b15ac7ff4dc6a49fbba4cb3ad3f38b2ef0b816ab3cf0fa9ad9e67d103049"
+PYTHON_GRAMMAR_PHRASINGS = 3322
+PYTHON_GRAMMAR_PHRASINGS_SHA256 = "48c0a3f9aa86b1fc152e99fb9d794e5becce819b9b87307c814ed94856b685d1"
+PYTHON_GRAMMAR_SLOT_VALUES = {
+    "action": ["activate", "bring", "change language", "deactivate", "decrease", "increase"],
+    "object": ["Chinese", "English", "German", "Korean", "heat", "juice", "lamp", "lights", "music", "newspaper",
+               "none", "shoes", "socks", "volume"],
+    "location": ["bedroom", "kitchen", "none", "washroom"],
+}  # fmt: skip
+
+
 def test_fsc_has_the_python_grammar_intents_and_slot_values(fsc):
-    assert fsc.intents == [intent.name for intent in fsc_python.INTENTS]
-    assert {name: sorted(values) for name, values in fsc.slots.items()} == {
-        name: sorted(values) for name, values in fsc_python.SLOT_VALUES.items()
-    }
+    assert hashlib.sha256("\n".join(fsc.intents).encode()).hexdigest() == PYTHON_GRAMMAR_INTENTS_SHA256
+    assert {name: sorted(values) for name, values in fsc.slots.items()} == PYTHON_GRAMMAR_SLOT_VALUES
 
 
 def test_fsc_says_exactly_the_python_grammar_phrasings_with_agreeing_slots(fsc):
     """Same phrasings, same vocabulary; every sentence's slots are its intent's (both views agree)."""
-    for intent in fsc_python.INTENTS:
-        said = set()
-        for template in fsc.templates_of(intent.name):
-            for text, spoken in expand_template(template):
-                said.add(text)
-                assert {**template.fixed_slots, **spoken} == intent.slots, (intent.name, text)
-        assert said == {phrasing.text for phrasing in fsc_python.phrasings(intent)}, intent.name
+    lines = set()
+    for template in fsc.templates:
+        for text, spoken in expand_template(template):
+            slots = fsc.complete_slots({**template.fixed_slots, **spoken})
+            assert "_".join(slots.values()) == template.intent, (template.intent, text)
+            lines.add("\t".join((template.intent, text, *slots.values())))
+    assert len(lines) == PYTHON_GRAMMAR_PHRASINGS
+    assert hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest() == PYTHON_GRAMMAR_PHRASINGS_SHA256
 
 
 def test_fsc_bathroom_is_a_synonym_of_washroom(fsc):

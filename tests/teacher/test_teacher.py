@@ -22,12 +22,12 @@ import pytest
 import torch
 
 from data_prep.synthetic.engines import EngineUnavailable, available_engines
-from data_prep.synthetic.generate import SPLITS, SyntheticConfig, plan_corpus
-from data_prep.synthetic.grammar import INTENTS, SLOT_VALUES
+from data_prep.synthetic.generate import DEFAULT_GRAMMAR, SPLITS, SyntheticConfig, plan_corpus
 from pipeline.cli.main import main
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Utterance, write_manifest
 from pipeline.data.text import normalize_transcript
+from pipeline.grammar.load import load_grammar
 from pipeline.teacher.targets import TeacherTargets, export_targets
 from pipeline.teacher.train import (
     TeacherConfig,
@@ -55,7 +55,7 @@ def corpus(tmp_path_factory) -> Path:
     except EngineUnavailable as error:
         pytest.skip(str(error))
     out = tmp_path_factory.mktemp("tiny_text")
-    labels = LabelSet(intents=[intent.name for intent in INTENTS], slots=SLOT_VALUES)
+    labels = load_grammar(DEFAULT_GRAMMAR).label_set()
     for split in SPLITS:
         write_manifest(
             out / "manifests" / f"{split}.jsonl",
@@ -66,8 +66,8 @@ def corpus(tmp_path_factory) -> Path:
                     2.0,
                     16000,
                     item.text,
-                    item.intent.name,
-                    item.intent.slots,
+                    item.intent,
+                    item.slots,
                     item.speaker.id,
                 )  # fmt: skip
                 for item in plan
@@ -101,9 +101,11 @@ def transcripts_of(corpus: Path, split: str) -> list[tuple[str, str]]:
 # Fine-tuning and the model dir
 
 
-def test_fine_tune_reaches_90_percent_on_valid_transcripts(teacher_dir, corpus):
+def test_fine_tune_reaches_90_percent_on_seen_transcripts(teacher_dir, corpus):
     metrics = json.loads((teacher_dir / "metrics.json").read_text())
-    assert metrics["splits"]["valid"]["accuracy"] >= 0.9, metrics["splits"]["valid"]
+    # test: texts said in train; valid: half of it phrasings held out of train (chance: 1/31)
+    assert metrics["splits"]["test"]["accuracy"] >= 0.9, metrics["splits"]["test"]
+    assert metrics["splits"]["valid"]["accuracy"] >= 0.5, metrics["splits"]["valid"]
     assert set(metrics["splits"]) == set(SPLITS)  # test_unseen_phrasing included
     for scores in metrics["splits"].values():
         assert 0 <= scores["macro_f1"] <= 1 and 0 <= scores["accuracy"] <= 1
@@ -317,7 +319,8 @@ def test_cli_train_skips_and_export_writes_a_store(teacher_dir, corpus, tmp_path
     assert result.returncode == 0, result.stderr[-2000:]
     store = TeacherTargets(tmp_path / "cli_targets")
     assert store.layers == [2, 4] and set(store.meta["splits"]) == {"train", "valid"}
-    assert len(store) == len({normalize_transcript(t) for t, _ in transcripts_of(corpus, "train")})
+    texts = transcripts_of(corpus, "train") + transcripts_of(corpus, "valid")  # valid holds texts of its own
+    assert len(store) == len({normalize_transcript(t) for t, _ in texts})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,9 +334,10 @@ def test_slot_heads_are_trained_saved_reloaded_and_exported(teacher_dir, targets
 
     labels = LabelSet.load(corpus / "manifests")
     metrics = json.loads((teacher_dir / "metrics.json").read_text())
-    valid = metrics["splits"]["valid"]
-    # selected on command acceptance: intent and every slot right
-    assert valid["command_acceptance"] >= 0.8 and valid["command_acceptance"] <= valid["accuracy"]
+    valid, test = metrics["splits"]["valid"], metrics["splits"]["test"]
+    # selected on command acceptance: intent and every slot right (valid holds held-out phrasings)
+    assert valid["command_acceptance"] >= 0.4 and valid["command_acceptance"] <= valid["accuracy"]
+    assert test["command_acceptance"] >= 0.8 and test["command_acceptance"] <= test["accuracy"]
     assert {f"slot_accuracy_{name}" for name in labels.slots} <= set(valid)
     section = json.loads((teacher_dir / "config.json").read_text())["slukd_teacher"]
     assert section["slot_heads"] == ["action", "object", "location"]

@@ -4,16 +4,20 @@ and which version of an utterance each epoch reads."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from train_fixtures import make_corpus
 
 from pipeline.augment.augmentation import AugmentConfig, Augmenter
-from pipeline.data.batching import WaveformDataset, pad_sequences
-from pipeline.data.manifest import read_manifest
+from pipeline.data.batching import UtteranceDataset, WaveformDataset, pad_sequences
+from pipeline.data.labels import LabelSet
+from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.training.encoder_cache import (
     CopyAugmentation,
     augmented_folder,
+    cache_fingerprint,
     copy_fingerprint,
     version_of,
     waveform_augment_settings,
@@ -98,3 +102,24 @@ def test_each_epoch_mixes_the_versions_and_every_utterance_cycles_through_them(v
         assert seen == set(range(versions))
     assert [version_of(u, 1, 0, versions) for u in ids] == [version_of(u, 1, 0, versions) for u in ids]
     assert [version_of(u, 1, 0, versions) for u in ids] != [version_of(u, 1, 1, versions) for u in ids]
+
+
+def test_the_cache_follows_the_audio_not_the_labels(waveforms, tmp_path):
+    """Label variants of one corpus (other intents, slots, transcripts; another folder) share a cache."""
+    manifest = waveforms.manifest
+    labels = LabelSet.load(manifest.path.parent / "labels.json")
+    identity = {"family": "whisper", "frozen_sha256": "0" * 64}
+    base = cache_fingerprint(identity, UtteranceDataset(manifest, labels, None), "waveforms")
+    variant = Manifest(
+        [dataclasses.replace(u, audio=str(manifest.audio_path(u)), intent="coffee", transcript="", slots={})
+         for u in manifest],
+        tmp_path / "elsewhere" / "train.jsonl",
+    )  # fmt: skip
+    assert (
+        cache_fingerprint(identity, UtteranceDataset(variant, LabelSet(["coffee"]), None), "waveforms")
+        == base
+    )
+    fewer = Manifest(variant.utterances[1:], variant.path)
+    assert (
+        cache_fingerprint(identity, UtteranceDataset(fewer, LabelSet(["coffee"]), None), "waveforms") != base
+    )

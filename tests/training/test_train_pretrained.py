@@ -18,6 +18,7 @@ from train_fixtures import (
 )
 
 from pipeline.core.config import ConfigError
+from pipeline.frontends.feature_store import FeatureStoreError
 from pipeline.serving.model_dir import load_model_dir
 from pipeline.training.train import load_experiment_config, train_student
 
@@ -271,3 +272,26 @@ def test_augmented_copies_need_waveform_augmentation_and_a_cache(corpus, whisper
         train_student(inputs, tmp_path / "on_the_fly", load_experiment_config(None, settings))
     assert "cache_augmented_copies=1 is unused" in caplog.text
     assert "training on frozen encoder states" not in caplog.text and not (tmp_path / "cache").exists()
+
+
+def test_a_whisper_student_needs_no_feature_store(corpus, whisper_dir, tmp_path, caplog):
+    """Whisper's log-mel has no statistics: without stores it trains on waveforms, and its frozen
+    cache is the one a run with (fbank) stores builds; the fbank transformer still needs a store."""
+    no_stores = tmp_path / "no_fbank"
+    inputs = inputs_for(corpus, train_features=no_stores / "train", valid_features=no_stores / "valid",
+                        frozen_cache=tmp_path / "cache")  # fmt: skip
+    settings = whisper_settings(whisper_dir, "train.epochs=1")
+    with caplog.at_level("INFO"):
+        metrics = train_student(inputs, tmp_path / "run", load_experiment_config(None, settings))
+    assert "front-end whisper_logmel on the fly (no feature store" in caplog.text
+    assert 0 <= metrics["valid_accuracy"] <= 1 and not no_stores.exists()
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        train_student(inputs_for(corpus, frozen_cache=tmp_path / "cache"), tmp_path / "with_stores",
+                      load_experiment_config(None, settings))  # fmt: skip
+    assert "encoder states up to date, reusing them" in caplog.text
+    scratch = ["student.family=transformer", "train.device=cpu", "train.epochs=1"]
+    with pytest.raises(
+        FeatureStoreError, match=r"no_fbank/train: no finished feature store here \(run `slukd features`\)"
+    ):
+        train_student(inputs, tmp_path / "scratch", load_experiment_config(None, scratch))
