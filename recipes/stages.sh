@@ -194,6 +194,10 @@ train_student() {
   mapfile -t command < <(slukd_command train --data "${data_dir}/manifests" --features "${data_dir}/fbank" \
     --out "${out}" --config "${student_config}" "${teacher[@]}" --set "train.device=${device}" "${overrides[@]}")
   run_step "${out}/.done" "${out}/${RECIPE_MARKER}" "${inputs[@]}" -- "${command[@]}"
+  # its rejection threshold on valid (98% of the commands accepted): predict answers "unknown"
+  # below it, and the ONNX export carries it
+  run_step "${out}/config.json" "${out}/.calibrate${RECIPE_MARKER}" --input "${out}/.done" -- \
+    "${python}" -m pipeline.cli calibrate --model "${out}" --data "${data_dir}"
 }
 
 train_students() {

@@ -105,6 +105,10 @@ def stages_run(stderr: str) -> list[int]:
     return [stage for stage in range(9) if f"Stage {stage}:" in stderr]
 
 
+def rejection_of(model: Path) -> dict:
+    return json.loads((model / "config.json").read_text())["rejection"]
+
+
 def eval_files(exp: Path) -> list[Path]:
     recorded = [exp / model / "eval" / f"{RECORDED}.json" for model in STUDENTS]
     return [exp / model / "eval" / f"{split}.json" for model in MODELS for split in EVAL_SPLITS] + recorded
@@ -173,6 +177,14 @@ def test_every_stage_writes_its_files(finished):
     sidecar = json.loads((exp / MAIN / "model.int8.onnx.json").read_text())
     assert (exp / MAIN / "model.int8.onnx").is_file() and sidecar["verification"]["files"] == 4, sidecar
     assert f"deployable model: {exp / MAIN}/model.int8.onnx" in result.stderr
+    # every student calibrated on valid, and the export carries its threshold
+    for student in STUDENTS:
+        rejection = json.loads((exp / student / "config.json").read_text())["rejection"]
+        assert rejection["calibration"]["split"] == "valid" and rejection["target_acceptance"] == 0.98
+    import onnx
+
+    metadata = {p.key: p.value for p in onnx.load(str(exp / MAIN / "model.int8.onnx")).metadata_props}
+    assert json.loads(metadata["slukd_rejection"])["threshold"] == rejection_of(exp / MAIN)["threshold"]
     conditions = {("clean", None), ("reverb", None), ("telephone", None)} | {
         (noise, snr) for noise in ("white", "babble") for snr in (0, 10, 20)
     }  # the recipe's sweep: white and babble at 20, 10, 0 dB, reverberation, a telephone channel
@@ -212,11 +224,12 @@ def test_second_run_skips_every_step_in_the_shell(finished):
     assert result.returncode == 0, result.stderr[-3000:]
     assert python_calls(root) == calls, "a finished step started Python"
     assert "running: " not in result.stderr
-    # stage 0 (+ the recordings), the train and valid stores, teacher, targets, 3 students, 4 cascade
+    # stage 0 (+ the recordings), the train and valid stores, teacher, targets, 3 students and their
+    # calibrations, 4 cascade
     # steps (2 cascade dirs, the ASR transcripts, the ASR-robust teacher), the teacher on every eval
     # split in one step and the students (recordings included) in another, the cascades split by
     # split (not on the recordings), report, export
-    steps = 2 + 2 + 2 + len(STUDENTS) + 4 + 2 + len(CASCADES) * len(EVAL_SPLITS) + 1 + 1
+    steps = 2 + 2 + 2 + 2 * len(STUDENTS) + 4 + 2 + len(CASCADES) * len(EVAL_SPLITS) + 1 + 1
     assert result.stderr.count(SKIPPED) == steps
     assert stages_run(result.stderr) == list(range(9))
     assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
