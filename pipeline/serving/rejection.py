@@ -170,7 +170,8 @@ def resolve_rejection(
         stored: the model's own (None: the model has none).
         threshold: ``"auto"`` (the model's own: none stored means no rejection), None (no
             rejection), or a number that overrides the stored threshold (on the stored method's
-            score; when nothing is stored, on :func:`default_method`'s, with the default speech check).
+            score; when nothing is stored, on the max-softmax probability, the meaning a bare
+            ``--threshold`` has always had, with the default speech check).
         labels: the model's labels.
     """
     if threshold is None:
@@ -182,7 +183,7 @@ def resolve_rejection(
             threshold = float(threshold)
         except ValueError:
             raise RejectionError(f"threshold must be 'auto' or a number, got {threshold!r}") from None
-    base = stored or Rejection(method=default_method(labels))
+    base = stored or Rejection(method="max_softmax")
     return Rejection(**{**asdict(base), "threshold": float(threshold)})
 
 

@@ -95,12 +95,13 @@ def test_arrays_batches_and_file_agree(recognizer, model):
 
 def test_threshold_gives_unknown(recognizer, model):
     plain = recognizer.predict(model.test_files[:8])
-    confidences = sorted(result.confidence for result in plain)
+    # a bare number is a threshold on the max-softmax probability (the top of top_k)
+    confidences = sorted(result.top_k[0][1] for result in plain)
     assert confidences[0] < confidences[-1]
     threshold = (confidences[0] + confidences[-1]) / 2
     gated = recognizer.predict(model.test_files[:8], threshold=threshold)
     for before, after in zip(plain, gated, strict=True):
-        if before.confidence < threshold:
+        if before.top_k[0][1] < threshold:
             assert after.intent == "unknown" and after.slots == {}
         else:
             assert after.intent == before.intent and after.slots == before.slots
@@ -179,16 +180,24 @@ def test_directory_list_and_stdin_inputs(capsys, model, variants, tmp_path, monk
 
 def test_too_long_audio_is_refused_before_decoding(capsys, model, recognizer, tmp_path):
     speech = load_audio(model.test_files[0])
+    limit = np.ceil((len(speech) / 16000 + 0.2) * 10) / 10  # the short file fits, the long one does not
     long_file = tmp_path / "long.wav"
-    repeats = int(np.ceil(3.0 * 16000 / len(speech)))
+    repeats = int(np.ceil((limit + 0.5) * 16000 / len(speech)))
     soundfile.write(str(long_file), np.tile(speech, repeats), 16000)
     code, lines, _ = run_cli(
-        capsys, "predict", "--model", model.model_dir, "--max-seconds", "2.5", long_file, model.test_files[0]
+        capsys,
+        "predict",
+        "--model",
+        model.model_dir,
+        "--max-seconds",
+        f"{limit:g}",
+        long_file,
+        model.test_files[0],
     )
     assert code == 1
     assert (
         lines[0]["error"]
-        == f"{long_file}: audio is {len(speech) * repeats / 16000:.1f} s, longer than the 2.5 s limit"
+        == f"{long_file}: audio is {len(speech) * repeats / 16000:.1f} s, longer than the {limit:g} s limit"
     )
     assert "intent" in lines[1]
     strict = IntentRecognizer.from_pretrained(model.model_dir, max_seconds=1.0)

@@ -106,6 +106,6 @@ def test_resolve_threshold_choices():
     overridden = resolve_rejection(stored, "2.5", PLAIN)
     assert (overridden.method, overridden.threshold, overridden.vad) == ("energy", 2.5, None)
     fresh = resolve_rejection(None, 0.7, LABELS)
-    assert (fresh.method, fresh.threshold, fresh.vad_config) == ("unknown", 0.7, DEFAULT_VAD)
+    assert (fresh.method, fresh.threshold, fresh.vad_config) == ("max_softmax", 0.7, DEFAULT_VAD)
     with pytest.raises(RejectionError, match="'auto' or a number"):
         resolve_rejection(stored, "high", PLAIN)
