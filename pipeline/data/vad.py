@@ -93,6 +93,9 @@ class VadConfig:
 
 
 DEFAULT_VAD = VadConfig()
+# New feature stores and new students trim leading and trailing non-speech unless told otherwise
+# (inference then trims the same way: the model dir records it).
+TRIM_SILENCE_DEFAULT = True
 
 
 @functools.lru_cache(maxsize=8)

@@ -47,6 +47,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import atomic_directory, is_done, mark_done, read_json, write_json
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
 from pipeline.data.manifest import Manifest, read_manifest
+from pipeline.data.vad import TRIM_SILENCE_DEFAULT
 from pipeline.frontends.base import FbankFrontEnd, FrontEnd, FrontEndError, build_frontend
 from pipeline.frontends.fbank import FbankConfig
 
@@ -223,7 +224,7 @@ def compute_feature_store(
     output_dir: str | os.PathLike,
     config: FbankConfig | FrontEnd | None = None,
     options: ExtractionOptions | None = None,
-    trim_silence: bool = True,
+    trim_silence: bool = TRIM_SILENCE_DEFAULT,
 ) -> FeatureStore:
     """Extract features for every utterance of a manifest into a store (or reuse a finished one).
 

@@ -37,6 +37,7 @@ from pipeline.core.io import is_done
 from pipeline.data.batching import Batch, DataError, UtteranceDataset, WaveformDataset
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, read_manifest
+from pipeline.data.vad import TRIM_SILENCE_DEFAULT
 from pipeline.frontends.base import FbankFrontEnd, FrontEnd, build_frontend
 from pipeline.frontends.feature_store import FeatureStore
 from pipeline.training.encoder_cache import (
@@ -199,9 +200,11 @@ def prepare_data(inputs: TrainInputs, config: ExperimentConfig, student: nn.Modu
     if not is_done(inputs.train_features) and not wanted.uses_statistics:
         logger.info("%s student: front-end %s on the fly (no feature store in %s, none needed)",
                     config.family, wanted.name, inputs.train_features)  # fmt: skip
-        train_set = UtteranceDataset(train_manifest, labels, None)
-        valid_set = UtteranceDataset(valid_manifest, labels, None)
-        return TrainData(labels, train_set, valid_set, wanted, lengths_of(train_set), lengths_of(valid_set))
+        trim = TRIM_SILENCE_DEFAULT  # as a feature store would have been built
+        train_set = UtteranceDataset(train_manifest, labels, None, trim)
+        valid_set = UtteranceDataset(valid_manifest, labels, None, trim)
+        return TrainData(labels, train_set, valid_set, wanted, lengths_of(train_set), lengths_of(valid_set),
+                         trim_silence=trim)  # fmt: skip
     train_store, valid_store = FeatureStore(inputs.train_features), FeatureStore(inputs.valid_features)
     stored = train_store.frontend
     valid_store.check_compatible(stored)

@@ -49,7 +49,7 @@ def test_trimmed_by_default_and_recorded(padded_corpus, tmp_path):
     assert trimmed.trim_silence and not kept.trim_silence
     assert "trim_silence" not in kept.meta  # a store built before trimming existed looks the same
     assert store_fingerprint(kept.frontend, padded_corpus) == {
-        key: kept.meta[key] for key in ("version", "feature_config", "manifest_sha256")
+        key: kept.meta[key] for key in ("version", "feature_config", "audio_sha256")
     }
     for utterance_id in kept.ids:
         cut = kept.frame_count(utterance_id) - trimmed.frame_count(utterance_id)
