@@ -38,7 +38,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import is_done, mark_done, write_json
 from pipeline.data.audio import SAMPLE_RATE, read_audio, resample, write_audio
 from pipeline.data.labels import LabelSet
-from pipeline.data.manifest import Manifest, Utterance, read_manifest
+from pipeline.data.manifest import Manifest, Utterance, read_manifest, write_split_manifests
 from pipeline.data.open_set import NO_SPEECH_TRANSCRIPT, OOD_KINDS, OOD_SPLITS, UNKNOWN_INTENT
 from pipeline.grammar.load import load_grammar
 from pipeline.grammar.sampler import expand_template
@@ -298,9 +298,8 @@ def prepare_ood(output_dir: str | Path, config: OodConfig | None = None) -> dict
     )
     durations = render(plan, output_dir, config.seed, config.num_workers or worker_count())
     labels = LabelSet(intents=[UNKNOWN_INTENT])
-    manifests = {}
-    for split in OOD_SPLITS:
-        utterances = [
+    rows = {
+        split: [
             Utterance(
                 id=item.id,
                 audio=f"../{item.audio}",
@@ -319,11 +318,9 @@ def prepare_ood(output_dir: str | Path, config: OodConfig | None = None) -> dict
             for item in plan
             if item.split == split
         ]
-        manifest = Manifest(utterances, manifest_dir / f"{split}.jsonl")
-        manifest.validate(labels)
-        manifest.write()
-        manifests[split] = manifest
-    labels.save(manifest_dir / "labels.json")
+        for split in OOD_SPLITS
+    }
+    manifests = write_split_manifests(rows, manifest_dir, labels)
     write_json(
         output_dir / "config.json",
         {**asdict(config), "engines_used": engines, "licenses": {"other_domain": HOME_ASSISTANT_LICENSE,

@@ -54,7 +54,7 @@ from data_prep.synthetic.stats import corpus_stats
 from pipeline.core.io import is_done, mark_done, write_json
 from pipeline.data.audio import SAMPLE_RATE, audio_info, resample, write_audio
 from pipeline.data.labels import LabelSet
-from pipeline.data.manifest import Manifest, Utterance, read_manifest
+from pipeline.data.manifest import Manifest, Utterance, read_manifest, write_split_manifests
 from pipeline.grammar.load import load_grammar
 
 __all__ = [
@@ -180,9 +180,8 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
     failed = [item for item in plan if item.id not in durations]
     if failed:
         raise SyntheticError(f"{len(failed)} utterance(s) failed to synthesise, first: {failed[0].id}")
-    manifests = {}
-    for split in splits:
-        utterances = [
+    rows = {
+        split: [
             Utterance(
                 id=item.id,
                 audio=f"../{item.audio}",
@@ -201,11 +200,9 @@ def prepare_synthetic(output_dir: str | Path, config: SyntheticConfig | None = N
             for item in plan
             if item.split == split
         ]
-        manifest = Manifest(utterances, manifest_dir / f"{split}.jsonl")
-        manifest.validate(labels)
-        manifest.write()
-        manifests[split] = manifest
-    labels.save(manifest_dir / "labels.json")
+        for split in splits
+    }
+    manifests = write_split_manifests(rows, manifest_dir, labels)
     write_json(manifest_dir / "stats.json", corpus_stats(manifests, labels, generation))
     write_json(
         output_dir / "speakers.json",

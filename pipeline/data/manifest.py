@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import atomic_open
-from pipeline.data.labels import LabelError, LabelSet
+from pipeline.data.labels import LABELS_FILENAME, LabelError, LabelSet
 
 MANIFEST_SUFFIX = ".jsonl"
 REQUIRED_FIELDS = ("id", "audio", "duration", "sample_rate", "intent")
@@ -261,3 +261,18 @@ def manifest_paths(
         return {str(split): Path(path) for split, path in manifests.items()}
     paths = [Path(path) for path in manifests]
     return {path.name.removesuffix(MANIFEST_SUFFIX): path for path in paths}
+
+
+def write_split_manifests(splits: dict[str, list[Utterance]], folder: str | os.PathLike,
+                          labels: LabelSet) -> dict[str, Manifest]:  # fmt: skip
+    """Each split's utterances checked against ``labels`` and written as ``folder/<split>.jsonl``,
+    then ``folder/labels.json`` (what a generated corpus writes last)."""
+    folder = Path(folder)
+    manifests = {}
+    for split, utterances in splits.items():
+        manifest = Manifest(utterances, folder / f"{split}.jsonl")
+        manifest.validate(labels)
+        manifest.write()
+        manifests[split] = manifest
+    labels.save(folder / LABELS_FILENAME)
+    return manifests
