@@ -33,10 +33,11 @@ from data_prep.ood.text_sources import (
     other_domain_texts,
 )
 from data_prep.synthetic.engines import ENGINES, Engine, Speaker, available_engines, worker_count
+from data_prep.synthetic.generate import finish_audio
 from data_prep.synthetic.plan import DEFAULT_GRAMMAR
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import is_done, mark_done, write_json
-from pipeline.data.audio import SAMPLE_RATE, read_audio, resample, write_audio
+from pipeline.data.audio import SAMPLE_RATE, read_audio, write_audio
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, Utterance, read_manifest, write_split_manifests
 from pipeline.data.open_set import NO_SPEECH_TRANSCRIPT, OOD_KINDS, OOD_SPLITS, UNKNOWN_INTENT
@@ -190,20 +191,6 @@ def _take(pools: tuple[list[OodText], list[OodText]], split: str, count: int, se
 _engines: dict[str, Engine] = {}
 
 
-def finish_speech(samples: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Resample to 16 kHz, trim the engine's silence, pad, set a level and a noise floor (as the
-    built-in corpus does, so that level and padding say nothing about in- or out-of-domain)."""
-    samples = resample(samples.astype(np.float32), sample_rate, SAMPLE_RATE)
-    loud = np.flatnonzero(np.abs(samples) > 0.01 * (np.abs(samples).max() + 1e-9))
-    if loud.size:
-        samples = samples[loud[0] : loud[-1] + 1]
-    lead, tail = (rng.uniform(0.1, 0.35, size=2) * SAMPLE_RATE).astype(int)
-    samples = np.concatenate([np.zeros(lead, np.float32), samples, np.zeros(tail, np.float32)])
-    samples *= rng.uniform(0.25, 0.9) / (np.abs(samples).max() + 1e-9)
-    samples += rng.normal(0.0, 10 ** (rng.uniform(-65, -50) / 20), size=samples.shape).astype(np.float32)
-    return samples
-
-
 def _render_speech(task: tuple[int, str, str, dict, int]) -> tuple[int, float, str]:
     """Worker: synthesise one text to ``path``; (index, duration, error)."""
     index, path, text, speaker_fields, seed = task
@@ -213,7 +200,7 @@ def _render_speech(task: tuple[int, str, str, dict, int]) -> tuple[int, float, s
             speaker.engine, ENGINES[speaker.engine]()
         )
         samples, sample_rate = engine.synthesize(text, speaker)
-        samples = finish_speech(samples, sample_rate, np.random.default_rng([seed, index]))
+        samples = finish_audio(samples, sample_rate, np.random.default_rng([seed, index]))
         write_audio(path, samples, SAMPLE_RATE)
         return index, len(samples) / SAMPLE_RATE, ""
     except Exception as error:  # reported by the parent with the utterance named

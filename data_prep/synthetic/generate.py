@@ -83,8 +83,10 @@ GENERATOR_VERSION = 3  # bump when the audio or manifests a given plan produces 
 _worker_engines: dict[str, Engine] = {}
 
 
-def _finish_audio(samples: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Resample to 16 kHz, trim the engine's silence, pad, set a level and a noise floor."""
+def finish_audio(samples: np.ndarray, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Resample to 16 kHz, trim the engine's silence, pad, set a level and a noise floor (the
+    out-of-domain corpus finishes its speech the same way, so level and padding say nothing about
+    in- or out-of-domain)."""
     samples = resample(samples.astype(np.float32), sample_rate, SAMPLE_RATE)
     loud = np.flatnonzero(np.abs(samples) > 0.01 * (np.abs(samples).max() + 1e-9))
     if loud.size:
@@ -109,7 +111,7 @@ def _synthesize_one(task: tuple[int, str, str, dict, str, int]) -> tuple[int, fl
         if engine is None:
             engine = _worker_engines[speaker.engine] = ENGINES[speaker.engine]()
         samples, sample_rate = engine.synthesize(text, speaker)
-        samples = _finish_audio(samples, sample_rate, np.random.default_rng([seed, index]))
+        samples = finish_audio(samples, sample_rate, np.random.default_rng([seed, index]))
         write_audio(target, samples, SAMPLE_RATE)
         return index, len(samples) / SAMPLE_RATE, ""
     except Exception as error:  # reported by the parent with the utterance named
