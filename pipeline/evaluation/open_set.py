@@ -32,9 +32,11 @@ from torch.utils.data import DataLoader
 from pipeline.core.devices import resolve_device
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, read_json, write_json
-from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
+from pipeline.data.audio import SAMPLE_RATE, AudioError, read_audio
+from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms, pad_sequences
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest
 from pipeline.data.open_set import UNKNOWN_INTENT, unknown_index
+from pipeline.data.vad import DEFAULT_VAD
 from pipeline.scoring.open_set import (
     SCORE_METHODS,
     acceptance_scores,
@@ -44,6 +46,7 @@ from pipeline.scoring.open_set import (
 )
 from pipeline.serving.model_kinds import TEXT, LoadedModel, load_model, model_kind
 from pipeline.serving.rejection import default_method as rejection_default_method
+from pipeline.serving.rejection import rejection_from_config, screen
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +80,37 @@ def subset(manifest: Manifest, size: int, seed: int = 0) -> Manifest:
 @torch.no_grad()
 def model_logits(
     model: LoadedModel, manifest: Manifest, device: torch.device, batch_seconds: float = 60.0
-) -> np.ndarray:
-    """``[N, C]`` float32 logits of the model on the clean utterances (the transcripts for a text model)."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, C]`` float32 logits of the model on the clean utterances (the transcripts for a text
+    model), and ``[N]`` whether each one reaches the model. A student hears what prediction gives
+    it (:func:`pipeline.serving.rejection.screen`): its own trimming, and the speech check of its
+    ``rejection`` section (the default VAD without one); an input with no speech is answered
+    ``unknown`` before any threshold, its row stays zero and its flag False."""
+    reached = np.ones(len(manifest), dtype=bool)
     if model.input == TEXT:
-        return np.asarray(model.text_logits([u.transcript for u in manifest]), np.float32)
+        return np.asarray(model.text_logits([u.transcript for u in manifest]), np.float32), reached
     logits = np.zeros((len(manifest), len(model.labels)), np.float32)
+    if model.kind == "student":
+        rejection, trim = rejection_from_config(model.config, str(manifest.path))
+        vad = DEFAULT_VAD if rejection is None else rejection.vad_config
+        sample_rate = model.frontend.sample_rate if model.frontend is not None else SAMPLE_RATE
+        waveforms = []
+        for index, utterance in enumerate(manifest):
+            try:
+                waveform, _ = read_audio(manifest.audio_path(utterance), sample_rate)
+            except AudioError as error:
+                raise OpenSetError(f"{manifest.path}: {error}") from None
+            waveform, reached[index] = screen(waveform, sample_rate, trim, vad)
+            waveforms.append(waveform)
+        kept = np.flatnonzero(reached)
+        for start in range(0, len(kept), 32):
+            rows = kept[start : start + 32]
+            batch, lengths = pad_sequences(
+                [torch.from_numpy(np.asarray(waveforms[i], np.float32)) for i in rows]
+            )
+            output = model.waveform_forward(batch.to(device), lengths.to(device))
+            logits[rows] = output.logits.float().cpu().numpy()
+        return logits, reached
     batches = batches_by_duration([u.duration for u in manifest], batch_seconds, 64)
     loader = DataLoader(WaveformDataset(manifest), batch_sampler=batches, collate_fn=collate_waveforms)
     model.module.eval()
@@ -91,7 +120,7 @@ def model_logits(
             raise OpenSetError(f"{len(bad)} unreadable utterance(s) in {manifest.path}, first: {bad[0]}")
         output = model.waveform_forward(batch.waveforms.to(device), batch.lengths.to(device))
         logits[list(batch.indices)] = output.logits.float().cpu().numpy()
-    return logits
+    return logits, reached
 
 
 def own_rejection(config: dict) -> dict | None:
@@ -108,10 +137,14 @@ def default_method(model: LoadedModel) -> str:
     return rejection_default_method(model.labels)
 
 
-def score_table(logits: np.ndarray, unknown: int | None) -> dict[str, np.ndarray]:
-    """Every score the model has, per utterance."""
+def score_table(logits: np.ndarray, reached: np.ndarray | None, unknown: int | None) -> dict[str, np.ndarray]:
+    """Every score the model has, per utterance; ``-inf`` for rows that did not reach the model."""
     methods = [m for m in SCORE_METHODS if m != "unknown" or unknown is not None]
-    return {method: acceptance_scores(logits, method, unknown) for method in methods}
+    scores = {method: acceptance_scores(logits, method, unknown) for method in methods}
+    if reached is not None and not reached.all():
+        for values in scores.values():
+            values[~reached] = -np.inf
+    return scores
 
 
 def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, split: str,
@@ -150,7 +183,7 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
             raise OpenSetError(f"{manifests[name]}: intent {strangers[0]!r} is not in {model_dir}'s labels")
 
     scores_of = {
-        name: score_table(model_logits(model, manifest, torch_device), unknown)
+        name: score_table(*model_logits(model, manifest, torch_device), unknown)
         for name, manifest in {"calibration": calibration, split: ood, **in_domain}.items()
     }
     own = own_rejection(model.config)
@@ -185,7 +218,7 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
         ]
         for row, utterance in enumerate(manifest):
             rows.append({"split": name, "id": utterance.id, "kind": logits_kind[row],
-                         **{m: round(float(s[row]), 6) for m, s in scores_of[name].items()}})  # fmt: skip
+                         **{m: _finite(s[row]) for m, s in scores_of[name].items()}})  # fmt: skip
     result = {
         "format": OPEN_SET_FORMAT,
         "version": OPEN_SET_VERSION,
@@ -215,6 +248,11 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
                 split, result["method"], main["auroc"], main["fpr_at_95_tpr"], main["out_of_domain_rejected"],
                 main["in_domain_false_rejections"], target / f"{split}.json")  # fmt: skip
     return result
+
+
+def _finite(score: float) -> float | None:
+    """A score for JSON: ``None`` for one that did not reach the model (``-inf``)."""
+    return round(float(score), 6) if np.isfinite(score) else None
 
 
 def read_open_set(path: str | os.PathLike) -> dict | None:
