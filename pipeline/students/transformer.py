@@ -134,8 +134,11 @@ class PooledHeads:
     :meth:`build_heads` in ``__init__``): pooling, the intent head, the projection to the
     teacher's width, the CTC head and one head per slot on the pooled vector, under the parameter
     names every family uses (``pooling_scorer``, ``classifier``, ``projection``, ``ctc_head``,
-    ``slot_heads.<i>`` in the label map's slot order). Without slots there are no slot weights, so
-    such a model has the layout and the numbers it had before slot heads existed."""
+    ``slot_heads.<i>`` in the label map's slot order, and with attention pooling
+    ``slot_scorers.<i>``). With attention pooling each slot pools the frames with its own scorer,
+    so that "medium" in "a medium latte" and in "medium roast" can be read by the head whose word
+    it is, not through one vector that must hold every slot at once. Without slots there are no
+    slot weights, so such a model has the layout and the numbers it had before slot heads existed."""
 
     def build_heads(self, width: int, pooling: str, num_intents: int, teacher_dim: int,
                     ctc_vocab_size: int, slot_classes: dict[str, int] | None = None) -> None:  # fmt: skip
@@ -148,14 +151,23 @@ class PooledHeads:
         self.ctc_head = nn.Linear(width, ctc_vocab_size) if ctc_vocab_size else None
         self.slot_names = list(slot_classes or {})
         self.slot_heads = nn.ModuleList(nn.Linear(width, count) for count in (slot_classes or {}).values())
+        self.slot_scorers = (
+            nn.ModuleList(pooling_scorer(width) for _ in self.slot_names)
+            if pooling == "attention" and self.slot_names
+            else None
+        )
 
     def heads_output(self, x: Tensor, lengths: Tensor, hidden_states: list[Tensor],
                      attentions: list[Tensor], utterance: Tensor | None = None) -> StudentOutput:  # fmt: skip
         """The :class:`StudentOutput` of the top frames ``x [batch, frames, width]`` (``lengths`` valid);
         ``utterance`` is pooled from ``x`` unless given (a CLS token's state)."""
+        padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
         if utterance is None:
-            padding = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]
             utterance = masked_pool(x, padding, self.pooling_scorer)
+        if self.slot_scorers is not None:
+            slot_vectors = [masked_pool(x, padding, scorer) for scorer in self.slot_scorers]
+        else:
+            slot_vectors = [utterance] * len(self.slot_names)
         return StudentOutput(
             logits=self.classifier(utterance),
             utterance=utterance,
@@ -165,7 +177,8 @@ class PooledHeads:
             attentions=attentions,
             ctc_log_probs=self.ctc_head(x).float().log_softmax(dim=-1) if self.ctc_head is not None else None,
             slot_logits={
-                name: head(utterance) for name, head in zip(self.slot_names, self.slot_heads, strict=True)
+                name: head(vector)
+                for name, head, vector in zip(self.slot_names, self.slot_heads, slot_vectors, strict=True)
             },
         )
 

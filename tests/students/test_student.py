@@ -302,3 +302,22 @@ def test_registry_errors() -> None:
     with pytest.raises(StudentError, match="student \\(transformer\\): .*d_modl"):
         build_student("transformer", {"d_modl": 3})
     assert {"whisper", "hf"} <= set(FAMILY_MODULES)
+
+
+def test_each_slot_pools_with_its_own_attention() -> None:
+    """With attention pooling every slot head reads the frames through its own scorer: changing
+    one slot's scorer moves that slot's logits only; with mean pooling the slots share the mean."""
+    slots = {"size": 3, "roast": 4}
+    student = make_student(pooling="attention", slot_classes=slots)
+    assert student.slot_scorers is not None and len(student.slot_scorers) == 2
+    features, lengths = pad_batch(utterances([40, 28]))
+    before = student(features, lengths)
+    assert {name: tuple(value.shape) for name, value in before.slot_logits.items()} == {
+        "size": (2, 3), "roast": (2, 4)}  # fmt: skip
+    with torch.no_grad():
+        student.slot_scorers[0][0].weight.add_(torch.randn_like(student.slot_scorers[0][0].weight))
+    after = student(features, lengths)
+    assert not torch.allclose(before.slot_logits["size"], after.slot_logits["size"])
+    assert torch.allclose(before.slot_logits["roast"], after.slot_logits["roast"])
+    assert torch.allclose(before.logits, after.logits)
+    assert make_student(pooling="mean", slot_classes=slots).slot_scorers is None
