@@ -224,12 +224,13 @@ stage_students_ce() { train_students 'ce*'; }
 stage_students_kd() { train_students 'kd*'; }
 
 evaluation_splits() {
-  # --eval-splits, or every split but train and valid (test, test_unseen_phrasing,
-  # test_unseen_engine, ...).
+  # --eval-splits, or every split but train and valid and their out-of-domain parts (test,
+  # test_unseen_phrasing, test_unseen_engine, ood_test, ...). An out-of-domain split (every intent
+  # `unknown`) gets the open-set evaluation (pipeline.evaluation.open_set).
   local splits="${eval_splits//,/ }"
   if [ -z "${splits}" ]; then
     splits=$(manifest_splits "${data_dir}/manifests")
-    splits=$(echo " ${splits} " | sed -e 's/ train / /' -e 's/ valid / /')
+    splits=$(echo " ${splits} " | sed -e 's/ train / /' -e 's/ valid / /' -e 's/ ood_train / /' -e 's/ ood_valid / /')
   fi
   echo ${splits}
 }
@@ -358,6 +359,7 @@ stage_evaluate() {
     for model in ${cascade_models[@]+"${cascade_models[@]}"}; do
       evaluate_cascade_step "${model}" "${split}" "${cascade_noise[@]}" "${speed_flags[@]}" ${reuse[@]+"${reuse[@]}"}
       reuse=(--reuse-hypotheses "${model}/eval/${split}.json")
+      [[ "${split}" != ood_* ]] || break  # the open-set baseline: the first cascade (its ASR is the cost)
     done
   done
 }

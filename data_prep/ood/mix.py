@@ -43,19 +43,24 @@ def _relocated(manifest: Manifest, folder: Path) -> list:
     ]
 
 
-def mix_open_set(corpus_dir: str | Path, ood_dir: str | Path, out_dir: str | Path) -> dict[str, Manifest]:
-    """Write the open-set corpus (see the module docstring); returns its manifests by split."""
+def mix_open_set(
+    corpus_dir: str | Path, ood_dir: str | Path, out_dir: str | Path, mix: bool = True
+) -> dict[str, Manifest]:
+    """Write the open-set corpus (see the module docstring); returns its manifests by split.
+    ``mix`` False: train, valid and the labels stay the corpus's, and the ``ood_*`` splits only
+    join the others (for the open-set evaluation of models trained without outlier exposure)."""
     corpus, ood = find_manifests(corpus_dir), find_manifests(ood_dir)
     missing = [split for split in (*MIXED_SPLITS, *MIXED_SPLITS.values()) if split not in {**corpus, **ood}]
     if missing:
         raise SlukdError(f"{corpus_dir} / {ood_dir}: missing split(s) {', '.join(missing)}")
-    labels = with_unknown(LabelSet.load(corpus["train"].parent / LABELS_FILENAME))
+    labels = LabelSet.load(corpus["train"].parent / LABELS_FILENAME)
+    labels = with_unknown(labels) if mix else labels
     folder = Path(out_dir) / MANIFEST_DIRNAME
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for split, path in corpus.items():
         utterances = _relocated(read_manifest(path), folder)
-        if split in MIXED_SPLITS:
+        if mix and split in MIXED_SPLITS:
             utterances += _relocated(read_manifest(ood[MIXED_SPLITS[split]]), folder)
         written[split] = utterances
     for split in OOD_SPLITS:
@@ -64,7 +69,8 @@ def mix_open_set(corpus_dir: str | Path, ood_dir: str | Path, out_dir: str | Pat
     manifests = {}
     for split, utterances in written.items():
         manifest = Manifest(utterances, folder / f"{split}.jsonl")
-        manifest.validate(labels)
+        if mix or split not in OOD_SPLITS:
+            manifest.validate(labels)
         manifest.write()
         manifests[split] = manifest
         logger.info("%s: %d utterances", split, len(manifest))
@@ -80,11 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         "--ood", type=Path, required=True, help="the out-of-domain corpus (python -m data_prep.ood)"
     )
     parser.add_argument("--out", type=Path, required=True, help="output folder (manifests/ only)")
+    parser.add_argument("--mix", choices=("true", "false"), default="true",
+                        help="false: train and valid stay the corpus's; the ood splits are added for evaluation only")  # fmt: skip
     parser.add_argument("--log-level", default="INFO", help="logging level")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     try:
-        mix_open_set(args.corpus, args.ood, args.out)
+        mix_open_set(args.corpus, args.ood, args.out, mix=args.mix == "true")
     except (SlukdError, OSError) as error:
         logger.error("%s", one_line(error))
         return 1

@@ -381,7 +381,8 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
     kind = model_kind(model_dir)
     manifest_path = _manifest_for(data, split)
     if is_out_of_domain(read_manifest(manifest_path)):  # every intent `unknown`: the open-set evaluation
-        return evaluate_open_set(model_dir, data, split, device=config.device, out_dir=out_dir)
+        return evaluate_open_set(model_dir, data, split, device=config.device, out_dir=out_dir,
+                                 max_utterances=config.max_utterances)  # fmt: skip
     target = eval_path(model_dir, split, out_dir)
     settings = {**to_dict(config), "snrs": list(config.snrs), "noise_types": list(config.noise_types)}
     if MODEL_KINDS[kind].input == TEXT:

@@ -153,7 +153,7 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
                       out_dir: str | os.PathLike | None = None, max_utterances: int = 0) -> dict:  # fmt: skip
     """Evaluate a model dir on the out-of-domain ``split`` of ``data`` against its in-domain
     splits, and write ``eval/<split>.json`` (see the module docstring). ``max_utterances`` > 0:
-    a seeded subset of that many utterances of each in-domain split and of the calibration split.
+    a seeded subset of that many utterances of each split (a cascade's ASR is the cost).
 
     Raises:
         OpenSetError: ``split`` is not out-of-domain, or a split is missing.
@@ -168,6 +168,7 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
         raise OpenSetError(
             f"{manifests[split]}: not an out-of-domain split (every intent must be {UNKNOWN_INTENT!r})"
         )
+    ood = subset(ood, max_utterances)
     start = time.monotonic()
     torch_device = resolve_device(device)
     model = load_model(model_dir, torch_device)

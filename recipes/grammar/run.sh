@@ -7,8 +7,13 @@
 #   0  synthesise the corpus from --grammar with every installed TTS engine, one engine held out
 #      (test_unseen_engine), and add the --eval-csv recordings as splits of their own
 #                                                            -> ${data_dir}/manifests/
+#      and what is not a command (--ood SIZE, default --size; none: skip): other domains, generic
+#      sentences, near misses of the grammar, non-speech (data_prep.ood); then the corpus that
+#      stages 1-8 read: train and valid plus ood_train and ood_valid as intent `unknown` (outlier
+#      exposure; --outlier-exposure false: the commands only), and ood_test for the open-set
+#      evaluation                           -> ${data_dir}/ood/, ${data_dir}/openset/manifests/
 #   1  fbank features + CMVN, only when a chosen student reads them (the from-scratch one)
-#                                                            -> ${data_dir}/fbank/<split>/
+#                                                            -> ${data_dir}/openset/fbank/<split>/
 #   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
 #   3  export the teacher's targets                          -> ${exp_dir}/teacher/targets/
 #   4  the main student with cross-entropy only             -> ${exp_dir}/student_ce/
@@ -16,7 +21,8 @@
 #      and the from-scratch baseline, distilled the same way -> ${exp_dir}/student_kd_scratch/
 #   6  the cascade baselines (Whisper tiny.en ASR + teacher) -> ${exp_dir}/cascade*/; evaluate
 #      every model on every split but train and valid (test, test_unseen_phrasing,
-#      test_unseen_engine, and each --eval-csv split: students only when it has no transcripts)
+#      test_unseen_engine, and each --eval-csv split: students only when it has no transcripts;
+#      ood_test: the open-set evaluation of the teacher, the students and the first cascade)
 #                                                            -> <model>/eval/<split>.json
 #   7  report                                                -> ${exp_dir}/report/report.{md,html}
 #   8  int8 ONNX export of the main student, checked against PyTorch on test utterances
@@ -48,6 +54,8 @@ seed=0               # seed of the corpus plan (sentences and speakers)
 engines=espeak,piper,kokoro,flite,festival  # TTS engines to use when installed (every voice of each, up to the size's cap)
 held_out_engine=piper  # engine kept out of train/valid, heard only in test_unseen_engine (none: no such split)
 eval_csv=""          # NAME=FILE.csv[,NAME=FILE.csv...]: recordings added as split NAME, evaluated, never trained on
+ood=""               # out-of-domain corpus size (other domains, generic text, near misses, non-speech): tiny | small | full | none (default: --size)
+outlier_exposure=true  # true: train on the corpus + ood_train as intent `unknown` (false: the ood splits are evaluated only)
 num_workers=0        # worker processes for synthesis (0: every core)
 device=auto          # device of features, training and evaluation: auto | cpu | cuda
 ngpu=1               # N > 1 runs the feature and training stages under torchrun with N processes
@@ -66,7 +74,7 @@ noisy_utterances=200 # students' noise sweep on a seeded subset of this many utt
 export_utterances=20 # stage 8: test utterances the int8 model is checked on against PyTorch
 python=python        # Python interpreter with slukd installed
 
-option_names="stage stop_stage grammar size seed engines held_out_engine eval_csv num_workers device ngpu data_dir exp_dir students config scratch_config student_set teacher_config distill eval_splits noise snrs noisy_utterances export_utterances python"
+option_names="stage stop_stage grammar size seed engines held_out_engine eval_csv ood outlier_exposure num_workers device ngpu data_dir exp_dir students config scratch_config student_set teacher_config distill eval_splits noise snrs noisy_utterances export_utterances python"
 usage="Usage: $0 --grammar FILE [--size tiny|small|full] [--data-dir DIR] [--exp-dir DIR] [--eval-csv NAME=FILE.csv] [options]
 A spoken-command model from a grammar file: a TTS corpus, features, teacher, students, cascades,
 evaluation, report and the int8 ONNX export of the main student."
@@ -74,6 +82,9 @@ parse_options "$@"
 
 case "${size}" in tiny|small|full) ;; *) die "--size must be tiny, small or full, got '${size}'" ;; esac
 case "${noise}" in true|false) ;; *) die "--noise must be true or false, got '${noise}'" ;; esac
+ood="${ood:-${size}}"
+case "${ood}" in tiny|small|full|none) ;; *) die "--ood must be tiny, small, full or none, got '${ood}'" ;; esac
+case "${outlier_exposure}" in true|false) ;; *) die "--outlier-exposure must be true or false, got '${outlier_exposure}'" ;; esac
 [ -e "${grammar}" ] || die "--grammar: no such file: ${grammar}"
 
 start_time=$(date +%s)
@@ -112,6 +123,24 @@ stage_corpus() {
   done
 }
 
+stage_out_of_domain() {
+  # What the model must answer `unknown` to, from text and noise alone (data_prep.ood): near misses
+  # made from the corpus's train transcripts, ood_test of held-out kinds, sources and voices. Then
+  # the corpus the later stages read (${train_dir}): with outlier exposure, train and valid gain
+  # ood_train and ood_valid as intent `unknown`; without it, the ood splits only join the others.
+  [ "${ood}" != none ] || return 0
+  run_step "${ood_dir}/.done" "${ood_dir}/${RECIPE_MARKER}" --input "${corpus_done}" -- \
+    "${python}" -m data_prep.ood --out "${ood_dir}" --size "${ood}" --seed "${seed}" --engines "${engines}" \
+    --held-out-engine "${held_out_engine}" --num-workers "${num_workers}" \
+    --in-domain "${data_dir}/manifests/train.jsonl"
+  local inputs=() path
+  for path in "${data_dir}"/manifests/*.jsonl; do inputs+=(--input "${path}"); done
+  run_step "${train_dir}/manifests/labels.json" "${train_dir}/manifests/${RECIPE_MARKER}" \
+    --input "${ood_dir}/.done" "${inputs[@]}" -- \
+    "${python}" -m data_prep.ood.mix --corpus "${data_dir}" --ood "${ood_dir}" --out "${train_dir}" \
+    --mix "${outlier_exposure}"
+}
+
 export_model() {
   # The main student: the distilled one when it is chosen, else the first chosen.
   local index
@@ -132,7 +161,13 @@ stage_export() {
 }
 
 corpus_done="${data_dir}/.done"  # the synthesised corpus marks its whole folder
+ood_dir="${data_dir}/ood"
+train_dir="${data_dir}/openset"  # the corpus with the ood splits (stage 0b), which stages 1-8 read
 run_stage 0 "synthesise the ${size} corpus of ${grammar} into ${data_dir}" stage_corpus
+run_stage 0 "out-of-domain corpus (${ood}) into ${ood_dir}, outlier exposure: ${outlier_exposure}" stage_out_of_domain
+if [ "${ood}" != none ]; then
+  data_dir="${train_dir}" corpus_done="${train_dir}/manifests/labels.json"
+fi
 run_shared_stages
 run_stage 8 "int8 ONNX export of the main student" stage_export
 

@@ -32,6 +32,7 @@ except EngineUnavailable:
 # piper, the default held-out engine, gives the test_unseen_engine split when it is installed
 EVAL_SPLITS = ("test", "test_unseen_phrasing", *(("test_unseen_engine",) if HAS_PIPER else ()))
 SPLITS = ("train", "valid", *EVAL_SPLITS)
+OOD_SPLITS = ("ood_train", "ood_valid", "ood_test")  # the out-of-domain corpus (data_prep.ood)
 RECORDED = "real"  # the --eval-csv split: recordings without transcripts (tones here), students only
 # Two epochs per student and small cascade subsets keep the test in minutes; everything else is
 # the default recipe. The override names the students' folders (student_ce_train.epochs2), so
@@ -124,19 +125,29 @@ def finished(tmp_path_factory):
 
 def test_every_stage_writes_its_files(finished):
     root, result = finished
-    data, exp = root / "data", root / "exp"
+    corpus, exp = root / "data", root / "exp"
     for split in (*SPLITS, RECORDED):
-        assert (data / "manifests" / f"{split}.jsonl").is_file()
+        assert (corpus / "manifests" / f"{split}.jsonl").is_file()
+    assert json.loads((corpus / "config.json").read_text())["grammar"].endswith(
+        "recipes/grammar/conf/fsc.yaml"
+    )
+    # stage 0 also makes what is not a command; stages 1-8 read the corpus with it (outlier exposure)
+    data = corpus / "openset"
+    for split in (*SPLITS, RECORDED, *OOD_SPLITS):
+        assert (data / "manifests" / f"{split}.jsonl").is_file(), split
+    train = [json.loads(line) for line in (data / "manifests" / "train.jsonl").read_text().splitlines()]
+    assert {row.get("ood_kind") for row in train if row["intent"] == "unknown"} == {
+        "other_domain", "generic", "near_miss", "non_speech"}  # fmt: skip
     for split in ("train", "valid"):  # what the from-scratch student trains on; evaluation reads audio
         for name in (".done", "meta.json", "index.json", "frames.f16"):
             assert (data / "fbank" / split / name).is_file()
     assert sorted(path.name for path in (data / "fbank").iterdir() if not path.name.startswith("frozen_")) == [
         "train", "valid"]  # fmt: skip
     for name in ("labels.json", "stats.json"):
-        assert (data / "manifests" / name).is_file()
+        assert (corpus / "manifests" / name).is_file()
     labels = json.loads((data / "manifests" / "labels.json").read_text())
-    assert len(labels["intents"]) == 31 and all("none" in values for values in labels["slots"].values())
-    assert json.loads((data / "config.json").read_text())["grammar"].endswith("recipes/grammar/conf/fsc.yaml")
+    assert len(labels["intents"]) == 32 and labels["intents"][-1] == "unknown"
+    assert all("none" in values for values in labels["slots"].values())
     for name in (".done", "model.safetensors", "config.json", "metrics.json", "labels.json", "train_log.csv"):
         assert (exp / "teacher" / name).is_file(), name
     assert (exp / "teacher" / "targets" / ".done").is_file()
@@ -167,6 +178,12 @@ def test_every_stage_writes_its_files(finished):
     for path in eval_files(exp):
         evaluation = json.loads(path.read_text())
         assert 0 <= evaluation["metrics"]["accuracy"] <= 1, path
+    # the open-set evaluation: the teacher on text, every student, the first cascade
+    for model in ("teacher", *STUDENTS, CASCADES[0]):
+        open_set = json.loads((exp / model / "eval" / "ood_test.json").read_text())
+        assert open_set["format"] == "slukd-open-set" and 0 <= open_set["metrics"]["energy"]["auroc"] <= 1
+    assert not (exp / CASCADES[1] / "eval" / "ood_test.json").exists()
+    assert not (exp / STUDENTS[0] / "eval" / "ood_train.json").exists()
     # the recordings: evaluated (students only: no transcripts for the teacher or the cascades' WER)
     recorded = json.loads((exp / MAIN / "eval" / f"{RECORDED}.json").read_text())
     assert recorded["metrics"]["teacher_agreement"] is None and len(recorded["predictions"]["ids"]) == 3
@@ -205,6 +222,7 @@ def test_every_stage_writes_its_files(finished):
     markdown = (report / "report.md").read_text()
     for model in MODELS:
         assert model in markdown, model
+    assert "AUROC" in markdown  # the open-set section
     assert "End-to-end vs cascade" in markdown
     assert stages_run(result.stderr) == list(range(9))
     for stage in range(9):
@@ -224,12 +242,12 @@ def test_second_run_skips_every_step_in_the_shell(finished):
     assert result.returncode == 0, result.stderr[-3000:]
     assert python_calls(root) == calls, "a finished step started Python"
     assert "running: " not in result.stderr
-    # stage 0 (+ the recordings), the train and valid stores, teacher, targets, 3 students and their
+    # stage 0 (+ the recordings, the out-of-domain corpus and the mix), the train and valid stores, teacher, targets, 3 students and their
     # calibrations, 4 cascade
     # steps (2 cascade dirs, the ASR transcripts, the ASR-robust teacher), the teacher on every eval
     # split in one step and the students (recordings included) in another, the cascades split by
-    # split (not on the recordings), report, export
-    steps = 2 + 2 + 2 + 2 * len(STUDENTS) + 4 + 2 + len(CASCADES) * len(EVAL_SPLITS) + 1 + 1
+    # split (not on the recordings; the first cascade on ood_test), report, export
+    steps = 2 + 2 + 2 + 2 + 2 * len(STUDENTS) + 4 + 2 + len(CASCADES) * len(EVAL_SPLITS) + 1 + 1 + 1
     assert result.stderr.count(SKIPPED) == steps
     assert stages_run(result.stderr) == list(range(9))
     assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
