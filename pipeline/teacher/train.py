@@ -51,7 +51,7 @@ from pipeline.core.config import to_dict
 from pipeline.core.devices import resolve_device
 from pipeline.core.io import atomic_directory, file_sha256, is_done, mark_done, read_json, write_json
 from pipeline.core.schedule import autocast, warmup_scheduler, write_training_log
-from pipeline.data.labels import LABELS_FILENAME, LabelSet
+from pipeline.data.labels import LABELS_FILENAME, UNKNOWN_INTENT, LabelSet
 from pipeline.data.manifest import (
     Manifest,
     find_manifests,
@@ -213,6 +213,13 @@ def train_teacher(
         labels = paths["train"].parent / LABELS_FILENAME
     if not isinstance(labels, LabelSet):
         labels = LabelSet.load(labels)
+    if UNKNOWN_INTENT not in labels:  # an out-of-domain split is for the open-set evaluation only
+        for split in [name for name in paths if name not in ("train", "valid")]:
+            manifest = read_manifest(paths[split])
+            if len(manifest) and all(utterance.intent == UNKNOWN_INTENT for utterance in manifest):
+                logger.info(
+                    "%s: out-of-domain split, not scored here (slukd evaluate scores it)", paths.pop(split)
+                )
     split_manifests = {split: read_manifest(path, labels) for split, path in paths.items()}
     extra_paths = [Path(path) for path in extra_train]
     extra_manifests = [read_manifest(path, labels) for path in extra_paths]

@@ -197,3 +197,13 @@ def test_mix_adds_unknown_to_train_and_valid(ood_corpus, tmp_path):
     assert (out / "manifests/ood_test.jsonl").is_file()
     code, log = call_main(mix_main, "--corpus", out, "--ood", ood_corpus, "--out", tmp_path / "again")
     assert code == 1 and "already has the intent 'unknown'" in log and len(log.strip().splitlines()) == 1
+    # --mix false (the grammar recipe's default): train, valid and the labels stay the corpus's; the
+    # ood splits join, for the open-set evaluation only
+    plain = tmp_path / "plain"
+    code, log = call_main(mix_main, "--corpus", corpus, "--ood", ood_corpus, "--out", plain, "--mix", "false")
+    assert code == 0, log
+    assert LabelSet.load(plain / "manifests/labels.json").intents == ["on", "off"]
+    assert len(read_manifest(plain / "manifests/train.jsonl")) == 2
+    ood_test = read_manifest(plain / "manifests/ood_test.jsonl")
+    assert len(ood_test) == len(read_manifest(ood_corpus / "manifests/ood_test.jsonl"))
+    assert all(u.intent == UNKNOWN_INTENT and ood_test.audio_path(u).is_file() for u in ood_test)

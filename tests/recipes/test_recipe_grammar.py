@@ -37,7 +37,9 @@ RECORDED = "real"  # the --eval-csv split: recordings without transcripts (tones
 # Two epochs per student and small cascade subsets keep the test in minutes; everything else is
 # the default recipe. The override names the students' folders (student_ce_train.epochs2), so
 # runs never collide.
-QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak,piper", "--noisy-utterances", "8")
+# Outlier exposure on (not the default): the longer path, whose every file the test checks.
+QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak,piper", "--noisy-utterances", "8",
+         "--outlier-exposure", "true")  # fmt: skip
 QUICK_ENVIRONMENT = {"CASCADE_UTTERANCES": "8", "CASCADE_NOISY_UTTERANCES": "2", "ASR_TRAIN_UTTERANCES": "16"}
 # the main student CE only and distilled (whisper), the distilled from-scratch baseline (transformer)
 STUDENTS = ("student_ce_train.epochs2", "student_kd_train.epochs2", "student_kd_scratch_train.epochs2")
@@ -131,7 +133,7 @@ def test_every_stage_writes_its_files(finished):
     assert json.loads((corpus / "config.json").read_text())["grammar"].endswith(
         "recipes/grammar/conf/fsc.yaml"
     )
-    # stage 0 also makes what is not a command; stages 1-8 read the corpus with it (outlier exposure)
+    # stage 0 also makes what is not a command; stages 1-8 read the corpus with it (outlier exposure on)
     data = corpus / "openset"
     for split in (*SPLITS, RECORDED, *OOD_SPLITS):
         assert (data / "manifests" / f"{split}.jsonl").is_file(), split
