@@ -372,3 +372,19 @@ def test_slot_heads_are_trained_saved_reloaded_and_exported(teacher_dir, targets
     del meta["slot_heads"]
     (old / "meta.json").write_text(json.dumps(meta))
     assert TeacherTargets(old).lookup(texts[0]).slot_logits == {}
+
+
+def test_an_out_of_domain_split_is_left_to_the_open_set_evaluation(corpus, tmp_path):
+    """A data folder may hold ``ood_test`` (every intent ``unknown``) beside a label map without
+    ``unknown`` (the grammar recipe without outlier exposure): training leaves it out, unscored."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "labels.json"):
+        shutil.copy(corpus / "manifests" / name, folder / name)
+    write_manifest(folder / "ood_test.jsonl", [
+        Utterance(f"ood{i}", f"../audio/ood{i}.wav", 1.0, 16000, text, "unknown")
+        for i, text in enumerate(("what time is it", "play the beatles"))])  # fmt: skip
+    out = tmp_path / "teacher"
+    train_teacher(find_manifests(tmp_path), out, FAST)
+    scored = json.loads((out / "metrics.json").read_text())["splits"]
+    assert "ood_test" not in scored and {"train", "valid"} <= set(scored)
