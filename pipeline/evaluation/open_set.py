@@ -253,7 +253,7 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
 
 def _finite(score: float) -> float | None:
     """A score for JSON: ``None`` for one that did not reach the model (``-inf``)."""
-    return round(float(score), 6) if np.isfinite(score) else None
+    return float(score) if np.isfinite(score) else None  # unrounded: the metrics' own numbers
 
 
 def read_open_set(path: str | os.PathLike) -> dict | None:
