@@ -77,6 +77,7 @@ class CascadeOutput(NamedTuple):
 
     logits: np.ndarray  # float32 [N, C]
     hypotheses: list[str]  # normalised ASR text, what the teacher read
+    slot_logits: dict[str, np.ndarray]  # slot -> float32 [N, classes] of the teacher's slot heads (or empty)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,10 +215,20 @@ class CascadeModel:
             return np.zeros((0, len(self.labels)), np.float32)
         return self.teacher.logits([normalize_transcript(text) for text in hypotheses])
 
+    def classify_with_slots(self, hypotheses: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The teacher's intent logits ``[N, C]`` and slot logits (slot -> ``[N, classes]``) on hypotheses."""
+        if not hypotheses:
+            return np.zeros((0, len(self.labels)), np.float32), {
+                name: np.zeros((0, len(self.labels.slot_classes(name))), np.float32)
+                for name in self.teacher.model.slot_names
+            }
+        return self.teacher.outputs([normalize_transcript(text) for text in hypotheses])
+
     def predict(self, waveforms: Sequence[np.ndarray]) -> CascadeOutput:
-        """Waveforms in, ``(logits [N, C], normalised hypotheses)`` out."""
+        """Waveforms in, ``(logits [N, C], normalised hypotheses, slot logits)`` out."""
         hypotheses = self.transcribe(waveforms)
-        return CascadeOutput(self.classify(hypotheses), hypotheses)
+        logits, slots = self.classify_with_slots(hypotheses)
+        return CascadeOutput(logits, hypotheses, slots)
 
     def predict_intents(self, waveforms: Sequence[np.ndarray]) -> list[str]:
         """The intent of each waveform."""

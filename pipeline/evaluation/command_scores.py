@@ -2,7 +2,7 @@
 per-slot accuracy and F1 (:mod:`pipeline.scoring.metrics`), where the label map has slots.
 
 The predicted command is what ``slukd predict`` prints: with slot heads, the joint decoding of
-:mod:`pipeline.serving.commands`; without them, where every intent name splits into slot values
+:mod:`pipeline.scoring.commands`; without them, where every intent name splits into slot values
 (FSC-style maps), the slots of the predicted intent; otherwise there are no predicted slots and
 the scores are ``None``. The gold command is the manifest's intent and slots (a slot the
 utterance leaves out is ``none``).
@@ -16,8 +16,8 @@ import numpy as np
 
 from pipeline.data.labels import NO_VALUE, LabelSet, intent_slot_table
 from pipeline.data.manifest import Manifest, Utterance
+from pipeline.scoring.commands import CommandDecoder
 from pipeline.scoring.metrics import accuracy, command_acceptance, slot_scores
-from pipeline.serving.commands import CommandDecoder
 
 
 def gold_slots(utterances: Iterable[Utterance], labels: LabelSet) -> dict[str, list[str]]:

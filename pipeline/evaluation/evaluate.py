@@ -162,6 +162,15 @@ class WaveformPass:
     ]  # condition -> slot -> [N, classes] (slot heads; NaN: not run)
 
 
+def _store_slot_logits(store: dict[str, np.ndarray], values: dict[str, np.ndarray], indices: list[int],
+                       rows: int) -> None:  # fmt: skip
+    """Write one batch's slot logits (slot -> [B, classes]) into the split's rows (NaN: not run)."""
+    for name, batch_values in values.items():
+        store.setdefault(name, np.full((rows, batch_values.shape[1]), np.nan, np.float32))[indices] = (
+            batch_values
+        )
+
+
 def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfig, device: torch.device,
                    bank: BabbleBank | None, noisy_rows: set[int],
                    known: dict[tuple[str, str], str] | None = None) -> WaveformPass:  # fmt: skip
@@ -186,10 +195,11 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
             rows = [r for r, i in enumerate(batch.indices) if condition.noise == "clean" or i in noisy_rows]
             ids = [manifest[batch.indices[r]].id for r in rows]
             cached = [r for r, i in zip(rows, ids, strict=True) if (condition.name, i) in known]
-            if cached and model.text_logits is not None:
+            if cached and model.text_outputs is not None:
                 texts = [known[(condition.name, manifest[batch.indices[r]].id)] for r in cached]
                 indices = [batch.indices[r] for r in cached]
-                logits[condition.name][indices] = model.text_logits(texts)
+                logits[condition.name][indices], cached_slots = model.text_outputs(texts)
+                _store_slot_logits(slot_logits[condition.name], cached_slots, indices, len(manifest))
                 for index, text in zip(indices, texts, strict=True):
                     hypotheses[condition.name][index] = text
                 rows = [r for r in rows if r not in set(cached)]
@@ -202,11 +212,9 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
             output = forward(waveforms.to(device), lengths.to(device))
             indices = [batch.indices[r] for r in rows]
             logits[condition.name][indices] = output.logits.float().cpu().numpy()
-            for name, values in output.slot_logits.items():
-                slot_logits[condition.name].setdefault(
-                    name, np.full((len(manifest), values.shape[1]), np.nan, np.float32)
-                )
-                slot_logits[condition.name][name][indices] = values.float().cpu().numpy()
+            _store_slot_logits(slot_logits[condition.name],
+                               {name: values.float().cpu().numpy() for name, values in output.slot_logits.items()},
+                               indices, len(manifest))  # fmt: skip
             if output.hypotheses is not None:
                 for index, text in zip(indices, output.hypotheses, strict=True):
                     hypotheses[condition.name][index] = text
@@ -305,14 +313,14 @@ def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manif
     ):  # drawn from the whole split: the same babble for every model
         bank = BabbleBank(split_manifest, config.babble_bank_size, config.seed)
     result = _waveform_pass(model, manifest, config, device, bank, noisy_rows, known)
-    asr, rates = None, {}
-    if model.asr is not None:
-        asr, rates = asr_record(manifest, result.hypotheses, result.logits, model.labels)
-    noise_sweep = []
     # the intents predict answers (slot heads decoded jointly)
     decoded = {
         name: decoded_intents(model.labels, v, result.slot_logits[name]) for name, v in result.logits.items()
     }
+    asr, rates = None, {}
+    if model.asr is not None:
+        asr, rates = asr_record(manifest, result.hypotheses, decoded, model.labels)
+    noise_sweep = []
     for condition in conditions:
         ran, scores = condition_scores(
             gold, result.logits[condition.name], model.labels, decoded[condition.name]
@@ -340,18 +348,19 @@ def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manif
 
 
 def _teacher_comparison(model: LoadedModel, model_dir: Path, teacher_dir: str | os.PathLike, manifest: Manifest,
-                        gold: np.ndarray, logits: np.ndarray, device: torch.device) -> dict:  # fmt: skip
-    """Agreement of the model with a fine-tuned teacher, and the teacher's own accuracy."""
+                        gold: np.ndarray, answered: np.ndarray, device: torch.device) -> dict:  # fmt: skip
+    """Agreement of the model's answers (``answered``: intent indices) with a fine-tuned teacher's,
+    and the teacher's own accuracy; both answer with their slot heads decoded jointly."""
     from pipeline.teacher.model import load_teacher
 
     same = model.teacher is not None and Path(teacher_dir).resolve() == model_dir.resolve()
     teacher = model.teacher if same else load_teacher(teacher_dir, device)
     if teacher.labels.intents != model.labels.intents:
         raise EvaluationError(f"label maps disagree: the teacher {teacher_dir} and the model {model_dir}")
-    teacher_predicted = teacher.logits([u.transcript for u in manifest]).argmax(axis=1)
+    teacher_predicted = decoded_intents(teacher.labels, *teacher.outputs([u.transcript for u in manifest]))
     return {
         "teacher": str(teacher_dir),
-        "teacher_agreement": agreement(logits.argmax(axis=1), teacher_predicted),
+        "teacher_agreement": agreement(answered, teacher_predicted),
         "teacher_accuracy": accuracy(gold, teacher_predicted),
     }
 
@@ -427,15 +436,18 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
             asr["reused"] = {"from": str(reuse_hypotheses), "hypotheses": len(known)}
     else:
         require_transcripts(manifest, f"the text model {model_dir}")
-        logits = model.text_logits([u.transcript for u in manifest])
-        predictions = predictions_record(manifest, gold, {"clean": logits})
-    metrics = classification_report(
-        gold, logits, model.labels, decoded_intents(model.labels, logits, slot_logits)
-    )
+        if model.text_outputs is not None:
+            logits, slot_logits = model.text_outputs([u.transcript for u in manifest])
+        else:
+            logits = model.text_logits([u.transcript for u in manifest])
+    answered = decoded_intents(model.labels, logits, slot_logits)
+    if model.input != WAVEFORM:
+        predictions = predictions_record(manifest, gold, {"clean": logits}, {"clean": answered})
+    metrics = classification_report(gold, logits, model.labels, answered)
     metrics.update(command_metrics(manifest, model.labels, gold, logits, slot_logits))
     metrics.update({"teacher": None, "teacher_agreement": None, "teacher_accuracy": None})
     if teacher_dir is not None and all(u.has_transcript for u in manifest):  # audio-only lines: no teacher
-        metrics.update(_teacher_comparison(model, model_dir, teacher_dir, manifest, gold, logits, device))
+        metrics.update(_teacher_comparison(model, model_dir, teacher_dir, manifest, gold, answered, device))
     speed = measure_speed(model, manifest, config, model_dir) if config.speed else None
     training_metrics = model_dir / "metrics.json"
     result = {

@@ -66,10 +66,11 @@ def predictions_record(manifest: Manifest, gold: np.ndarray, logits: dict[str, n
     return {"ids": [u.id for u in manifest], "gold": [int(g) for g in gold], "conditions": conditions}
 
 
-def asr_record(manifest: Manifest, hypotheses: dict[str, list[str | None]], logits: dict[str, np.ndarray],
+def asr_record(manifest: Manifest, hypotheses: dict[str, list[str | None]], decoded: dict[str, np.ndarray],
                labels: LabelSet) -> tuple[dict, dict[str, dict]]:  # fmt: skip
     """A cascade's ``asr`` section (``conditions`` and ``hypotheses``) and per condition its
-    ``{"wer", "cer"}`` for the noise sweep."""
+    ``{"wer", "cer"}`` for the noise sweep; ``decoded``: per condition, the intent index the model
+    answers for each row (slot heads decoded jointly)."""
     references = [normalize_transcript(u.transcript) for u in manifest]
     rates, records = {}, {}
     for name, texts in hypotheses.items():
@@ -77,7 +78,7 @@ def asr_record(manifest: Manifest, hypotheses: dict[str, list[str | None]], logi
         rates[name] = error_rates([references[i] for i in rows], [texts[i] or "" for i in rows])
         records[name] = [
             {"id": manifest[i].id, "reference": references[i], "hypothesis": texts[i],
-             "predicted": labels.intent(int(logits[name][i].argmax()))}
+             "predicted": labels.intent(int(decoded[name][i]))}
             for i in rows
         ]  # fmt: skip
     conditions = [{"condition": name, "utterances": len(records[name]), **rates[name]} for name in hypotheses]

@@ -14,6 +14,7 @@ Every sentence reports every slot of the grammar: the value it says or fixes, el
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,6 +238,16 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# Grammars are words: "no", "yes", "on" and "off" stay words (YAML 1.1 reads them as booleans, so a
+# slot value "no" would become False); only true and false are booleans, as in YAML 1.2.
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_StrictLoader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def _first_duplicate(data: object, parent: str = "", visited: set[int] | None = None) -> str | None:

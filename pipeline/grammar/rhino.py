@@ -101,6 +101,11 @@ def translate_expression(text: str, types: set[str], macros: set[str], where: st
     return _SPACE_AROUND_BAR.sub("|", "".join(out))
 
 
+def _is_word(value: object) -> bool:
+    """A slot value as YAML reads it: a string, or a number written as one (never a boolean)."""
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
 def rhino_to_homeassistant(data: object, path: Path) -> tuple[dict, dict[str, str]]:
     """A Rhino context as a Home Assistant intents document, and translated text -> expression."""
     context = data.get("context") if isinstance(data, dict) else None
@@ -113,7 +118,7 @@ def rhino_to_homeassistant(data: object, path: Path) -> tuple[dict, dict[str, st
         raise GrammarError(f"{path}: 'context.expressions' has no intent")
     lists: dict[str, dict] = {}
     for slot_type, values in slots.items():
-        if not isinstance(values, list) or not values or not all(isinstance(v, (str, int)) for v in values):
+        if not isinstance(values, list) or not values or not all(_is_word(v) for v in values):
             raise GrammarError(f"{path}: slot type ${slot_type} needs a non-empty list of values")
         lists[str(slot_type)] = {"values": [{"in": str(value), "out": str(value)} for value in values]}
     for slot_type, body in NUMBER_TYPES.items():

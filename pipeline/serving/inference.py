@@ -43,7 +43,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.data.audio import SAMPLE_RATE, AudioError, audio_info, read_audio, resample, to_mono
 from pipeline.data.batching import batches_by_duration
 from pipeline.data.labels import LabelSet, intent_slot_values
-from pipeline.serving.commands import CommandDecoders
+from pipeline.scoring.commands import CommandDecoders
 from pipeline.serving.inputs import expand_inputs, find_audio_files, pad_waveforms
 from pipeline.serving.model_dir import ONNX_FORMAT, ONNX_FORMAT_VERSION, load_model_dir
 from pipeline.serving.rejection import (
@@ -88,7 +88,7 @@ class Prediction:
     reason: str | None = None  # why the intent is "unknown" (pipeline.serving.rejection), else None
     start: float | None = None  # seconds into the recording, for a segment of one (predict_segments)
     end: float | None = None
-    # with slot heads (pipeline.serving.commands): each slot head's probability of its value, and
+    # with slot heads (pipeline.scoring.commands): each slot head's probability of its value, and
     # the whole command's confidence (intent x every slot)
     slot_confidence: dict[str, float] = field(default_factory=dict)
     command_confidence: float | None = None
@@ -223,8 +223,10 @@ class CascadeBackend:
 
     def __call__(self, waveforms: np.ndarray, lengths: np.ndarray) -> ModelOutput:
         clips = [waveforms[row, : int(length)] for row, length in enumerate(lengths)]
-        logits, hypotheses = self.cascade.predict(clips)
-        return ModelOutput(logits=logits, transcripts=hypotheses)
+        output = self.cascade.predict(clips)
+        return ModelOutput(
+            logits=output.logits, transcripts=output.hypotheses, slot_logits=output.slot_logits
+        )
 
 
 def _torch_threads() -> int:

@@ -57,6 +57,8 @@ class LoadedModel:
     waveform_forward: Callable[[Tensor, Tensor], WaveformOutput] | None = None
     # Text in: float32 logits [N, C] of transcripts (the accuracy pass; a cascade's teacher on hypotheses).
     text_logits: Callable[[Sequence[str]], np.ndarray] | None = None
+    # Text in: the intent logits and the slot logits (slot -> [N, classes]; empty without slot heads).
+    text_outputs: Callable[[Sequence[str]], tuple[np.ndarray, dict[str, np.ndarray]]] | None = None
     # Text in: logits of one batch of transcripts on a device, tokenising included (the speed pass).
     text_forward: Callable[[Sequence[str], torch.device], Tensor] | None = None
     ctc_characters: str | None = None  # the CTC vocabulary when the model has a CTC head
@@ -140,7 +142,7 @@ def _load_teacher(model_dir: Path, device: torch.device) -> LoadedModel:
 
     return LoadedModel(
         "teacher", teacher.labels, read_json(model_dir / "config.json"), TEXT, teacher.model, device,
-        text_logits=teacher.logits, text_forward=forward, teacher=teacher,
+        text_logits=teacher.logits, text_outputs=teacher.outputs, text_forward=forward, teacher=teacher,
     )  # fmt: skip
 
 
@@ -160,16 +162,26 @@ def _load_cascade(model_dir: Path, device: torch.device) -> LoadedModel:
     def forward(waveforms: Tensor, lengths: Tensor) -> WaveformOutput:
         clips = [waveforms[row, :length].float().cpu().numpy() for row, length in enumerate(lengths.tolist())]
         cascade.teacher.device = waveforms.device  # the module is where the waveforms are (see measure_speed)
-        logits, hypotheses = cascade.predict(clips)
-        return WaveformOutput(torch.from_numpy(logits).to(waveforms.device), None, lengths, hypotheses)
+        output = cascade.predict(clips)
+        slots = {
+            name: torch.from_numpy(values).to(waveforms.device) for name, values in output.slot_logits.items()
+        }
+        return WaveformOutput(
+            torch.from_numpy(output.logits).to(waveforms.device), None, lengths, output.hypotheses, slots
+        )
 
     def text_logits(hypotheses: Sequence[str]) -> np.ndarray:
         cascade.teacher.device = next(cascade.teacher.model.parameters()).device
         return cascade.classify(hypotheses)
 
+    def text_outputs(hypotheses: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        cascade.teacher.device = next(cascade.teacher.model.parameters()).device
+        return cascade.classify_with_slots(hypotheses)
+
     return LoadedModel(
         "cascade", cascade.labels, read_json(model_dir / "config.json"), WAVEFORM, cascade.teacher.model, device,
-        waveform_forward=forward, text_logits=text_logits, parameters=cascade.num_parameters(),
+        waveform_forward=forward, text_logits=text_logits, text_outputs=text_outputs,
+        parameters=cascade.num_parameters(),
         weights_bytes=cascade.size(), sequential=True, asr=cascade.asr.name,
     )  # fmt: skip
 

@@ -174,8 +174,8 @@ class HFStudentConfig:
             raise ValueError(f"extra_layers must be >= 0, got {self.extra_layers}")
         if not self.pretrained and not self.hf_config:
             raise ValueError("pretrained (a hub name or folder) or hf_config is needed")
-        if self.num_intents < 2 and self.num_intents != 0:
-            raise ValueError("num_intents must be at least 2 (or 0: from the corpus's labels.json)")
+        if self.num_intents < 0:
+            raise ValueError("num_intents must be at least 1 (or 0: from the corpus's labels.json)")
 
 
 def conv_output_lengths(lengths: Tensor, kernels: list[int], strides: list[int]) -> Tensor:

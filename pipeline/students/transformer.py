@@ -52,8 +52,8 @@ class StudentConfig:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
-        if self.num_intents < 2 and self.num_intents != 0:
-            raise ValueError("num_intents must be at least 2 (or 0: from the corpus's labels.json)")
+        if self.num_intents < 0:
+            raise ValueError("num_intents must be at least 1 (or 0: from the corpus's labels.json)")
 
 
 def check_slot_classes(slot_classes: dict[str, int]) -> None:

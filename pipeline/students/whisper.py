@@ -103,8 +103,8 @@ class WhisperStudentConfig:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.extra_layers < 0:
             raise ValueError(f"extra_layers must be >= 0, got {self.extra_layers}")
-        if self.num_intents < 2 and self.num_intents != 0:
-            raise ValueError("num_intents must be at least 2 (or 0: from the corpus's labels.json)")
+        if self.num_intents < 0:
+            raise ValueError("num_intents must be at least 1 (or 0: from the corpus's labels.json)")
         if self.resolved and self.d_model % self.num_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
 

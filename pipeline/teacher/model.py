@@ -32,6 +32,7 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.io import read_json
 from pipeline.data.labels import LABELS_FILENAME, LabelError, LabelSet
 from pipeline.data.text import normalize_transcript
+from pipeline.scoring.commands import CommandDecoder
 from pipeline.teacher.config import (
     CONFIG_SECTION,
     HEAD_PREFIX,
@@ -197,12 +198,26 @@ class Teacher:
             raise TeacherError(f"{self.name}: a plain pretrained encoder has no intent head")
         return intent_logits(self.model, self.tokenize(transcripts), batch_size, self.device, self.pad_id)
 
+    @torch.no_grad()
+    def outputs(
+        self, transcripts: Sequence[str], batch_size: int = 128
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """float32 intent logits ``[len(transcripts), C]`` and slot logits (slot -> ``[N, classes]``;
+        empty without slot heads)."""
+        if self.model.intent_head is None:
+            raise TeacherError(f"{self.name}: a plain pretrained encoder has no intent head")
+        return head_logits(self.model, self.tokenize(transcripts), batch_size, self.device, self.pad_id)
+
     def predict(self, transcripts: Sequence[str], batch_size: int = 128) -> list[str]:
-        """The intent of each transcript."""
+        """The intent of each transcript: with a head per slot, decoded jointly with the slots
+        (:mod:`pipeline.scoring.commands`, as every model answers), else the intent head's argmax."""
         if self.labels is None:
             raise TeacherError(f"{self.name}: a plain pretrained encoder predicts no intents")
-        best = self.logits(transcripts, batch_size).argmax(axis=1)
-        return [self.labels.intent(int(i)) for i in best]
+        logits, slots = self.outputs(transcripts, batch_size)
+        if slots and set(slots) == set(self.labels.slots):
+            decoder = CommandDecoder(self.labels, list(slots))
+            return [self.labels.intent(command.intent) for command in decoder.decode(logits, slots)]
+        return [self.labels.intent(int(i)) for i in logits.argmax(axis=1)]
 
 
 def save_teacher_dir(folder: str | os.PathLike, model: TeacherModel, tokenizer: Any, labels: LabelSet,

@@ -60,6 +60,7 @@ from pipeline.data.manifest import (
     require_transcripts,
 )
 from pipeline.data.text import normalize_transcript
+from pipeline.scoring.commands import CommandDecoder
 from pipeline.scoring.metrics import accuracy, macro_f1
 from pipeline.teacher.config import (
     CONFIG_SECTION,
@@ -148,18 +149,31 @@ class SplitPairs:
 
 
 def score_split(
-    logits: np.ndarray, pairs: SplitPairs, slot_logits: dict[str, np.ndarray] | None = None
+    logits: np.ndarray,
+    pairs: SplitPairs,
+    slot_logits: dict[str, np.ndarray] | None = None,
+    labels: LabelSet | None = None,
 ) -> dict:
     """Scores of one split from its pairs' logits; loss, accuracy and macro-F1 are per utterance;
-    with ``slot_logits`` also the per-slot accuracy and the command acceptance."""
+    with ``slot_logits`` also the per-slot accuracy and the command acceptance. With ``labels`` and a
+    head per slot, the intent and the slots are those the teacher answers (decoded jointly,
+    :mod:`pipeline.scoring.commands`), else each head's argmax."""
     predicted = logits.argmax(axis=1)
+    slot_predicted = {name: values.argmax(axis=1) for name, values in (slot_logits or {}).items()}
+    if labels is not None and slot_logits and set(slot_logits) == set(labels.slots):
+        commands = CommandDecoder(labels, list(slot_logits)).decode(logits, slot_logits)
+        predicted = np.array([command.intent for command in commands], dtype=np.int64)
+        slot_predicted = {
+            name: np.array([labels.slot_classes(name).index(c.slots[name]) for c in commands], dtype=np.int64)
+            for name in slot_logits
+        }
     log_probabilities = torch.log_softmax(torch.from_numpy(logits), dim=1).numpy()
     losses = -log_probabilities[np.arange(len(pairs.targets)), pairs.targets]
     slot_scores = {}
     if slot_logits and pairs.slot_targets is not None:
         command = predicted == pairs.targets
-        for column, (name, values) in enumerate(slot_logits.items()):
-            right = values.argmax(axis=1) == pairs.slot_targets[:, column]
+        for column, name in enumerate(slot_logits):
+            right = slot_predicted[name] == pairs.slot_targets[:, column]
             slot_scores[f"slot_accuracy_{name}"] = float((right * pairs.counts).sum() / pairs.counts.sum())
             command &= right
         slot_scores["command_acceptance"] = float((command * pairs.counts).sum() / pairs.counts.sum())
@@ -279,7 +293,15 @@ def train_teacher(
     )  # fmt: skip
     start = time.monotonic()
     best_state, log_rows, best_epoch = _fine_tune(
-        model, fit_ids, fit_pairs, token_ids["valid"], split_pairs["valid"], config, device, pad_id(tokenizer)
+        model,
+        fit_ids,
+        fit_pairs,
+        token_ids["valid"],
+        split_pairs["valid"],
+        config,
+        device,
+        pad_id(tokenizer),
+        labels,
     )
     train_seconds = time.monotonic() - start
     model.load_state_dict(best_state)
@@ -289,7 +311,7 @@ def train_teacher(
         logits, slot_logits = head_logits(
             model, token_ids[split], config.eval_batch_size, device, pad_id(tokenizer)
         )
-        splits[split] = score_split(logits, pairs, slot_logits)
+        splits[split] = score_split(logits, pairs, slot_logits, labels)
     metrics = {
         "teacher": source.name,
         "selected_epoch": best_epoch,
@@ -353,7 +375,7 @@ def _optimizer(model: TeacherModel, config: TeacherConfig) -> torch.optim.AdamW:
 
 def _fine_tune(model: TeacherModel, train_ids: list[list[int]], train: SplitPairs, valid_ids: list[list[int]],
                valid_pairs: SplitPairs, config: TeacherConfig, device: torch.device,
-               padding: int) -> tuple[dict, list[dict], int]:  # fmt: skip
+               padding: int, labels: LabelSet) -> tuple[dict, list[dict], int]:  # fmt: skip
     """The training loop; returns the selected state (on CPU), the per-epoch log, the selected epoch."""
     targets = torch.from_numpy(train.targets)
     slot_targets = torch.from_numpy(train.slot_targets) if train.slot_targets is not None else None
@@ -392,7 +414,7 @@ def _fine_tune(model: TeacherModel, train_ids: list[list[int]], train: SplitPair
                 loss_sum += loss.item() * len(batch)
                 progress.update(1)
             valid_logits, valid_slots = head_logits(model, valid_ids, config.eval_batch_size, device, padding)
-            valid = score_split(valid_logits, valid_pairs, valid_slots)
+            valid = score_split(valid_logits, valid_pairs, valid_slots, labels)
             key = (valid.get("command_acceptance", valid["accuracy"]), -valid["loss"])
             improved = best_key is None or key > best_key
             if improved:

@@ -67,6 +67,17 @@ def first_test_utterances(corpus: Path, count: int) -> tuple[list[str], list[np.
 # The dir
 
 
+def answered_intents(cascade, waveforms: Sequence[np.ndarray]) -> list[str]:
+    """What the cascade answers: the teacher's intent and slot heads decoded jointly (as predict does)."""
+    from pipeline.evaluation.command_scores import decoded_intents
+
+    output = cascade.predict(waveforms)
+    return [
+        cascade.labels.intent(int(i))
+        for i in decoded_intents(cascade.labels, output.logits, output.slot_logits)
+    ]
+
+
 def test_create_writes_config_and_labels_once(experiment):
     folder = experiment / "cascade"
     config = json.loads((folder / "config.json").read_text())
@@ -86,12 +97,18 @@ def test_create_writes_config_and_labels_once(experiment):
 def test_predict_classifies_the_normalised_hypotheses_with_the_teacher(experiment, corpus):
     cascade = load_cascade(experiment / "cascade")
     intents, waveforms = first_test_utterances(corpus, 4)
-    logits, hypotheses = cascade.predict(waveforms)
+    logits, hypotheses, slots = cascade.predict(waveforms)
     assert logits.shape == (4, len(cascade.labels)) and logits.dtype == np.float32
     raw = cascade.asr.transcribe(waveforms)
     assert hypotheses == [normalize_transcript(text) for text in raw] and all(hypotheses)
     teacher = load_teacher(experiment / "teacher")
     np.testing.assert_allclose(logits, teacher.logits(hypotheses), rtol=1e-5, atol=1e-6)
+    # the teacher's slot heads travel with the intent logits (what a command needs)
+    teacher_logits, teacher_slots = teacher.outputs(hypotheses)
+    assert set(slots) == set(teacher_slots) == set(cascade.labels.slots) and slots
+    for name, values in slots.items():
+        assert values.shape == (4, len(cascade.labels.slot_classes(name)))
+        np.testing.assert_allclose(values, teacher_slots[name], rtol=1e-5, atol=1e-6)
     assert all(intent in cascade.labels for intent in cascade.predict_intents(waveforms))
     assert cascade.classify([]).shape == (0, len(cascade.labels))
     size = cascade.size()
@@ -108,7 +125,7 @@ def test_packaged_faster_whisper_cascade(experiment, corpus, tmp_path):
     cascade = load_cascade(folder)
     _, waveforms = first_test_utterances(corpus, 3)
     raw = cascade.asr.transcribe(waveforms)
-    logits, hypotheses = cascade.predict(waveforms)
+    logits, hypotheses, _ = cascade.predict(waveforms)
     assert any(text != normalize_transcript(text) for text in raw)  # Whisper writes "Open the ... settings."
     assert hypotheses == [normalize_transcript(text) for text in raw]
     np.testing.assert_allclose(logits, cascade.teacher.logits(hypotheses), rtol=1e-5, atol=1e-6)
@@ -310,7 +327,7 @@ def test_evaluate_a_cascade_on_a_seeded_subset(experiment, corpus, tmp_path):
     clean = result["asr"]["hypotheses"]["clean"]
     assert [row["id"] for row in clean] == ids
     assert [row["hypothesis"] for row in clean] == cascade.transcribe(waveforms)
-    assert [row["predicted"] for row in clean] == cascade.predict_intents(waveforms)
+    assert [row["predicted"] for row in clean] == answered_intents(cascade, waveforms)
     assert [row["id"] for row in result["asr"]["hypotheses"]["white_10dB"]] == [manifest[i].id for i in noisy]
     assert result["asr"]["conditions"][0]["wer"] == sweep["clean"]["wer"]
 
@@ -348,7 +365,7 @@ def test_predict_with_a_cascade_gives_the_hypothesis_as_transcript(experiment, c
     cascade = load_cascade(experiment / "cascade")
     waveforms = [load_audio(path) for path in files]
     assert [p.transcript for p in predictions] == cascade.transcribe(waveforms)
-    assert [p.intent for p in predictions] == cascade.predict_intents(waveforms)
+    assert [p.intent for p in predictions] == answered_intents(cascade, waveforms)
     capsys.readouterr()
     assert main(["predict", "--model", str(experiment / "cascade"), *files]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -121,3 +121,30 @@ def test_bad_macro_and_slot_sections(tmp_path):
         )
     with pytest.raises(GrammarError, match=r"slot type \$size"):
         load_grammar(write(tmp_path, 'context:\n  expressions: {a: ["x $size:s"]}\n  slots: {size: []}\n'))
+
+
+def test_yes_no_on_off_and_numbers_stay_words(tmp_path):
+    # YAML 1.1 reads unquoted no/yes/on/off as booleans: a slot value "no" must not become "False"
+    grammar = load_grammar(
+        write(
+            tmp_path,
+            """
+        context:
+          expressions:
+            order:
+              - "$count:count pizzas with $cheese:cheese cheese"
+              - "turn $power:power the oven"
+          slots:
+            count: [2, 3]
+            cheese: [extra, no, yes, light]
+            power: [on, off]
+        """,
+        )
+    )
+    assert grammar.slots == {
+        "count": ["2", "3"],
+        "cheese": ["extra", "no", "yes", "light"],
+        "power": ["on", "off"],
+    }
+    assert ("no pizza", ()) not in expansions(grammar, "order")
+    assert any(text == "2 pizzas with no cheese" for text, _ in expansions(grammar, "order"))

@@ -254,12 +254,30 @@ def test_ctc_head_gives_normalised_log_probabilities(pooling: str) -> None:
         ({"subsampling": 3}, "subsampling must be 4 or 8"),
         ({"pooling": "max"}, "pooling must be one of mean, attention, cls"),
         ({"d_model": 30, "num_heads": 4}, "not divisible by num_heads"),
-        ({"num_intents": 1}, "num_intents"),
+        ({"num_intents": -1}, "num_intents"),
     ],
 )
 def test_config_validation(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make_config(**overrides)
+
+
+def test_one_intent_with_slots() -> None:
+    # A grammar of one intent (a coffee order: every difference is in the slots) is a valid student
+    student = make_student(num_intents=1, slot_classes={"size": 4, "drink": 3}).train()
+    features, lengths = pad_batch(utterances([30, 19, 11]))
+    output = student(features, lengths)
+    assert output.logits.shape == (3, 1)
+    assert {name: tuple(v.shape) for name, v in output.slot_logits.items()} == {
+        "size": (3, 4),
+        "drink": (3, 3),
+    }
+    loss = sum(
+        torch.nn.functional.cross_entropy(output.slot_logits[name], torch.tensor(target))
+        for name, target in (("size", [0, 3, 1]), ("drink", [2, 0, 1]))
+    )
+    loss.backward()
+    assert student.slot_heads[0].weight.grad.abs().sum() > 0
 
 
 def test_gradients_reach_every_parameter() -> None:

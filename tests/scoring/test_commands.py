@@ -1,4 +1,4 @@
-"""Joint decoding of commands (pipeline.serving.commands): the printed intent and slots always agree."""
+"""Joint decoding of commands (pipeline.scoring.commands): the printed intent and slots always agree."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.labels import LabelSet
-from pipeline.serving.commands import CommandDecoder, CommandDecoders
+from pipeline.scoring.commands import CommandDecoder, CommandDecoders
 
 # an FSC-style map: every intent name is a slot combination ("none" is a location value)
 FSC = LabelSet(
