@@ -200,7 +200,9 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
     metrics, thresholds = {}, {}
     for method, out_scores in scores_of[split].items():
         if own and own.get("method") == method:
-            thresholds[method] = {"value": float(own["threshold"]), "from": "model"}
+            # no threshold (a model of one intent): only the speech check rejects
+            value = -np.inf if own["threshold"] is None else float(own["threshold"])
+            thresholds[method] = {"value": value, "from": "model"}
         else:
             value = threshold_for_acceptance(scores_of["calibration"][method], acceptance)
             thresholds[method] = {

@@ -66,6 +66,27 @@ def rejection_scores_of_split(recognizer: IntentRecognizer, files: list[Path], m
     return scores
 
 
+def _no_threshold(model_dir: Path, recognizer: IntentRecognizer, method: str, target_acceptance: float,
+                  temperature: float, split: str) -> Rejection:  # fmt: skip
+    """A model of one intent (every difference in the slots, like a coffee order) has no confidence
+    threshold: its intent head's softmax is always 1 and cross-entropy never trains its one logit, so
+    the score would reject a random share of the commands. The speech check still answers ``no
+    speech``; an ``unknown`` intent (outlier exposure) makes it two intents, and a threshold again."""
+    stored = recognizer.rejection
+    vad = DEFAULT_VAD if stored is None else stored.vad_config
+    rejection = Rejection(
+        method=method, threshold=None, target_acceptance=target_acceptance, temperature=temperature,
+        vad=None if vad is None else vad.to_dict(),
+        calibration={"split": split, "threshold": "none: the model has one intent, whose score says nothing"},
+    )  # fmt: skip
+    update_config(model_dir, {CONFIG_KEY: rejection.to_dict()})
+    logger.warning(
+        "%s: one intent (%s): no confidence threshold (its score is constant); only the speech check rejects",
+        model_dir, recognizer.labels.intents[0],
+    )  # fmt: skip
+    return rejection
+
+
 def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str = "valid",
               target_acceptance: float = DEFAULT_TARGET_ACCEPTANCE, method: str = "auto",
               temperature: float = 1.0, batch_size: int = 16) -> Rejection:  # fmt: skip
@@ -95,6 +116,8 @@ def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str 
         raise ManifestError(f"{data}: no {split} split; available: {', '.join(manifests)}")
     recognizer = IntentRecognizer.from_pretrained(model_dir)
     method = check_method(method, recognizer.labels)
+    if len(recognizer.labels.intents) == 1:
+        return _no_threshold(model_dir, recognizer, method, target_acceptance, temperature, split)
     manifest = read_manifest(manifests[split])
     commands = [u for u in manifest if u.intent != UNKNOWN_INTENT and u.intent in recognizer.labels]
     if not commands:
