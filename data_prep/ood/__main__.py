@@ -13,6 +13,7 @@ from data_prep.rows import one_line
 from data_prep.synthetic.engines import ENGINES
 from pipeline.core.errors import SlukdError
 from pipeline.core.logging_utils import setup_logging
+from pipeline.data.open_set import OOD_SPLITS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="engine heard only in ood_test ('none': no such engine)")  # fmt: skip
     parser.add_argument("--in-domain", type=Path, nargs="*", default=[],
                         help="manifests whose transcripts near misses are made from (default: the built-in grammar)")  # fmt: skip
+    parser.add_argument("--splits", default=",".join(OOD_SPLITS),
+                        help="the splits to synthesise (the plan, so each split's texts, voices and sounds, stays the same: "
+                        "ood_test alone is what an evaluation without outlier exposure needs)")  # fmt: skip
     parser.add_argument("--num-workers", type=int, default=0, help="worker processes (0: every core)")
     parser.add_argument("--log-level", default="INFO", help="logging level")
     return parser
@@ -47,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         held_out_engine=args.held_out_engine.strip(),
         in_domain=[str(path) for path in args.in_domain],
         num_workers=args.num_workers,
+        splits=[name.strip() for name in args.splits.split(",") if name.strip()],
     )
     try:
         manifests = prepare_ood(args.out, config)

@@ -74,6 +74,7 @@ class OodConfig:
     held_out_engine: str = "piper"  # heard only in ood_test; "none" or missing: none
     in_domain: list[str] = field(default_factory=list)  # manifests whose transcripts make near misses
     num_workers: int = 0  # 0: every core
+    splits: list[str] = field(default_factory=lambda: list(OOD_SPLITS))  # those to synthesise (same plan)
 
     def counts(self) -> dict[str, int]:
         try:
@@ -207,13 +208,18 @@ def _render_speech(task: tuple[int, str, str, dict, int]) -> tuple[int, float, s
         return index, 0.0, f"{type(error).__name__}: {error}"
 
 
-def render(plan: list[PlannedOod], output_dir: Path, seed: int, workers: int) -> dict[str, float]:
-    """Write every planned utterance's audio; returns the duration of each id."""
+def render(plan: list[PlannedOod], output_dir: Path, seed: int, workers: int,
+           splits: Iterable[str] = OOD_SPLITS) -> dict[str, float]:  # fmt: skip
+    """Write the audio of every planned utterance of ``splits``; returns the duration of each id.
+    Each utterance draws its randomness from its place in the whole plan, so a split has the same
+    texts, voices and sounds whichever other splits are rendered with it (a TTS engine's timing may
+    still move by milliseconds with what its process spoke before)."""
+    splits = set(splits)
     durations: dict[str, float] = {}
     tasks = [
         (i, str(output_dir / item.audio), item.text, asdict(item.speaker), seed)
         for i, item in enumerate(plan)
-        if item.speaker is not None
+        if item.speaker is not None and item.split in splits
     ]
     errors = []
     context = multiprocessing.get_context(
@@ -229,7 +235,7 @@ def render(plan: list[PlannedOod], output_dir: Path, seed: int, workers: int) ->
     if errors:
         raise OodError(f"{len(errors)} utterance(s) failed to synthesise, first: {errors[0]}")
     for index, item in enumerate(plan):
-        if item.speaker is not None:
+        if item.speaker is not None or item.split not in splits:
             continue
         rng = np.random.default_rng([seed, index])
         talkers = []
@@ -269,6 +275,12 @@ def prepare_ood(output_dir: str | Path, config: OodConfig | None = None) -> dict
         The manifest of each split.
     """
     config = config or OodConfig()
+    unknown = [split for split in config.splits if split not in OOD_SPLITS]
+    if unknown or not config.splits:
+        raise OodError(
+            f"splits must be some of {', '.join(OOD_SPLITS)}, got {', '.join(config.splits) or 'none'}"
+        )
+    splits = [split for split in OOD_SPLITS if split in config.splits]
     output_dir = Path(output_dir)
     manifest_dir = output_dir / "manifests"
     engines = available_engines(config.engines)
@@ -276,14 +288,17 @@ def prepare_ood(output_dir: str | Path, config: OodConfig | None = None) -> dict
     fingerprint = _fingerprint(config, engines, plan)
     if is_done(output_dir, fingerprint):
         logger.info("%s: out-of-domain corpus already generated with this plan, skipping", output_dir)
-        return {split: read_manifest(manifest_dir / f"{split}.jsonl") for split in OOD_SPLITS}
+        return {split: read_manifest(manifest_dir / f"{split}.jsonl") for split in splits}
     (output_dir / ".done").unlink(missing_ok=True)
     for name in engines:
         ENGINES[name].prepare()
     logger.info(
-        "generating %d out-of-domain utterances (%s) into %s", len(plan), ", ".join(engines), output_dir
-    )
-    durations = render(plan, output_dir, config.seed, config.num_workers or worker_count())
+        "generating %d out-of-domain utterances (%s; %s) into %s",
+        sum(item.split in splits for item in plan), ", ".join(splits), ", ".join(engines), output_dir,
+    )  # fmt: skip
+    for stale in set(OOD_SPLITS) - set(splits):  # a split of an earlier run with other splits
+        (manifest_dir / f"{stale}.jsonl").unlink(missing_ok=True)
+    durations = render(plan, output_dir, config.seed, config.num_workers or worker_count(), splits)
     labels = LabelSet(intents=[UNKNOWN_INTENT])
     rows = {
         split: [
@@ -305,7 +320,7 @@ def prepare_ood(output_dir: str | Path, config: OodConfig | None = None) -> dict
             for item in plan
             if item.split == split
         ]
-        for split in OOD_SPLITS
+        for split in splits
     }
     manifests = write_split_manifests(rows, manifest_dir, labels)
     write_json(

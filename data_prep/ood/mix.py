@@ -50,7 +50,8 @@ def mix_open_set(
     ``mix`` False: train, valid and the labels stay the corpus's, and the ``ood_*`` splits only
     join the others (for the open-set evaluation of models trained without outlier exposure)."""
     corpus, ood = find_manifests(corpus_dir), find_manifests(ood_dir)
-    missing = [split for split in (*MIXED_SPLITS, *MIXED_SPLITS.values()) if split not in {**corpus, **ood}]
+    needed = (*MIXED_SPLITS, *MIXED_SPLITS.values()) if mix else tuple(MIXED_SPLITS)
+    missing = [split for split in needed if split not in {**corpus, **ood}]
     if missing:
         raise SlukdError(f"{corpus_dir} / {ood_dir}: missing split(s) {', '.join(missing)}")
     labels = LabelSet.load(corpus["train"].parent / LABELS_FILENAME)

@@ -128,9 +128,13 @@ stage_out_of_domain() {
   # the corpus the later stages read (${train_dir}): with outlier exposure, train and valid gain
   # ood_train and ood_valid as intent `unknown`; without it, the ood splits only join the others.
   [ "${ood}" != none ] || return 0
+  # Without outlier exposure nothing trains on ood_train or ood_valid: ood_test alone is synthesised
+  # (the same texts, voices and sounds as in a full build: the plan is the whole plan).
+  local ood_splits=ood_test
+  [ "${outlier_exposure}" = false ] || ood_splits=ood_train,ood_valid,ood_test
   run_step "${ood_dir}/.done" "${ood_dir}/${RECIPE_MARKER}" --input "${corpus_done}" -- \
     "${python}" -m data_prep.ood --out "${ood_dir}" --size "${ood}" --seed "${seed}" --engines "${engines}" \
-    --held-out-engine "${held_out_engine}" --num-workers "${num_workers}" \
+    --held-out-engine "${held_out_engine}" --num-workers "${num_workers}" --splits "${ood_splits}" \
     --in-domain "${data_dir}/manifests/train.jsonl"
   local inputs=() path
   for path in "${data_dir}"/manifests/*.jsonl; do inputs+=(--input "${path}"); done

@@ -207,3 +207,42 @@ def test_mix_adds_unknown_to_train_and_valid(ood_corpus, tmp_path):
     ood_test = read_manifest(plain / "manifests/ood_test.jsonl")
     assert len(ood_test) == len(read_manifest(ood_corpus / "manifests/ood_test.jsonl"))
     assert all(u.intent == UNKNOWN_INTENT and ood_test.audio_path(u).is_file() for u in ood_test)
+
+
+def test_ood_test_alone_is_the_same_audio_and_mixes_without_outlier_exposure(ood_corpus, tmp_path):
+    # Without outlier exposure the recipe synthesises ood_test only: the same utterances
+    only = tmp_path / "only_test"
+    code, log = call_main(ood_main, "--out", only, "--size", "tiny", "--engines", "espeak",
+                          "--held-out-engine", "none", "--num-workers", "1", "--splits", "ood_test")  # fmt: skip
+    assert code == 0, log
+    assert sorted(p.name for p in (only / "manifests").glob("*.jsonl")) == ["ood_test.jsonl"]
+    full, alone = (read_manifest(folder / "manifests/ood_test.jsonl") for folder in (ood_corpus, only))
+    assert [u.id for u in alone] == [u.id for u in full] and [u.transcript for u in alone] == [
+        u.transcript for u in full
+    ]
+    assert [(u.speaker, u.extra["ood_kind"], u.extra["ood_source"]) for u in alone] == [
+        (u.speaker, u.extra["ood_kind"], u.extra["ood_source"]) for u in full
+    ]
+    for mine, theirs in zip(alone, full, strict=True):
+        if mine.extra["ood_source"].startswith("non_speech:") and not mine.extra["ood_source"].endswith(
+            "babble"
+        ):
+            # noise, hum, clicks: drawn from the utterance's place in the plan
+            assert alone.audio_path(mine).read_bytes() == full.audio_path(theirs).read_bytes(), mine.id
+        else:  # espeak's timing carries a little state from what its process spoke before
+            assert abs(mine.duration - theirs.duration) < 0.02, mine.id
+    corpus = tmp_path / "corpus"
+    for split in ("train", "valid"):
+        utterance = Utterance(f"{split}0", f"../audio/{split}0.wav", 1.0, SAMPLE_RATE, "turn on", "on")
+        write_tone(corpus / "audio" / f"{split}0.wav", 1.0)
+        write_manifest(corpus / "manifests" / f"{split}.jsonl", [utterance])
+    LabelSet(intents=["on", "off"]).save(corpus / "manifests/labels.json")
+    code, log = call_main(
+        mix_main, "--corpus", corpus, "--ood", only, "--out", tmp_path / "plain", "--mix", "false"
+    )
+    assert code == 0, log
+    assert (tmp_path / "plain" / "manifests" / "ood_test.jsonl").is_file()
+    code, log = call_main(mix_main, "--corpus", corpus, "--ood", only, "--out", tmp_path / "mixed")
+    assert code == 1 and "missing split(s) ood_train, ood_valid" in log
+    with pytest.raises(OodError, match="splits must be some of"):
+        prepare_ood(tmp_path / "bad", OodConfig(size="tiny", engines=["espeak"], splits=["ood_dev"]))
