@@ -84,3 +84,29 @@ def command_metrics(manifest: Manifest, labels: LabelSet, gold: np.ndarray, logi
         "command_decoding": decoding,
         "command_intent_accuracy": accuracy(gold[rows], intents),
     }
+
+
+def command_correct(manifest: Manifest, labels: LabelSet, gold: np.ndarray, logits: np.ndarray,
+                    slot_logits: dict[str, np.ndarray] | None = None) -> list[int | None] | None:  # fmt: skip
+    """Per utterance, 1 when the intent and every slot are exact, 0 when not, ``None`` where the
+    model did not run (NaN rows); ``None`` when the labels have no slots or the model predicts none.
+    The per-utterance form of the command acceptance, for paired comparisons."""
+    if not labels.slots or not len(gold):
+        return None
+    ran = ~np.isnan(logits).any(axis=1)
+    result: list[int | None] = [None] * len(gold)
+    if not ran.any():
+        return result
+    rows = {name: values[ran] for name, values in (slot_logits or {}).items()}
+    predicted = predicted_commands(labels, logits[ran], rows)
+    if predicted is None:
+        return None
+    intents, slots, _ = predicted
+    kept = [u for u, keep in zip(manifest, ran, strict=True) if keep]
+    truth = gold_slots(kept, labels)
+    right = np.asarray(gold[ran]) == np.asarray(intents)
+    for name, values in truth.items():
+        right &= np.asarray(values, dtype=object) == np.asarray(slots[name], dtype=object)
+    for row, value in zip(np.flatnonzero(ran), right, strict=True):
+        result[int(row)] = int(value)
+    return result

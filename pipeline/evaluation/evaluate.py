@@ -68,7 +68,7 @@ from pipeline.data.batching import WaveformDataset, batches_by_duration, collate
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest, require_transcripts
 from pipeline.data.text import normalize_transcript
-from pipeline.evaluation.command_scores import command_metrics, decoded_intents
+from pipeline.evaluation.command_scores import command_correct, command_metrics, decoded_intents
 from pipeline.evaluation.open_set import evaluate_open_set, is_out_of_domain
 from pipeline.evaluation.records import (
     asr_record,
@@ -341,7 +341,11 @@ def _audio_metrics(model: LoadedModel, manifest: Manifest, split_manifest: Manif
         }  # fmt: skip
     if asr is not None:
         asr = {"name": model.asr, **asr}
-    predictions = predictions_record(manifest, gold, result.logits, decoded)
+    exact = {
+        name: command_correct(manifest, model.labels, gold, values, result.slot_logits[name])
+        for name, values in result.logits.items()
+    }
+    predictions = predictions_record(manifest, gold, result.logits, decoded, exact)
     return AudioResults(
         result.logits["clean"], result.slot_logits["clean"], noise_sweep, ctc, predictions, asr
     )
@@ -442,7 +446,8 @@ def evaluate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str, 
             logits = model.text_logits([u.transcript for u in manifest])
     answered = decoded_intents(model.labels, logits, slot_logits)
     if model.input != WAVEFORM:
-        predictions = predictions_record(manifest, gold, {"clean": logits}, {"clean": answered})
+        exact = {"clean": command_correct(manifest, model.labels, gold, logits, slot_logits)}
+        predictions = predictions_record(manifest, gold, {"clean": logits}, {"clean": answered}, exact)
     metrics = classification_report(gold, logits, model.labels, answered)
     metrics.update(command_metrics(manifest, model.labels, gold, logits, slot_logits))
     metrics.update({"teacher": None, "teacher_agreement": None, "teacher_accuracy": None})

@@ -53,9 +53,12 @@ def condition_scores(gold: np.ndarray, logits: np.ndarray, labels: LabelSet,
 
 
 def predictions_record(manifest: Manifest, gold: np.ndarray, logits: dict[str, np.ndarray],
-                       decoded: dict[str, np.ndarray] | None = None) -> dict:  # fmt: skip
+                       decoded: dict[str, np.ndarray] | None = None,
+                       commands: dict[str, list[int | None] | None] | None = None) -> dict:  # fmt: skip
     """``{"ids", "gold", "conditions": {name: [index or None]}}`` (see the module docstring);
-    ``decoded``: per condition, the intents the model answers where they are not the argmax."""
+    ``decoded``: per condition, the intents the model answers where they are not the argmax;
+    ``commands``: per condition, 1/0 per utterance for an exact command (intent and every slot),
+    stored as ``"commands"`` when the labels have slots."""
     conditions = {}
     for name, values in logits.items():
         ran = ~np.isnan(values).any(axis=1)
@@ -63,7 +66,11 @@ def predictions_record(manifest: Manifest, gold: np.ndarray, logits: dict[str, n
         if decoded is not None and name in decoded:
             best = decoded[name]
         conditions[name] = [int(b) if r else None for b, r in zip(best, ran, strict=True)]
-    return {"ids": [u.id for u in manifest], "gold": [int(g) for g in gold], "conditions": conditions}
+    record = {"ids": [u.id for u in manifest], "gold": [int(g) for g in gold], "conditions": conditions}
+    exact = {name: values for name, values in (commands or {}).items() if values is not None}
+    if exact:
+        record["commands"] = exact
+    return record
 
 
 def asr_record(manifest: Manifest, hypotheses: dict[str, list[str | None]], decoded: dict[str, np.ndarray],

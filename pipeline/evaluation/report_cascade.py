@@ -34,6 +34,9 @@ from pipeline.scoring.intervals import (
 GOAL_SPEEDUP = 10.0  # the issue's goal: the best student at least this much faster on one thread
 
 
+ACCURACY, COMMANDS = "accuracy", "command acceptance"  # what a comparison scores per utterance
+
+
 @dataclass
 class Comparison:
     """The best student and one cascade on one (split, condition)."""
@@ -50,6 +53,7 @@ class Comparison:
     cascade_only: int = 0
     p_value: float | None = None  # McNemar's exact test; None without paired predictions
     verdict: str = LEVEL  # ahead | behind | level (ahead/behind only where p < ALPHA)
+    measure: str = ACCURACY  # ACCURACY (the intent) or COMMANDS (intent and every slot exact)
 
     @property
     def difference(self) -> float:
@@ -57,10 +61,26 @@ class Comparison:
         return self.student - self.cascade
 
 
-def _correct_on(evaluation: dict, condition: str, ids: list[str]) -> np.ndarray | None:
+def _has_commands(evaluation: dict, condition: str) -> bool:
+    """Whether the eval file keeps per-utterance exact commands (intent and every slot) under ``condition``."""
+    return condition in ((evaluation.get("predictions") or {}).get("commands") or {})
+
+
+def _correct_on(
+    evaluation: dict, condition: str, ids: list[str], commands: bool = False
+) -> np.ndarray | None:
     """Per-utterance correct/incorrect of a model's predictions under ``condition`` on the
-    utterances ``ids`` (None when it has no prediction for one of them)."""
+    utterances ``ids`` (None when it has no prediction for one of them): the intent, or with
+    ``commands`` the whole command (intent and every slot exact)."""
     predictions = evaluation.get("predictions") or {}
+    if commands:
+        exact = (predictions.get("commands") or {}).get(condition)
+        if exact is None:
+            return None
+        position = {identifier: row for row, identifier in enumerate(predictions["ids"])}
+        if not ids or any(i not in position or exact[position[i]] is None for i in ids):
+            return None
+        return np.array([bool(exact[position[i]]) for i in ids])
     by_condition = (predictions.get("conditions") or {}).get(condition)
     if by_condition is None:
         return None
@@ -75,7 +95,7 @@ def _correct_on(evaluation: dict, condition: str, ids: list[str]) -> np.ndarray 
     return gold == np.array(predicted)
 
 
-def _paired(split: str, condition: str, student: np.ndarray, cascade: np.ndarray) -> Comparison:
+def _paired(split: str, condition: str, student: np.ndarray, cascade: np.ndarray, measure: str) -> Comparison:
     mine, theirs, test = (
         accuracy_estimate(student),
         accuracy_estimate(cascade),
@@ -85,7 +105,7 @@ def _paired(split: str, condition: str, student: np.ndarray, cascade: np.ndarray
     if test.p_value < ALPHA and test.a_only != test.b_only:
         verdict = AHEAD if test.a_only > test.b_only else BEHIND
     return Comparison(split, condition, len(student), mine.value, theirs.value, True, (mine.low, mine.high),
-                      (theirs.low, theirs.high), test.a_only, test.b_only, test.p_value, verdict)  # fmt: skip
+                      (theirs.low, theirs.high), test.a_only, test.b_only, test.p_value, verdict, measure)  # fmt: skip
 
 
 def compare(student: ModelEvals, cascade: ModelEvals) -> list[Comparison]:
@@ -103,20 +123,26 @@ def compare(student: ModelEvals, cascade: ModelEvals) -> list[Comparison]:
                 for identifier, value in zip(record["ids"], predicted, strict=True)
                 if value is not None
             ]
-            cascade_correct = _correct_on(evaluation, condition, ids)
-            student_correct = _correct_on(student.evals[split], condition, ids)
+            # with slots, the command (intent and every slot exact), where both files keep it per utterance
+            commands = _has_commands(evaluation, condition) and _has_commands(student.evals[split], condition)
+            cascade_correct = _correct_on(evaluation, condition, ids, commands)
+            student_correct = _correct_on(student.evals[split], condition, ids, commands)
             if condition != "clean" and not same_noise:
                 student_correct = None  # other noise on the same ids: not a pair
             if cascade_correct is None:
                 continue
+            measure = COMMANDS if commands else ACCURACY
             if student_correct is not None:
-                rows.append(_paired(split, condition, student_correct, cascade_correct))
+                rows.append(_paired(split, condition, student_correct, cascade_correct, measure))
             elif condition in own_sweep:  # no paired test: the student's own utterances
                 own = own_sweep[condition]
-                mine = proportion_estimate(own["accuracy"], int(own.get("utterances") or 0))
+                value = own.get("command_acceptance") if commands else own["accuracy"]
+                if value is None:
+                    continue
+                mine = proportion_estimate(value, int(own.get("utterances") or 0))
                 theirs = accuracy_estimate(cascade_correct)
-                rows.append(Comparison(split, condition, len(ids), own["accuracy"], theirs.value, False,
-                                       (mine.low, mine.high), (theirs.low, theirs.high)))  # fmt: skip
+                rows.append(Comparison(split, condition, len(ids), value, theirs.value, False,
+                                       (mine.low, mine.high), (theirs.low, theirs.high), measure=measure))  # fmt: skip
     return rows
 
 
@@ -166,12 +192,15 @@ def section(
         }  # fmt: skip
         table = _table(rows, student.name, cascade.name)
         smallest = min((row.utterances for row in rows), default=0)
+        measure = COMMANDS if any(row.measure == COMMANDS for row in rows) else ACCURACY
+        scored = ("command acceptance points (intent and every slot exact)" if measure == COMMANDS
+                  else "accuracy points")  # fmt: skip
         text = [f"{student.name} (the best student on valid) against {cascade.name} ({_asr_name(cascade)}), scored "
                 f"on the same utterances and the same noisy audio: the student is ahead on {ahead}, behind on "
                 f"{behind} and level on {len(rows) - ahead - behind} of {len(rows)} (split, condition) pairs. Ahead "
                 f"or behind only where McNemar's exact test on the per-utterance pairs gives p < {ALPHA:g}, level "
-                f"otherwise. Each cell: the verdict, the difference in accuracy points (positive: the student is "
-                f"ahead) and p, then both accuracies with their 95% Wilson intervals and the utterances compared "
+                f"otherwise. Each cell: the verdict, the difference in {scored} (positive: the student is "
+                f"ahead) and p, then both {measure} figures with their 95% Wilson intervals and the utterances compared "
                 f"(the smallest cell has {smallest})."]  # fmt: skip
         if speed["latency"] is not None:
             text.append(f"Latency on one CPU thread at batch 1: {speed['student_latency_ms']:.1f} ms against "

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, Utterance
-from pipeline.evaluation.command_scores import command_metrics, gold_slots
+from pipeline.evaluation.command_scores import command_correct, command_metrics, gold_slots
 from pipeline.scoring.metrics import command_acceptance, slot_scores
 
 
@@ -54,6 +54,15 @@ def test_command_metrics_with_slot_heads_and_from_intent_names():
     joint = command_metrics(manifest, labels, gold, logits, slot_logits)
     assert joint["command_decoding"] == "joint" and joint["command_acceptance"] == 1.0
     assert joint["command_intent_accuracy"] == 1.0
+    # per utterance (the paired comparison's input): names get row 1 wrong, joint decoding neither;
+    # a row the condition did not run on (NaN) is None
+    assert command_correct(manifest, labels, gold, logits) == [1, 0]
+    assert command_correct(manifest, labels, gold, logits, slot_logits) == [1, 1]
+    skipped = logits.copy()
+    skipped[0] = np.nan
+    assert command_correct(
+        manifest, labels, gold, skipped, {k: v.copy() for k, v in slot_logits.items()}
+    ) == [None, 1]
     # a mask of the rows a condition ran on
     assert (
         command_metrics(manifest, labels, gold, logits, slot_logits, np.array([False, True]))[
@@ -70,3 +79,4 @@ def test_command_metrics_are_none_without_slots_or_predicted_slots():
                     "command_intent_accuracy": None}  # fmt: skip
     labels = LabelSet(["a", "b"], {"colour": ["red"]})  # the intent names carry no slot values
     assert command_metrics(manifest, labels, np.array([0]), np.zeros((1, 2)))["command_acceptance"] is None
+    assert command_correct(manifest, LabelSet(["a", "b"]), np.array([0]), np.zeros((1, 2))) is None

@@ -313,3 +313,27 @@ def test_a_cascade_with_other_noise_is_no_pair(tmp_path):
         row["p_value"] is None and row["verdict"] == "level" for row in rows if not row["same_utterances"]
     )
     assert "no pair:" in (out / "report.md").read_text()
+
+
+def test_with_slots_the_pair_is_scored_on_whole_commands(tmp_path):
+    # One intent (a coffee order): every intent is right, so only the commands tell the models apart
+    from pipeline.evaluation.report_cascade import COMMANDS, compare
+    from pipeline.evaluation.report_figures import ModelEvals
+
+    ids = [f"u{i}" for i in range(30)]
+
+    def evaluation(exact: list[int]) -> dict:
+        return {"settings": {}, "noise_sweep": [],
+                "predictions": {"ids": ids, "gold": [0] * 30, "conditions": {"clean": [0] * 30},
+                                "commands": {"clean": exact}}}  # fmt: skip
+
+    student = ModelEvals("student_kd", tmp_path, "student", {"test": evaluation([1] * 28 + [0] * 2)})
+    cascade = ModelEvals("cascade", tmp_path, "cascade", {"test": evaluation([1] * 12 + [0] * 18)})
+    (row,) = compare(student, cascade)
+    assert row.measure == COMMANDS and row.utterances == 30
+    assert (row.student, row.cascade) == (pytest.approx(28 / 30), pytest.approx(12 / 30))
+    assert (row.student_only, row.cascade_only) == (16, 0) and row.verdict == "ahead"
+    # without per-utterance commands in one of the files: the intents, level here
+    del cascade.evals["test"]["predictions"]["commands"]
+    (row,) = compare(student, cascade)
+    assert row.measure == "accuracy" and row.student == row.cascade == 1.0 and row.verdict == "level"
