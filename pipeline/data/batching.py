@@ -124,6 +124,17 @@ class WaveformDataset(Dataset):
         return WaveformItem(index, torch.from_numpy(samples), "", "; ".join(notes))
 
 
+def trim_batch(waveforms: Tensor, lengths: Tensor, sample_rate: int = SAMPLE_RATE) -> tuple[Tensor, Tensor]:
+    """Each row of a padded batch cut to its speech (:func:`pipeline.data.vad.trim_silence`, as
+    :class:`WaveformDataset` and prediction trim), padded again: for audio that is only complete
+    after the dataset (an evaluation's noise mixed into a file, as a recording brings it)."""
+    rows = [
+        torch.from_numpy(np.ascontiguousarray(trim_to_speech(row[:length].numpy(), sample_rate)))
+        for row, length in zip(waveforms.float().cpu(), lengths.tolist(), strict=True)
+    ]
+    return pad_sequences(rows, dtype=torch.float32)
+
+
 def collate_waveforms(items: list[WaveformItem]) -> WaveformBatch:
     """Zero-pad a list of items into one batch (items with errors get length 0)."""
     waveforms, lengths = pad_sequences([item.waveform for item in items], dtype=torch.float32)

@@ -64,7 +64,7 @@ from pipeline.core.devices import resolve_device
 from pipeline.core.environment import environment
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, read_json, write_json
-from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
+from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms, trim_batch
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest, require_transcripts
 from pipeline.data.text import normalize_transcript
@@ -75,6 +75,7 @@ from pipeline.evaluation.records import (
     condition_scores,
     predictions_record,
     reusable_hypotheses,
+    store_slot_logits,
     subset_note,
 )
 from pipeline.evaluation.shared_frozen import SHARED_FROZEN
@@ -162,15 +163,6 @@ class WaveformPass:
     ]  # condition -> slot -> [N, classes] (slot heads; NaN: not run)
 
 
-def _store_slot_logits(store: dict[str, np.ndarray], values: dict[str, np.ndarray], indices: list[int],
-                       rows: int) -> None:  # fmt: skip
-    """Write one batch's slot logits (slot -> [B, classes]) into the split's rows (NaN: not run)."""
-    for name, batch_values in values.items():
-        store.setdefault(name, np.full((rows, batch_values.shape[1]), np.nan, np.float32))[indices] = (
-            batch_values
-        )
-
-
 def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfig, device: torch.device,
                    bank: BabbleBank | None, noisy_rows: set[int],
                    known: dict[tuple[str, str], str] | None = None) -> WaveformPass:  # fmt: skip
@@ -183,7 +175,11 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
     transcripts: list[str] = [""] * len(manifest)
     slot_logits: dict[str, dict[str, np.ndarray]] = {c.name: {} for c in conditions}
     batches = batches_by_duration([u.duration for u in manifest], config.batch_seconds, config.max_batch_size)
-    waveforms = WaveformDataset(manifest, trim_silence=bool(model.config.get("trim_silence")))  # as trained
+    # The files as they are; a model trained on trimmed audio trims each input after the noise is
+    # mixed in, as prediction trims a noisy recording (trimming the clean file first would hide
+    # what noise does to the speech detector)
+    trim = bool(model.config.get("trim_silence"))
+    waveforms = WaveformDataset(manifest, trim_silence=False)
     loader = DataLoader(waveforms, batch_sampler=batches, collate_fn=collate_waveforms)
     model.module.eval()
     forward = SHARED_FROZEN.forward_for(model) or model.waveform_forward  # a frozen bottom run once per batch
@@ -199,7 +195,7 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
                 texts = [known[(condition.name, manifest[batch.indices[r]].id)] for r in cached]
                 indices = [batch.indices[r] for r in cached]
                 logits[condition.name][indices], cached_slots = model.text_outputs(texts)
-                _store_slot_logits(slot_logits[condition.name], cached_slots, indices, len(manifest))
+                store_slot_logits(slot_logits[condition.name], cached_slots, indices, len(manifest))
                 for index, text in zip(indices, texts, strict=True):
                     hypotheses[condition.name][index] = text
                 rows = [r for r in rows if r not in set(cached)]
@@ -209,10 +205,12 @@ def _waveform_pass(model: LoadedModel, manifest: Manifest, config: EvaluateConfi
             waveforms, lengths = batch.waveforms[selected], batch.lengths[selected]
             waveforms = noisy_waveforms(waveforms, lengths, [manifest[batch.indices[r]].id for r in rows],
                                         condition, config.seed, bank)  # fmt: skip
+            if trim:
+                waveforms, lengths = trim_batch(waveforms, lengths)
             output = forward(waveforms.to(device), lengths.to(device))
             indices = [batch.indices[r] for r in rows]
             logits[condition.name][indices] = output.logits.float().cpu().numpy()
-            _store_slot_logits(slot_logits[condition.name],
+            store_slot_logits(slot_logits[condition.name],
                                {name: values.float().cpu().numpy() for name, values in output.slot_logits.items()},
                                indices, len(manifest))  # fmt: skip
             if output.hypotheses is not None:

@@ -52,6 +52,15 @@ def condition_scores(gold: np.ndarray, logits: np.ndarray, labels: LabelSet,
     }
 
 
+def store_slot_logits(store: dict[str, np.ndarray], values: dict[str, np.ndarray], indices: list[int],
+                       rows: int) -> None:  # fmt: skip
+    """Write one batch's slot logits (slot -> [B, classes]) into the split's rows (NaN: not run)."""
+    for name, batch_values in values.items():
+        store.setdefault(name, np.full((rows, batch_values.shape[1]), np.nan, np.float32))[indices] = (
+            batch_values
+        )
+
+
 def predictions_record(manifest: Manifest, gold: np.ndarray, logits: dict[str, np.ndarray],
                        decoded: dict[str, np.ndarray] | None = None,
                        commands: dict[str, list[int | None] | None] | None = None) -> dict:  # fmt: skip

@@ -106,7 +106,12 @@ def test_a_command_in_loud_noise_is_found_and_trimming_keeps_its_words(snr_db):
             regions = speech_regions(noisy, SAMPLE_RATE)
             assert regions, (text, colour, snr_db)
             lost = max(0.0, regions[0][0] - start) + max(0.0, end - regions[-1][1])
-            assert lost <= 0.35, (text, colour, snr_db, lost)  # 0.08-0.31 s measured; the trim adds 0.1 s back
+            assert lost <= 0.35, (
+                text,
+                colour,
+                snr_db,
+                lost,
+            )  # 0.08-0.31 s measured; the trim adds 0.1 s back
 
 
 def long_case() -> tuple[np.ndarray, list[tuple[float, float]]]:
@@ -170,3 +175,25 @@ def test_settings_round_trip_and_bad_settings():
     with pytest.raises(VadError, match="mono"):
         speech_regions(np.zeros((2, 100), np.float32), SAMPLE_RATE)
     assert speech_regions(np.zeros(10, np.float32), SAMPLE_RATE) == []
+
+
+def test_trim_batch_cuts_each_row_as_trim_silence_does():
+    # the evaluation mixes noise into a whole file, then trims: each row as prediction would
+    import torch
+
+    from pipeline.data.batching import pad_sequences, trim_batch
+
+    rng = np.random.default_rng(5)
+    pause = np.zeros(SAMPLE_RATE // 2, np.float32)
+    rows = []
+    for text in ("stop", "turn on the lights in the kitchen"):
+        clip = np.concatenate([pause, at_level(espeak_speech(text), -25), pause])
+        rows.append(clip + at_level(noise(len(clip), "white", rng), -50))
+    waveforms, lengths = pad_sequences(
+        [torch.from_numpy(r.astype(np.float32)) for r in rows], dtype=torch.float32
+    )
+    trimmed, trimmed_lengths = trim_batch(waveforms, lengths)
+    for row, signal in enumerate(rows):
+        expected = trim_silence(signal.astype(np.float32), SAMPLE_RATE)
+        assert int(trimmed_lengths[row]) == len(expected) < len(signal)
+        np.testing.assert_array_equal(trimmed[row, : len(expected)].numpy(), expected)
