@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 from pipeline.augment.conditions import NoiseCondition, noisy_waveforms
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, write_json
-from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms
+from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms, trim_batch
 from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.evaluation.command_scores import command_metrics, decoded_intents
@@ -162,12 +162,13 @@ class StudentScorer:
 
     def _batches(self, eval_set: EvalSet, trim_silence: bool = False) -> list[_Batch]:
         """The set's audio under its condition, decoded once (per trimming, as each model was
-        trained: ``trim_silence`` in its config.json), in length-sorted batches."""
+        trained: ``trim_silence`` in its config.json), in length-sorted batches. As in ``slukd
+        evaluate``, the noise is mixed into the whole file and the trimming comes after it."""
         if (eval_set.name, trim_silence) in self._audio:
             return self._audio[eval_set.name, trim_silence]
         manifest = eval_set.manifest
         order = batches_by_duration([u.duration for u in manifest], self.batch_seconds, self.max_batch_size)
-        waves = WaveformDataset(manifest, trim_silence=trim_silence)
+        waves = WaveformDataset(manifest, trim_silence=False)
         loader = DataLoader(waves, batch_sampler=order, collate_fn=collate_waveforms)
         batches = []
         for batch in loader:
@@ -176,7 +177,10 @@ class StudentScorer:
                 raise ScoringError(f"{len(bad)} unreadable utterance(s) in {manifest.path}, first: {bad[0]}")
             ids = [manifest[i].id for i in batch.indices]
             waveforms = noisy_waveforms(batch.waveforms, batch.lengths, ids, eval_set.condition, self.seed)
-            batches.append(_Batch(waveforms, batch.lengths, list(batch.indices)))
+            lengths = batch.lengths
+            if trim_silence:
+                waveforms, lengths = trim_batch(waveforms, lengths)
+            batches.append(_Batch(waveforms, lengths, list(batch.indices)))
         self._audio[eval_set.name, trim_silence] = batches
         return batches
 
