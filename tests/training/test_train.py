@@ -236,8 +236,10 @@ def test_validation_normalises_with_the_train_split_statistics(corpus, tmp_path)
     metrics = train_student(inputs, tmp_path / "run", config)
     again = evaluate_on_store(tmp_path / "run", corpus / "manifests/valid.jsonl", corpus / "fbank/valid",
                               device="cpu", max_frames=4000)  # fmt: skip
-    assert again["accuracy"] == metrics["valid_accuracy"]
-    assert again["loss"] == pytest.approx(metrics["valid_loss"], rel=1e-6, abs=1e-6)
+    # the loss decides: other statistics would move it far; on a loaded machine (the suite beside a
+    # benchmark) a near tie of this one-epoch toy flipped once (1 of its 16 valid utterances)
+    assert again["loss"] == pytest.approx(metrics["valid_loss"], rel=1e-4, abs=1e-5)
+    assert abs(again["accuracy"] - metrics["valid_accuracy"]) <= 1 / 16 + 1e-9
 
 
 def test_a_pretrained_family_trains_on_its_own_front_end(corpus, tmp_path):
