@@ -17,7 +17,7 @@ import numpy as np
 from pipeline.data.labels import NO_VALUE, LabelSet, intent_slot_table
 from pipeline.data.manifest import Manifest, Utterance
 from pipeline.scoring.commands import CommandDecoder
-from pipeline.scoring.metrics import accuracy, command_acceptance, slot_scores
+from pipeline.scoring.metrics import accuracy, command_acceptance, command_exact, slot_scores
 
 
 def gold_slots(utterances: Iterable[Utterance], labels: LabelSet) -> dict[str, list[str]]:
@@ -104,9 +104,7 @@ def command_correct(manifest: Manifest, labels: LabelSet, gold: np.ndarray, logi
     intents, slots, _ = predicted
     kept = [u for u, keep in zip(manifest, ran, strict=True) if keep]
     truth = gold_slots(kept, labels)
-    right = np.asarray(gold[ran]) == np.asarray(intents)
-    for name, values in truth.items():
-        right &= np.asarray(values, dtype=object) == np.asarray(slots[name], dtype=object)
+    right = command_exact(gold[ran], intents, truth, slots)
     for row, value in zip(np.flatnonzero(ran), right, strict=True):
         result[int(row)] = int(value)
     return result

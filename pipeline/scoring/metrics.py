@@ -129,10 +129,17 @@ def slot_accuracy(
 def command_acceptance(gold_intents: np.ndarray, predicted_intents: np.ndarray,
                        gold_slots: dict[str, Sequence[str]], predicted_slots: dict[str, Sequence[str]]) -> float:  # fmt: skip
     """Fraction of utterances whose intent and every slot (the gold map's slots) are exact."""
+    correct = command_exact(gold_intents, predicted_intents, gold_slots, predicted_slots)
+    return float(correct.mean()) if len(correct) else 0.0
+
+
+def command_exact(gold_intents: np.ndarray, predicted_intents: np.ndarray,
+                  gold_slots: dict[str, Sequence[str]], predicted_slots: dict[str, Sequence[str]]) -> np.ndarray:  # fmt: skip
+    """Per utterance, whether its intent and every slot (the gold map's slots) are exact."""
     correct = np.asarray(gold_intents) == np.asarray(predicted_intents)
     for name, gold in gold_slots.items():
         correct &= np.asarray(gold, dtype=object) == np.asarray(predicted_slots[name], dtype=object)
-    return float(correct.mean()) if len(correct) else 0.0
+    return correct
 
 
 def slot_scores(gold_slots: dict[str, Sequence[str]], predicted_slots: dict[str, Sequence[str]],
