@@ -34,9 +34,11 @@ from torch import Tensor
 from pipeline.augment import acoustics
 from pipeline.augment.noise import (
     NOISE_TYPES,
+    SNR_REFERENCES,
     NoiseBank,
     add_noise,
     babble_noise,
+    household_noise,
     pink_noise,
     random_between,
     random_uniform,
@@ -67,9 +69,11 @@ class AugmentConfig:
         speed_factors: speed factors, drawn uniformly; 1.1 is 10% faster (and higher pitched).
         noise_prob: probability that an utterance gets noise; 0 switches noise off.
         noise_types: kinds of noise, drawn uniformly per utterance, among ``NOISE_TYPES``:
-            ``white``, ``pink`` (1/f), ``babble`` (other utterances of the batch), ``file``
-            (crops of recordings in ``noise_dir``).
+            ``white``, ``pink`` (1/f), ``household`` (a drifting bed, hum and clatter), ``babble``
+            (other utterances of the batch), ``file`` (crops of recordings in ``noise_dir``).
         snr_db: (low, high) signal-to-noise ratio in dB, drawn uniformly per utterance.
+        snr_reference: the signal power an SNR is measured against: ``mean`` (over the
+            utterance) or ``peak`` (its loudest 25 ms frame, as noisy-command benchmarks mix).
         noise_dir: folder of noise recordings for the ``file`` type.
         babble_speakers: how many other utterances are summed into one babble.
         spec_augment: apply frequency and time masks to features.
@@ -99,6 +103,7 @@ class AugmentConfig:
     noise_prob: float = 0.0
     noise_types: tuple[str, ...] = ("white", "pink", "babble")
     snr_db: tuple[float, float] = (0.0, 20.0)
+    snr_reference: str = "mean"
     noise_dir: Path | None = None
     babble_speakers: int = 3
     spec_augment: bool = False
@@ -148,6 +153,10 @@ class AugmentConfig:
             )
         if "file" in self.noise_types and self.noise_dir is None:
             raise ValueError("noise type 'file' needs noise_dir (a folder of noise recordings)")
+        if self.snr_reference not in SNR_REFERENCES:
+            raise ValueError(
+                f"snr_reference must be one of {', '.join(SNR_REFERENCES)}, got {self.snr_reference!r}"
+            )
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
             raise ValueError(f"snr_db must be [low, high] with low <= high, got {list(self.snr_db)}")
         if self.babble_speakers < 1:
@@ -441,7 +450,12 @@ class Augmenter:
                 noise[rows] = self._noise(kind, waveforms, lengths, rows, generator).to(noise.dtype)
         output = waveforms.clone()
         output[noisy_rows] = add_noise(
-            waveforms[noisy_rows], lengths[noisy_rows], snr_db[noisy_rows], noise[noisy_rows]
+            waveforms[noisy_rows],
+            lengths[noisy_rows],
+            snr_db[noisy_rows],
+            noise[noisy_rows],
+            reference=config.snr_reference,
+            sample_rate=self.sample_rate,
         )
         return output
 
@@ -453,6 +467,8 @@ class Augmenter:
             return white_noise(shape, generator, waveforms.device)
         if kind == "pink":
             return pink_noise(shape, generator, waveforms.device)
+        if kind == "household":
+            return household_noise(shape, generator, waveforms.device, self.sample_rate)
         if kind == "babble":
             return babble_noise(waveforms, lengths, generator, self.config.babble_speakers)[rows]
         if self.noise_bank is None:

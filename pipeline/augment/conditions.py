@@ -6,6 +6,9 @@ gives the same numbers whatever the batching. The noise and the acoustics are th
 training augmentation uses (:mod:`pipeline.augment.noise`, :mod:`pipeline.augment.acoustics`):
 
 - ``white_<snr>dB``: white noise at exactly that SNR over the utterance's own samples;
+  ``pink_<snr>dB`` and ``household_<snr>dB`` (:func:`pipeline.augment.noise.household_noise`: a
+  drifting bed, a motor's hum, clatter) likewise; a ``_peak`` suffix (``white_12dB_peak``) means
+  the SNR is taken on the loudest 25 ms frame, as noisy-command benchmarks mix;
 - ``babble_<snr>dB``: the sum of three other utterances from a fixed, seeded
   :class:`BabbleBank` of the split, at that SNR;
 - ``reverb_rt60_<low>-<high>``: a synthetic room impulse response (Polack's model) with RT60
@@ -25,12 +28,12 @@ import torch
 from torch import Tensor
 
 from pipeline.augment import acoustics
-from pipeline.augment.noise import add_noise, random_between, white_noise
+from pipeline.augment.noise import add_noise, household_noise, pink_noise, random_between, white_noise
 from pipeline.data.audio import SAMPLE_RATE, AudioError
 from pipeline.data.batching import WaveformDataset
 from pipeline.data.manifest import Manifest
 
-SWEEP_NOISE_TYPES = ("white", "babble")  # additive noises of the SNR sweep
+SWEEP_NOISE_TYPES = ("white", "pink", "household", "babble")  # additive noises of the SNR sweep
 BABBLE_SPEAKERS = 3
 REVERB_DRR_DB = (0.0, 10.0)  # direct-to-reverberant ratios of the reverberant condition
 
@@ -39,19 +42,21 @@ class NoiseCondition(NamedTuple):
     """One evaluation condition.
 
     Attributes:
-        noise: ``clean``, ``white``, ``babble``, ``reverb`` or ``telephone``.
+        noise: ``clean``, an additive noise of :data:`SWEEP_NOISE_TYPES`, ``reverb`` or ``telephone``.
         snr_db: the SNR of an additive noise; ``None`` for the others.
         rt60_s: the (low, high) RT60 range of ``reverb``; ``None`` for the others.
+        reference: the signal power the SNR is taken on: ``mean`` or ``peak`` (loudest frame).
     """
 
     noise: str
     snr_db: float | None = None
     rt60_s: tuple[float, float] | None = None
+    reference: str = "mean"
 
     @property
     def name(self) -> str:
         if self.snr_db is not None:
-            return f"{self.noise}_{self.snr_db:g}dB"
+            return f"{self.noise}_{self.snr_db:g}dB" + ("_peak" if self.reference == "peak" else "")
         if self.rt60_s is not None:
             return f"{self.noise}_rt60_{self.rt60_s[0]:g}-{self.rt60_s[1]:g}"
         return self.noise
@@ -62,6 +67,7 @@ class ConditionSettings(Protocol):
 
     snrs: tuple[float, ...]
     noise_types: tuple[str, ...]
+    snr_reference: str
     noise: bool
     reverb: bool
     reverb_rt60_s: tuple[float, float]
@@ -75,7 +81,8 @@ def noise_conditions(config: ConditionSettings) -> list[NoiseCondition]:
     if not config.noise:
         return conditions
     for noise in config.noise_types:
-        conditions += [NoiseCondition(noise, snr) for snr in sorted(config.snrs, reverse=True)]
+        conditions += [NoiseCondition(noise, snr, reference=config.snr_reference)
+                       for snr in sorted(config.snrs, reverse=True)]  # fmt: skip
     if config.reverb:
         conditions.append(NoiseCondition("reverb", rt60_s=tuple(config.reverb_rt60_s)))
     if config.telephone:
@@ -170,6 +177,10 @@ def noisy_waveforms(waveforms: Tensor, lengths: Tensor, ids: Sequence[str], cond
         generator = condition_generator(seed, condition, utterance_id)
         if condition.noise == "white":
             noise[row, :length] = white_noise((length,), generator)
+        elif condition.noise == "pink":
+            noise[row, :length] = pink_noise((1, length), generator)[0]
+        elif condition.noise == "household":
+            noise[row, :length] = household_noise((1, length), generator, sample_rate=sample_rate)[0]
         elif condition.noise == "babble":
             if babble_bank is None:
                 raise ValueError("babble noise needs a BabbleBank")
@@ -177,4 +188,5 @@ def noisy_waveforms(waveforms: Tensor, lengths: Tensor, ids: Sequence[str], cond
         else:
             kinds = ", ".join(("clean", *SWEEP_NOISE_TYPES, "reverb", "telephone"))
             raise ValueError(f"unknown condition {condition.noise!r}; choose from {kinds}")
-    return add_noise(waveforms, lengths, float(condition.snr_db), noise.to(waveforms.device))
+    return add_noise(waveforms, lengths, float(condition.snr_db), noise.to(waveforms.device),
+                     reference=condition.reference, sample_rate=sample_rate)  # fmt: skip

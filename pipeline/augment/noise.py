@@ -3,9 +3,13 @@
 The one home of noise generation: training augmentation (:mod:`pipeline.augment.augmentation`) and the
 evaluation's robustness conditions (:mod:`pipeline.augment.conditions`) both draw from here.
 
-- :func:`white_noise`, :func:`pink_noise` (1/f), :func:`babble_noise` (other utterances of the
-  batch) and :class:`NoiseBank` (random crops of a folder of the user's noise recordings);
-- :func:`add_noise`: mixing at an exact per-utterance SNR over each utterance's own samples.
+- :func:`white_noise`, :func:`pink_noise` (1/f), :func:`household_noise` (a synthetic room of
+  household sounds: a drifting coloured bed, a motor's hum, clatter), :func:`babble_noise` (other
+  utterances of the batch) and :class:`NoiseBank` (random crops of a folder of the user's noise
+  recordings);
+- :func:`add_noise`: mixing at an exact per-utterance SNR over each utterance's own samples, the
+  signal's power taken as its mean (``reference="mean"``) or, as noisy-command benchmarks mix, as
+  its loudest 25 ms frame (``reference="peak"``: far noisier at the same number of dB).
 
 Random numbers come from an optional ``torch.Generator`` and are drawn on the generator's own
 device (:func:`random_uniform`), so a seed means the same numbers for CPU and CUDA data.
@@ -25,7 +29,10 @@ from pipeline.data.audio import AUDIO_SUFFIXES, SAMPLE_RATE, AudioError, load_au
 
 logger = logging.getLogger(__name__)
 
-NOISE_TYPES = ("white", "pink", "babble", "file")
+NOISE_TYPES = ("white", "pink", "household", "babble", "file")
+SNR_REFERENCES = ("mean", "peak")  # the signal power an SNR is measured against
+PEAK_FRAME_S = 0.025  # frames of the peak reference: 25 ms, hop 10 ms
+PEAK_HOP_S = 0.010
 
 
 # ----------------------------------------------------------------------------- random draws
@@ -109,6 +116,81 @@ def pink_noise(
     pink = torch.fft.irfft(spectrum * amplitude, n=num_samples, dim=-1)
     rms = pink.pow(2).mean(dim=-1, keepdim=True).sqrt()
     return pink / rms.clamp_min(torch.finfo(pink.dtype).tiny)
+
+
+def _shaped_noise(white: Tensor, exponent: Tensor) -> Tensor:
+    """White noise ``[B, S]`` shaped to power ~ 1/f**exponent (one exponent per row), unit RMS."""
+    spectrum = torch.fft.rfft(white, dim=-1)
+    frequency = torch.arange(spectrum.shape[-1], device=white.device, dtype=white.dtype).clamp_min(1.0)
+    amplitude = frequency[None, :].pow(-exponent[:, None] / 2.0)
+    amplitude[:, 0] = 0.0
+    shaped = torch.fft.irfft(spectrum * amplitude, n=white.shape[-1], dim=-1)
+    return shaped / shaped.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(torch.finfo(white.dtype).tiny)
+
+
+def household_noise(
+    shape: Sequence[int],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    sample_rate: int = SAMPLE_RATE,
+) -> Tensor:
+    """A synthetic room of household sounds, non-stationary, drawn per row: what a kitchen or a
+    living room adds to a command when no recording of one is at hand.
+
+    - a bed of coloured noise (power ~ 1/f**e, e uniform in [0, 2]: a tap, a fan, an extractor)
+      whose level drifts slowly (0.1-2 Hz, up to +-80%);
+    - in half the rows, a motor's hum: a fundamental of 50-300 Hz and four harmonics at 1/k;
+    - clatter: short resonant knocks (dishes, cutlery, a door), 0.3-4 a second, each a decaying
+      sum of three partials at 0.8-6 kHz with a 5-60 ms decay, up to 8 times the bed's level.
+
+    Args:
+        shape: ``[B, S]``.
+        generator: source of randomness; ``None`` uses torch's global one.
+        device: where the result lives (default CPU).
+        sample_rate: the rate the frequencies are laid out for.
+
+    Returns:
+        float32 noise of ``shape`` with unit RMS along the last axis.
+    """
+    batch_size, num_samples = (int(size) for size in shape)
+    here = draw_device(generator, device)
+
+    def uniform(low: float, high: float, *size: int) -> Tensor:
+        return low + (high - low) * random_uniform(size, generator, here)
+
+    time = torch.arange(num_samples, device=here, dtype=torch.float32) / sample_rate
+    bed = _shaped_noise(
+        white_noise((batch_size, num_samples), generator, here), uniform(0.0, 2.0, batch_size)
+    )
+    drift = uniform(0.1, 2.0, batch_size, 1)
+    depth = uniform(0.0, 0.8, batch_size, 1)
+    bed = bed * (1.0 + depth * torch.sin(2 * torch.pi * drift * time + uniform(0.0, 6.3, batch_size, 1)))
+
+    fundamental = uniform(50.0, 300.0, batch_size, 1, 1)
+    harmonics = torch.arange(1, 6, device=here, dtype=torch.float32)[None, :, None]
+    phases = uniform(0.0, 6.3, batch_size, 5, 1)
+    hum = (torch.sin(2 * torch.pi * fundamental * harmonics * time + phases) / harmonics).sum(1)
+    hum = hum / hum.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
+    hum = hum * (uniform(0.0, 1.0, batch_size, 1) < 0.5) * uniform(0.1, 0.7, batch_size, 1)
+
+    rate = uniform(0.3, 4.0, batch_size, 1)
+    onsets = random_uniform((batch_size, num_samples), generator, here) < rate / sample_rate
+    knocks = onsets * uniform(-1.0, 1.0, batch_size, num_samples)
+    width = int(0.2 * sample_rate)
+    kernel_time = time[:width] if num_samples >= width else torch.arange(width, device=here) / sample_rate
+    decay = uniform(0.005, 0.06, batch_size, 1)
+    partials = uniform(800.0, 6000.0, batch_size, 3, 1)
+    ring = torch.sin(2 * torch.pi * partials * kernel_time).sum(1) * torch.exp(-kernel_time / decay)
+    size = num_samples + width
+    clatter = torch.fft.irfft(torch.fft.rfft(knocks, n=size) * torch.fft.rfft(ring, n=size), n=size)[
+        :, :num_samples
+    ]
+    clatter = clatter / clatter.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
+    clatter = clatter * uniform(0.5, 3.0, batch_size, 1)
+
+    total = bed + hum + clatter
+    total = total / total.pow(2).mean(-1, keepdim=True).sqrt().clamp_min(1e-12)
+    return total.to(device)
 
 
 def babble_noise(
@@ -243,17 +325,36 @@ class NoiseBank:
         return samples[offsets[choice][:, None] + positions]
 
 
-def add_noise(waveforms: Tensor, lengths: Tensor, snr_db: Tensor | float, noise: Tensor) -> Tensor:
+def peak_frame_power(waveforms: Tensor, lengths: Tensor, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """``[B]`` the mean power of each utterance's loudest 25 ms frame (10 ms hop) within its
+    first ``lengths[b]`` samples; an utterance shorter than a frame is one frame."""
+    frame = round(PEAK_FRAME_S * sample_rate)
+    hop = round(PEAK_HOP_S * sample_rate)
+    valid = valid_mask(lengths, waveforms.shape[1], waveforms.device)
+    power = (waveforms * valid).pow(2)
+    if power.shape[1] < frame:
+        power = torch.nn.functional.pad(power, (0, frame - power.shape[1]))
+    frames = power.unfold(1, frame, hop).mean(-1)  # [B, frames]
+    return frames.amax(1)
+
+
+def add_noise(waveforms: Tensor, lengths: Tensor, snr_db: Tensor | float, noise: Tensor,
+              reference: str = "mean", sample_rate: int = SAMPLE_RATE) -> Tensor:  # fmt: skip
     """Mix noise into each utterance at exactly the requested SNR.
 
-    Signal and noise power are both measured over the first ``lengths[b]`` samples. A row
-    whose noise is silent there is returned clean. No clipping: the sum may exceed [-1, 1].
+    Noise power is measured over the first ``lengths[b]`` samples; so is the signal's with
+    ``reference="mean"``, while ``"peak"`` takes the power of its loudest 25 ms frame
+    (:func:`peak_frame_power`), the way noisy spoken-command benchmarks mix: the same number
+    of dB is then far noisier. A row whose noise is silent there is returned clean. No
+    clipping: the sum may exceed [-1, 1].
 
     Args:
         waveforms: ``[B, S]`` padded batch.
         lengths: ``[B]`` valid samples per utterance.
         snr_db: ``[B]`` (or one number) target signal-to-noise ratio in dB.
         noise: ``[B, S]`` noise; only its first ``lengths[b]`` samples are used.
+        reference: ``mean`` or ``peak`` (:data:`SNR_REFERENCES`).
+        sample_rate: the batch's rate (frames of the peak reference).
 
     Returns:
         ``[B, S]`` new tensor, zero beyond each utterance's length.
@@ -267,8 +368,14 @@ def add_noise(waveforms: Tensor, lengths: Tensor, snr_db: Tensor | float, noise:
     valid = valid_mask(lengths, waveforms.shape[1], device)
     clean = waveforms.to(dtype) * valid
     noise = noise.to(device=device, dtype=dtype) * valid
-    signal_power = clean.pow(2).sum(1)  # sums over the same samples: their ratio is the power ratio
-    noise_power = noise.pow(2).sum(1)
+    if reference not in SNR_REFERENCES:
+        raise ValueError(f"SNR reference must be one of {', '.join(SNR_REFERENCES)}, got {reference!r}")
+    samples = torch.as_tensor(lengths, device=device).to(dtype).clamp_min(1.0)
+    noise_power = noise.pow(2).sum(1) / samples
+    if reference == "peak":
+        signal_power = peak_frame_power(clean, lengths, sample_rate)
+    else:
+        signal_power = clean.pow(2).sum(1) / samples
     snr = torch.as_tensor(snr_db, device=device, dtype=dtype)
     scale = torch.sqrt(signal_power / (noise_power.clamp_min(torch.finfo(dtype).tiny) * 10.0 ** (snr / 10.0)))
     scale = torch.where(noise_power > 0, scale, torch.zeros_like(scale))

@@ -415,6 +415,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
         args.model, args.data, args.split, args.teacher,
         {"snrs": _number_list(args.snrs, "--snrs"),
          "noise_types": tuple(part.strip() for part in args.noise_types.split(",") if part.strip()),
+         "snr_reference": args.snr_reference,
          "noise": not args.no_noise, "speed": not args.no_speed, "device": args.device, "seed": args.seed,
          "max_utterances": args.max_utterances, "noisy_utterances": args.noisy_utterances,
          "latency_utterances": args.latency_utterances},

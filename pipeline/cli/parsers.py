@@ -100,7 +100,12 @@ def add_evaluate_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--teacher", type=Path, default=None,
                         help="a fine-tuned teacher dir: report agreement with its predictions")  # fmt: skip
     parser.add_argument("--snrs", default="20,15,10,5,0", help="SNRs in dB of the noise sweep")
-    parser.add_argument("--noise-types", default="white,babble", help="noise types of the sweep")
+    parser.add_argument("--noise-types", default="white,babble",
+                        help="noise types of the sweep: white, pink, household (a drifting bed, a motor's hum, "
+                        "clatter), babble")  # fmt: skip
+    parser.add_argument("--snr-reference", default="mean", choices=("mean", "peak"),
+                        help="the SNR on the utterance's mean power, or on its loudest 25 ms frame as "
+                        "noisy-command benchmarks mix (far noisier at the same dB)")  # fmt: skip
     parser.add_argument("--no-noise", action="store_true", help="skip the noise sweep")
     parser.add_argument("--no-speed", action="store_true", help="skip the latency/throughput measurements")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

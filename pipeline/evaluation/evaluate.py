@@ -59,6 +59,7 @@ from pipeline.augment.conditions import (
     noise_conditions,
     noisy_waveforms,
 )
+from pipeline.augment.noise import SNR_REFERENCES
 from pipeline.core.config import to_dict
 from pipeline.core.devices import resolve_device
 from pipeline.core.environment import environment
@@ -89,7 +90,7 @@ logger = logging.getLogger(__name__)
 EVAL_FORMAT = "slukd-eval"
 EVAL_VERSION = 1
 EVAL_FOLDER = "eval"
-NOISE_TYPES = SWEEP_NOISE_TYPES
+NOISE_TYPES, DEFAULT_NOISE_TYPES = SWEEP_NOISE_TYPES, ("white", "babble")
 
 
 class EvaluationError(SlukdError, RuntimeError):
@@ -101,7 +102,8 @@ class EvaluateConfig:
     """Settings of one evaluation; all of them enter the fingerprint of the eval file."""
 
     snrs: tuple[float, ...] = (20.0, 15.0, 10.0, 5.0, 0.0)  # dB, for every noise type
-    noise_types: tuple[str, ...] = NOISE_TYPES  # white | babble
+    noise_types: tuple[str, ...] = DEFAULT_NOISE_TYPES  # of NOISE_TYPES: white | pink | household | babble
+    snr_reference: str = "mean"  # mean | peak: the SNR on the utterance's mean power or its loudest frame
     noise: bool = True  # run the noise sweep (students only)
     reverb: bool = True  # a reverberant-room condition in the sweep (pipeline.augment.conditions)
     reverb_rt60_s: tuple[float, float] = (0.3, 0.6)  # its RT60 range, drawn per utterance
@@ -130,6 +132,10 @@ class EvaluateConfig:
         if unknown:
             raise ValueError(
                 f"unknown noise type(s) {', '.join(unknown)}; choose from {', '.join(NOISE_TYPES)}"
+            )
+        if self.snr_reference not in SNR_REFERENCES:
+            raise ValueError(
+                f"snr_reference must be one of {', '.join(SNR_REFERENCES)}, got {self.snr_reference!r}"
             )
         if self.latency_utterances < 1 or self.throughput_batch < 1:
             raise ValueError("latency_utterances and throughput_batch must be at least 1")

@@ -12,6 +12,7 @@ from augment_fixtures import padded_speech_like, seeded, tone_batch
 
 from pipeline.augment import acoustics
 from pipeline.augment.conditions import NoiseCondition, noise_conditions, noisy_waveforms
+from pipeline.augment.noise import peak_frame_power
 from pipeline.data.audio import SAMPLE_RATE
 from pipeline.frontends.fbank import FbankConfig, FbankExtractor
 
@@ -179,6 +180,7 @@ def test_gain_and_clipping():
 class Settings:
     snrs = (10.0, 0.0)
     noise_types = ("white",)
+    snr_reference = "mean"
     noise = True
     reverb = True
     reverb_rt60_s = (0.3, 0.6)
@@ -191,6 +193,30 @@ def test_conditions_are_named_and_ordered():
     off = Settings()
     off.noise = False
     assert [condition.name for condition in noise_conditions(off)] == ["clean"]
+    peak = Settings()
+    peak.snr_reference, peak.noise_types = "peak", ("household", "pink")
+    peak.reverb = peak.telephone = False
+    assert [condition.name for condition in noise_conditions(peak)] == [
+        "clean", "household_10dB_peak", "household_0dB_peak", "pink_10dB_peak", "pink_0dB_peak"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["white", "pink", "household"])
+def test_sweep_noises_hit_their_snr_and_are_seeded_per_utterance(kind):
+    batch, lengths = padded_speech_like(LENGTHS)
+    ids = ["a", "b", "c", "d"]
+    for reference in ("mean", "peak"):
+        condition = NoiseCondition(kind, 6.0, reference=reference)
+        noisy = noisy_waveforms(batch, lengths, ids, condition, seed=0)
+        assert_padding_zero(noisy, lengths)
+        noise = noisy - batch
+        for row, length in enumerate(lengths.tolist()):
+            power = noise[row, :length].pow(2).mean()
+            signal = peak_frame_power(batch[row : row + 1], lengths[row : row + 1])[0] if reference == "peak" \
+                else batch[row, :length].pow(2).mean()  # fmt: skip
+            assert 10 * torch.log10(signal / power) == pytest.approx(6.0, abs=1e-3)
+        again = noisy_waveforms(batch[[1, 0]], lengths[[1, 0]], ["b", "a"], condition, seed=0)
+        assert torch.allclose(again[1, : lengths[0]], noisy[0, : lengths[0]], atol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -31,12 +31,14 @@ def test_config_round_trips_through_yaml_and_rejects_bad_settings(tmp_path):
     )
     with pytest.raises(ValueError, match="unknown augment setting.*colour"):
         AugmentConfig.from_dict({"colour": "pink"})
-    with pytest.raises(ValueError, match="white, pink, babble, file"):
+    with pytest.raises(ValueError, match="white, pink, household, babble, file"):
         AugmentConfig(noise_types=("brown",))
     with pytest.raises(ValueError, match="needs noise_dir"):
         AugmentConfig(noise_types=("file",))
     with pytest.raises(ValueError, match="snr_db"):
         AugmentConfig(snr_db=(20, 0))
+    with pytest.raises(ValueError, match="snr_reference must be one of mean, peak"):
+        AugmentConfig(snr_reference="loudest")
 
 
 # ----------------------------------------------------------------------------- SpecAugment
@@ -162,7 +164,8 @@ def test_augmenter_is_reproducible_for_a_seed(tmp_path):
     config = AugmentConfig(
         speed_perturb=True,
         noise_prob=0.8,
-        noise_types=("white", "pink", "babble", "file"),
+        noise_types=("white", "pink", "household", "babble", "file"),
+        snr_reference="peak",
         noise_dir=folder,
         spec_augment=True,
         num_time_masks=1,

@@ -16,7 +16,15 @@ from augment_fixtures import (
     write_noise_folder,
 )
 
-from pipeline.augment.noise import NoiseBank, add_noise, babble_noise, pink_noise, white_noise
+from pipeline.augment.noise import (
+    NoiseBank,
+    add_noise,
+    babble_noise,
+    household_noise,
+    peak_frame_power,
+    pink_noise,
+    white_noise,
+)
 from pipeline.data.audio import SAMPLE_RATE, AudioError
 
 
@@ -60,6 +68,40 @@ def test_add_noise_takes_a_per_utterance_snr_and_leaves_silent_noise_clean():
     assert torch.equal(noisy[1], clean[1])
     with pytest.raises(ValueError, match="does not match"):
         add_noise(clean, lengths, 10.0, noise[:, :100])
+
+
+def test_peak_reference_takes_the_loudest_frame_so_a_quiet_lead_in_changes_nothing():
+    # a command in a longer recording: half a second of near silence, then the words
+    speech = white_noise((1, 8000), seeded(3)) * torch.linspace(0.2, 1.0, 8000)
+    recording = torch.cat([1e-3 * white_noise((1, 8000), seeded(4)), speech], dim=1)
+    lengths = torch.tensor([16000])
+    noise = white_noise((1, 16000), seeded(5))
+    peak = add_noise(recording, lengths, 6.0, noise, reference="peak") - recording
+    frame = recording[0, -400:].pow(2).mean()  # the loudest 25 ms is at the end
+    assert peak_frame_power(recording, lengths)[0] == pytest.approx(float(frame), rel=0.05)
+    snr = 10 * torch.log10(peak_frame_power(recording, lengths)[0] / peak.pow(2).mean())
+    assert snr == pytest.approx(6.0, abs=1e-3)
+    mean = add_noise(recording, lengths, 6.0, noise) - recording
+    # the same dB on the mean power, diluted by the lead-in, is much quieter noise
+    assert 10 * torch.log10(peak.pow(2).mean() / mean.pow(2).mean()) > 5.0
+    with pytest.raises(ValueError, match="SNR reference"):
+        add_noise(recording, lengths, 6.0, noise, reference="median")
+
+
+def test_household_noise_is_seeded_unit_rms_and_not_stationary():
+    first = household_noise((6, 3 * SAMPLE_RATE), seeded(7))
+    assert torch.equal(first, household_noise((6, 3 * SAMPLE_RATE), seeded(7)))
+    assert not torch.equal(first, household_noise((6, 3 * SAMPLE_RATE), seeded(8)))
+    assert torch.allclose(first.pow(2).mean(1), torch.ones(6), atol=1e-4)
+
+    # clatter and a drifting level: 25 ms frame energies spread far wider than white noise's
+    def spread_db(noise):
+        frames = noise.unfold(1, 400, 400).pow(2).mean(-1)
+        decibels = 10 * torch.log10(frames.clamp_min(1e-12))
+        return (decibels.quantile(0.95, dim=1) - decibels.quantile(0.05, dim=1)).median()
+
+    assert spread_db(first) > 3 * spread_db(white_noise((6, 3 * SAMPLE_RATE), seeded(7)))
+    assert household_noise((2, 100), seeded(1)).shape == (2, 100)  # shorter than a knock
 
 
 def test_pink_noise_falls_10_db_per_decade_and_white_noise_is_flat():
