@@ -329,13 +329,20 @@ def segment_results(recognizer: Any, paths: list[str], top_k: int, threshold: fl
 
 
 def calibrate(model: Path, data: Path, split: str = "valid", target: float = 0.98, method: str = "auto",
-              temperature: float = 1.0, batch_size: int = 16) -> int:  # fmt: skip
+              temperature: float = 1.0, batch_size: int = 16, noise_types: str = "", snrs: str = "24,12") -> int:  # fmt: skip
     """Store a student's rejection threshold, chosen on ``split`` (``pipeline.serving.calibrate.calibrate``)."""
+    from pipeline.augment.conditions import SWEEP_NOISE_TYPES
     from pipeline.serving.calibrate import calibrate as calibrate_model
 
     if split.startswith("test"):
         raise UsageError(f"slukd calibrate: choose the threshold on valid, not on {split!r}")
-    calibrate_model(model, data, split, target, method, temperature, batch_size)
+    kinds = tuple(part.strip() for part in noise_types.split(",") if part.strip())
+    unknown = [kind for kind in kinds if kind not in SWEEP_NOISE_TYPES]
+    if unknown:
+        raise UsageError(f"slukd calibrate: unknown noise type(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(SWEEP_NOISE_TYPES)}")  # fmt: skip
+    calibrate_model(model, data, split, target, method, temperature, batch_size, kinds,
+                    tuple(_number_list(snrs, "--snrs")))  # fmt: skip
     return 0
 
 
@@ -427,7 +434,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
         args.batch_size, args.device, args.max_seconds, args.segment,
     ),
     "calibrate": lambda args: calibrate(
-        args.model, args.data, args.split, args.target, args.method, args.temperature, args.batch_size
+        args.model, args.data, args.split, args.target, args.method, args.temperature, args.batch_size,
+        args.noise_types, args.snrs,
     ),
     "export": lambda args: export(
         args.model, args.format, args.int8, args.out, args.verify, args.max_verify_files, args.tolerance

@@ -353,4 +353,10 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
                         help="the rejection score (auto: energy, the measured best (benchmarks/results/open_set_small.md))")  # fmt: skip
     parser.add_argument("--temperature", type=float, default=1.0, help="temperature of the energy score")
     parser.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
+    parser.add_argument("--noise-types", default="",
+                        help="also hear the split in these noises (white, pink, household, babble) and keep "
+                        "--target of the clean and noisy copies together (empty: clean only)")  # fmt: skip
+    parser.add_argument(
+        "--snrs", default="24,12", help="SNRs (dB, on the loudest 25 ms frame) of --noise-types"
+    )
     parser.set_defaults(command="calibrate")

@@ -6,7 +6,11 @@ Every in-domain utterance of the split (the ``unknown`` intent and intents the m
 know are left out) goes through what prediction does: the model's trimming, the speech check,
 the model, the ``unknown`` class. An utterance rejected before any threshold (no speech found,
 or the ``unknown`` class won) scores ``-inf``, so the threshold is the highest one under which
-the *answers* accept ``target_acceptance`` of the commands. The result is written into the
+the *answers* accept ``target_acceptance`` of the commands. With ``noise_types``, the split is
+also heard in noise (each type at each of ``snrs``, on the loudest frame as noisy-command
+benchmarks mix, seeded per utterance: :mod:`pipeline.augment.conditions`), and the target holds
+for the clean and noisy copies pooled: a threshold chosen on clean commands alone rejects a large
+share of the same commands in a noisy room as ``low confidence``. The result is written into the
 model dir's ``config.json`` (``rejection``, atomically); ``slukd export`` copies it into the ONNX
 metadata, and ``slukd predict`` uses it by default.
 """
@@ -18,10 +22,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from pipeline.augment.conditions import BabbleBank, NoiseCondition, noisy_waveforms
 from pipeline.core.io import file_sha256
 from pipeline.data.audio import AudioError
-from pipeline.data.manifest import ManifestError, find_manifests, read_manifest
+from pipeline.data.manifest import Manifest, ManifestError, find_manifests, read_manifest
 from pipeline.data.vad import DEFAULT_VAD, VadConfig
 from pipeline.serving.inference import IntentRecognizer
 from pipeline.serving.inputs import pad_waveforms
@@ -40,30 +46,49 @@ from pipeline.serving.rejection import (
 logger = logging.getLogger(__name__)
 
 
-def rejection_scores_of_split(recognizer: IntentRecognizer, files: list[Path], method: str,
-                              vad: VadConfig | None, temperature: float = 1.0,
-                              batch_size: int = 16) -> np.ndarray:  # fmt: skip
-    """The rejection score of each file as prediction would see it; ``-inf`` where the answer is
-    ``unknown`` before any threshold (no speech, or the ``unknown`` class won)."""
+def rejection_scores(recognizer: IntentRecognizer, waveforms: list[np.ndarray], method: str,
+                     vad: VadConfig | None, temperature: float = 1.0, batch_size: int = 16) -> np.ndarray:  # fmt: skip
+    """The rejection score of each waveform (at the model's rate) as prediction would see it;
+    ``-inf`` where the answer is ``unknown`` before any threshold (no speech, or the ``unknown``
+    class won)."""
     labels = recognizer.labels
     probe = Rejection(method=method, temperature=temperature, vad=None if vad is None else vad.to_dict())
-    scores = np.full(len(files), -np.inf)
-    for start in range(0, len(files), batch_size):
-        kept, waveforms = [], []
-        for offset, path in enumerate(files[start : start + batch_size]):
-            waveform, _ = recognizer.load(path)
+    scores = np.full(len(waveforms), -np.inf)
+    for start in range(0, len(waveforms), batch_size):
+        kept, screened = [], []
+        for offset, waveform in enumerate(waveforms[start : start + batch_size]):
             waveform, found = screen(waveform, recognizer.sample_rate, recognizer.trim_silence, vad)
             if found:
                 kept.append(start + offset)
-                waveforms.append(waveform)
-        if not waveforms:
+                screened.append(waveform)
+        if not screened:
             continue
-        logits = recognizer.logits(*pad_waveforms(waveforms))
+        logits = recognizer.logits(*pad_waveforms(screened))
         batch_scores = probe.scores(logits, labels)
         if UNKNOWN_INTENT in labels:
             batch_scores[logits.argmax(axis=1) == labels.index(UNKNOWN_INTENT)] = -np.inf
         scores[kept] = batch_scores
     return scores
+
+
+def noisy_copies(waveforms: list[np.ndarray], ids: list[str], manifest: Manifest, noise_types: list[str],
+                 snrs: list[float], sample_rate: int) -> dict[str, list[np.ndarray]]:  # fmt: skip
+    """The waveforms under each noise type at each SNR (on the loudest frame), by condition name;
+    babble is drawn from the split's own other utterances."""
+    if not noise_types:
+        return {}
+    lengths = torch.tensor([len(waveform) for waveform in waveforms])
+    batch = torch.zeros(len(waveforms), int(lengths.max()))
+    for row, waveform in enumerate(waveforms):
+        batch[row, : len(waveform)] = torch.from_numpy(waveform)
+    bank = BabbleBank(manifest, 32, 0, sample_rate) if "babble" in noise_types else None
+    copies = {}
+    for kind in noise_types:
+        for snr in snrs:
+            condition = NoiseCondition(kind, float(snr), reference="peak")
+            noisy = noisy_waveforms(batch, lengths, ids, condition, 0, bank, sample_rate)
+            copies[condition.name] = [noisy[row, : int(lengths[row])].numpy() for row in range(len(ids))]
+    return copies
 
 
 def _no_threshold(model_dir: Path, recognizer: IntentRecognizer, method: str, target_acceptance: float,
@@ -89,7 +114,8 @@ def _no_threshold(model_dir: Path, recognizer: IntentRecognizer, method: str, ta
 
 def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str = "valid",
               target_acceptance: float = DEFAULT_TARGET_ACCEPTANCE, method: str = "auto",
-              temperature: float = 1.0, batch_size: int = 16) -> Rejection:  # fmt: skip
+              temperature: float = 1.0, batch_size: int = 16, noise_types: tuple[str, ...] = (),
+              snrs: tuple[float, ...] = (24.0, 12.0)) -> Rejection:  # fmt: skip
     """Choose the threshold on ``split`` of ``data`` and write the ``rejection`` section.
 
     Args:
@@ -101,6 +127,9 @@ def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str 
             :data:`pipeline.serving.rejection.METHODS`.
         temperature: of the energy score.
         batch_size: utterances per forward pass.
+        noise_types: also hear the split in these noises (of
+            :data:`pipeline.augment.conditions.SWEEP_NOISE_TYPES`) and pool them with the clean split.
+        snrs: the SNRs (dB, on the loudest 25 ms frame) of those noises.
 
     Raises:
         RejectionError: a bad method or target, or no in-domain utterances in the split.
@@ -128,12 +157,27 @@ def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str 
     stored = recognizer.rejection
     vad = DEFAULT_VAD if stored is None else stored.vad_config
     try:
-        files = [manifest.audio_path(u) for u in commands]
-        scores = rejection_scores_of_split(recognizer, files, method, vad, temperature, batch_size)
+        waveforms = [recognizer.load(manifest.audio_path(u))[0] for u in commands]
+        copies = {
+            "clean": waveforms,
+            **noisy_copies(
+                waveforms,
+                [u.id for u in commands],
+                Manifest(commands, manifest.path),
+                list(noise_types),
+                list(snrs),
+                recognizer.sample_rate,
+            ),
+        }
+        by_condition = {name: rejection_scores(recognizer, audio, method, vad, temperature, batch_size)
+                        for name, audio in copies.items()}  # fmt: skip
     except AudioError as error:
         raise AudioError(f"{manifests[split]}: {error}") from None
+    scores = np.concatenate(list(by_condition.values()))
     threshold = calibrate_threshold(scores, target_acceptance)
     accepted = float(np.mean((scores >= threshold) & np.isfinite(scores)))
+    per_condition = {name: float(np.mean((values >= threshold) & np.isfinite(values)))
+                     for name, values in by_condition.items()}  # fmt: skip
     rejection = Rejection(
         method=method, threshold=threshold, target_acceptance=target_acceptance, temperature=temperature,
         vad=None if vad is None else vad.to_dict(),
@@ -141,11 +185,13 @@ def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str 
             "split": split, "manifest": str(manifests[split]), "manifest_sha256": file_sha256(manifests[split]),
             "utterances": len(commands), "acceptance": accepted,
             "rejected_before_threshold": int(np.isinf(scores).sum()),
+            "conditions": per_condition,  # the acceptance of each copy of the split at the threshold
         },
     )  # fmt: skip
     update_config(model_dir, {CONFIG_KEY: rejection.to_dict()})
     logger.info(
-        "%s: %s threshold %.6g accepts %.2f%% of %d %s utterances (target %.2f%%)",
-        model_dir, method, threshold, 100 * accepted, len(commands), split, 100 * target_acceptance,
+        "%s: %s threshold %.6g accepts %.2f%% of %d %s utterances x %d conditions (target %.2f%%): %s",
+        model_dir, method, threshold, 100 * accepted, len(commands), split, len(by_condition),
+        100 * target_acceptance, ", ".join(f"{name} {100 * value:.1f}%" for name, value in per_condition.items()),
     )  # fmt: skip
     return rejection

@@ -94,6 +94,33 @@ def test_calibration_accepts_exactly_the_target_on_valid(model, calibrated):
     )
 
 
+def test_calibration_in_noise_keeps_the_target_over_clean_and_noisy_copies(model, tmp_path):
+    folder = tmp_path / "student"
+    shutil.copytree(model.model_dir, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    clean = calibrate(folder, model.data, target_acceptance=0.75)
+    noisy = calibrate(
+        folder, model.data, target_acceptance=0.75, noise_types=("household", "white"), snrs=(12.0, 0.0)
+    )
+    conditions = noisy.calibration["conditions"]
+    assert list(conditions) == [
+        "clean",
+        "household_12dB_peak",
+        "household_0dB_peak",
+        "white_12dB_peak",
+        "white_0dB_peak",
+    ]
+    assert np.mean(list(conditions.values())) == pytest.approx(noisy.calibration["acceptance"])
+    assert noisy.calibration["acceptance"] >= 0.75 and noisy.calibration["utterances"] == 16
+    assert clean.calibration["conditions"] == {"clean": clean.calibration["acceptance"]}
+    # the copies are what the evaluation sweep hears (seeded per utterance): rerunning gives the same threshold
+    assert calibrate(folder, model.data, target_acceptance=0.75, noise_types=("household", "white"),
+                     snrs=(12.0, 0.0)).threshold == noisy.threshold  # fmt: skip
+    assert (
+        cli.main(["calibrate", "--model", str(folder), "--data", str(model.data), "--noise-types", "brown"])
+        == 2
+    )
+
+
 def test_no_speech_never_runs_the_model(calibrated, model, non_speech_files):
     recognizer = IntentRecognizer.from_pretrained(calibrated)
     counting = recognizer.backend = CountingBackend(recognizer.backend)
