@@ -194,10 +194,13 @@ train_student() {
   mapfile -t command < <(slukd_command train --data "${data_dir}/manifests" --features "${data_dir}/fbank" \
     --out "${out}" --config "${student_config}" "${teacher[@]}" --set "train.device=${device}" "${overrides[@]}")
   run_step "${out}/.done" "${out}/${RECIPE_MARKER}" "${inputs[@]}" -- "${command[@]}"
-  # its rejection threshold on valid (98% of the commands accepted): predict answers "unknown"
-  # below it, and the ONNX export carries it
+  # its rejection threshold on valid (98% of the commands accepted; with --calibrate-noise, of valid
+  # clean and in those noises pooled): predict answers "unknown" below it, and the ONNX export carries it
+  local calibrate_flags=()
+  [ -z "${calibrate_noise:-}" ] || calibrate_flags=(--noise-types "${calibrate_noise}" --snrs "${calibrate_snrs:-24,12}")
   run_step "${out}/config.json" "${out}/.calibrate${RECIPE_MARKER}" --input "${out}/.done" -- \
-    "${python}" -m pipeline.cli calibrate --model "${out}" --data "${data_dir}"
+    "${python}" -m pipeline.cli calibrate --model "${out}" --data "${data_dir}" \
+    ${calibrate_flags[@]+"${calibrate_flags[@]}"}
 }
 
 train_students() {

@@ -67,13 +67,15 @@ student_set=""       # SECTION.KEY=VALUE[,...] overrides of every student config
 teacher_config=""    # teacher config (default: conf/teacher.yaml beside this script)
 distill="${DEFAULT_DISTILL}"  # stage 5 loss weights, added to the config's (ce stays on)
 eval_splits=""       # comma-separated splits to evaluate (default: every split but train and valid)
+calibrate_noise=""   # noises valid is also heard in when each student's rejection threshold is chosen (of white, pink, household, babble; empty: clean valid only)
+calibrate_snrs=24,12 # their SNRs (dB, on the loudest 25 ms frame)
 noise=true           # stage 6 noise sweep (white and babble at --snrs, reverb, telephone)
 snrs=20,10,0         # SNRs (dB) of the white and babble noise in the sweep
 noisy_utterances=200 # students' noise sweep on a seeded subset of this many utterances a split (0: all)
 export_utterances=20 # stage 8: test utterances the int8 model is checked on against PyTorch
 python=python        # Python interpreter with slukd installed
 
-option_names="stage stop_stage grammar size seed engines held_out_engine eval_csv ood outlier_exposure num_workers device ngpu data_dir exp_dir students config scratch_config student_set teacher_config distill eval_splits noise snrs noisy_utterances export_utterances python"
+option_names="stage stop_stage grammar size seed engines held_out_engine eval_csv ood outlier_exposure num_workers device ngpu data_dir exp_dir students config scratch_config student_set teacher_config distill calibrate_noise calibrate_snrs eval_splits noise snrs noisy_utterances export_utterances python"
 usage="Usage: $0 --grammar FILE [--size tiny|small|full] [--data-dir DIR] [--exp-dir DIR] [--eval-csv NAME=FILE.csv] [options]
 A spoken-command model from a grammar file: a TTS corpus, features, teacher, students, cascades,
 evaluation, report and the int8 ONNX export of the main student."
