@@ -1,8 +1,9 @@
 """Choosing among students on the valid split only; test numbers are for reporting.
 
-:func:`valid_score` reads a student's valid accuracy from its ``eval/valid.json`` when it was
-evaluated on valid, else from its ``metrics.json`` (the training's own valid pass on the
-checkpoint it kept); :func:`best_on_valid` picks the student with the highest valid accuracy, the
+:func:`valid_score` reads a student's valid accuracy (command acceptance, intent and every slot
+exact, where the labels have slots) from its ``eval/valid.json`` when it was evaluated on valid,
+else from its ``metrics.json`` (the training's own valid pass on the checkpoint it kept, the score
+that selected it); :func:`best_on_valid` picks the student with the highest valid accuracy, the
 lower valid loss breaking ties (valid often sits at its ceiling), then the name. A student without
 a valid number is never chosen, whatever its test accuracy.
 """
@@ -50,7 +51,9 @@ def valid_score(model: ModelEvals) -> ValidScore | None:
     if evaluation is not None:
         metrics = evaluation["metrics"]
         loss = metrics.get("nll")
-        return ValidScore(float(metrics["accuracy"]), math.inf if loss is None else float(loss),
+        score = metrics.get("command_acceptance")  # with slots, whole commands are what selection weighs
+        score = metrics["accuracy"] if score is None else score
+        return ValidScore(float(score), math.inf if loss is None else float(loss),
                           int(metrics["utterances"]), f"eval/{VALID_SPLIT}.json")  # fmt: skip
     path = Path(model.folder) / TRAINING_METRICS
     if not path.is_file():

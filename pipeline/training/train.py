@@ -445,26 +445,25 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
             write_training_log(output_dir / "train_log.csv", state["log"])
         distributed.barrier()
 
-    metrics = {
-        "best_epoch": state["best_epoch"],
-        "valid_accuracy": state["best_accuracy"],
-        "valid_loss": state["best_loss"],
-        "epochs": state["epoch"],
-        "steps": state["step"],
-        "parameters": num_parameters(student),
-        "train_seconds_this_run": round(time.monotonic() - start, 2),
-        "train_utterances_per_second": round(
-            utterances_seen * world_size / max(time.monotonic() - start, 1e-9), 2
-        ),
-        "losses": config.distill.active(),
-    }
+    # valid_accuracy: the score that selected the epoch, command acceptance with slot heads (valid_selected_on)
+    selected_on = (
+        "command_acceptance" if any("valid_command_acceptance" in row for row in state["log"]) else "accuracy"
+    )
+    seconds = time.monotonic() - start
+    metrics = {"best_epoch": state["best_epoch"], "valid_selected_on": selected_on,
+               "valid_accuracy": state["best_accuracy"], "valid_loss": state["best_loss"], "epochs": state["epoch"],
+               "steps": state["step"], "parameters": num_parameters(student), "train_seconds_this_run": round(seconds, 2),
+               "train_utterances_per_second": round(utterances_seen * world_size / max(seconds, 1e-9), 2),
+               "losses": config.distill.active()}  # fmt: skip
     if rank == 0:
         final = average_best(checkpoint_dir, state["history"], train_config.average_best, "student.")
         if final is not None:
             student.load_state_dict(final)
         if train_config.average_best > 1:
             predicted = predict(student, valid_loader, features, device)
-            metrics["valid_accuracy_averaged"], _ = accuracy_and_loss(predicted.logits, predicted.targets)
+            averaged, _ = accuracy_and_loss(predicted.logits, predicted.targets)
+            command = slot_heads.command_acceptance(predicted)  # the score selection reads, as per epoch
+            metrics["valid_accuracy_averaged"] = averaged if command is None else command
         extra = {"ctc_characters": CHARACTERS if student.has_ctc else None, "training": config.to_dict(),
                  "trim_silence": data.trim_silence}  # fmt: skip
         save_model_dir(output_dir, student.cpu(), data.frontend, data.labels, extra, metrics)

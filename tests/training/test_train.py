@@ -56,7 +56,12 @@ def test_loss_falls_and_the_model_dir_stands_alone(corpus, tmp_path):
     np.testing.assert_allclose(config_json["frontend"]["cmvn"]["mean"], train_statistics["mean"], rtol=1e-6)
     features = torch.randn(2, 150, 80)
     assert loaded.model(features, torch.tensor([150, 90])).logits.shape == (2, 31)
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_epoch"] >= 1
+    stored = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert stored["best_epoch"] >= 1
+    # the corpus has slots: the epoch was selected on whole commands, and the metrics say so
+    best = rows[stored["best_epoch"] - 1]
+    assert stored["valid_selected_on"] == "command_acceptance"
+    assert stored["valid_accuracy"] == pytest.approx(float(best["valid_command_acceptance"]), abs=1e-5)
 
 
 def test_resume_reproduces_the_uninterrupted_run(corpus, tmp_path):
