@@ -434,10 +434,11 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
         state["epoch"] = epoch
         epochs_run += 1
         logger.info(
-            "epoch %d: loss %.4f (%s) valid accuracy %.4f loss %.4f%s [%.1f s]",
+            "epoch %d: loss %.4f (%s) valid accuracy %.4f%s loss %.4f%s [%.1f s]",
             epoch, terms.get("loss", float("nan")),
-            ", ".join(f"{k} {v:.3f}" for k, v in terms.items() if k != "loss"),
-            valid_accuracy, valid_loss, " *" if improved else "", train_seconds,
+            ", ".join(f"{k} {v:.3f}" for k, v in terms.items() if k != "loss"), valid_accuracy,
+            "" if valid_command is None else f" commands {valid_command:.4f}", valid_loss, " *" if improved else "",
+            train_seconds,
         )  # fmt: skip
         if rank == 0:
             save_checkpoint(checkpoint_dir, epoch, trainable, optimizer, scheduler, state, generator, fingerprint,
