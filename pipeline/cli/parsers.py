@@ -349,8 +349,9 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--split", default="valid", help="the split to calibrate on (never test)")
     parser.add_argument("--target", type=float, default=0.98, help="share of in-domain utterances to accept")
-    parser.add_argument("--method", default="auto", choices=["auto", "max_softmax", "energy", "unknown"],
-                        help="the rejection score (auto: energy, the measured best (benchmarks/results/open_set_small.md))")  # fmt: skip
+    parser.add_argument("--method", default="auto", choices=["auto", "max_softmax", "energy", "unknown", "command"],
+                        help="the rejection score (auto: energy, the measured best (benchmarks/results/open_set_small.md); "
+                        "command, the whole command's confidence, for a model of one intent with slots)")  # fmt: skip
     parser.add_argument("--temperature", type=float, default=1.0, help="temperature of the energy score")
     parser.add_argument("--batch-size", type=int, default=16, help="utterances per forward pass")
     parser.add_argument("--noise-types", default="",

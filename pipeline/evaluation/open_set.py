@@ -7,7 +7,8 @@ holds, for the model (student, teacher on the transcripts, or cascade) on clean 
 - ``scores``: per utterance of the out-of-domain split and of the in-domain splits
   (``in_domain_splits``, default ``test``; their ``unknown`` rows, if any, left out): id, kind
   (``ood_kind``; ``in_domain``), the predicted intent, and every score of
-  :mod:`pipeline.scoring.open_set` that the model has (``unknown`` only with that intent);
+  :mod:`pipeline.scoring.open_set` that the model has (``unknown`` only with that intent), and
+  ``command`` (:func:`pipeline.scoring.commands.command_scores`) for a model with slot heads;
 - ``threshold``: per score, the model's own threshold when its ``config.json`` has a
   ``rejection`` section for that score, else the one that accepts ``acceptance`` (default 98%)
   of the in-domain ``calibration_split`` (default ``valid``);
@@ -34,9 +35,11 @@ from pipeline.core.errors import SlukdError
 from pipeline.core.io import file_sha256, read_json, write_json
 from pipeline.data.audio import SAMPLE_RATE, AudioError, read_audio
 from pipeline.data.batching import WaveformDataset, batches_by_duration, collate_waveforms, pad_sequences
+from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest
 from pipeline.data.open_set import UNKNOWN_INTENT, unknown_index
 from pipeline.data.vad import DEFAULT_VAD
+from pipeline.scoring.commands import command_scores
 from pipeline.scoring.open_set import (
     SCORE_METHODS,
     acceptance_scores,
@@ -53,6 +56,7 @@ logger = logging.getLogger(__name__)
 OPEN_SET_FORMAT, OPEN_SET_VERSION = "slukd-open-set", 1
 DEFAULT_ACCEPTANCE = 0.98
 IN_DOMAIN_KIND = "in_domain"
+COMMAND = "command"  # the score of the jointly decoded command (slot heads)
 
 
 class OpenSetError(SlukdError, ValueError):
@@ -80,15 +84,35 @@ def subset(manifest: Manifest, size: int, seed: int = 0) -> Manifest:
 @torch.no_grad()
 def model_logits(
     model: LoadedModel, manifest: Manifest, device: torch.device, batch_seconds: float = 60.0
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """``[N, C]`` float32 logits of the model on the clean utterances (the transcripts for a text
-    model), and ``[N]`` whether each one reaches the model. A student hears what prediction gives
+    model), ``[N]`` whether each one reaches the model, and slot -> ``[N, classes]`` slot logits
+    (empty without slot heads)."""
+    slots: dict[str, np.ndarray] = {}
+
+    def keep_slots(rows, output_slots) -> None:
+        for name, values in (output_slots or {}).items():
+            values = values.float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+            slots.setdefault(name, np.zeros((len(manifest), values.shape[1]), np.float32))[rows] = values
+
+    logits, reached = _model_logits(model, manifest, device, batch_seconds, keep_slots)
+    return logits, reached, slots
+
+
+def _model_logits(model: LoadedModel, manifest: Manifest, device: torch.device, batch_seconds: float,
+                  keep_slots) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """:func:`model_logits` without the slots, which it hands to ``keep_slots(rows, slot_logits)``. A student hears what prediction gives
     it (:func:`pipeline.serving.rejection.screen`): its own trimming, and the speech check of its
     ``rejection`` section (the default VAD without one); an input with no speech is answered
     ``unknown`` before any threshold, its row stays zero and its flag False."""
     reached = np.ones(len(manifest), dtype=bool)
     if model.input == TEXT:
-        return np.asarray(model.text_logits([u.transcript for u in manifest]), np.float32), reached
+        texts = [u.transcript for u in manifest]
+        if model.text_outputs is None:
+            return np.asarray(model.text_logits(texts), np.float32), reached
+        logits, slot_logits = model.text_outputs(texts)
+        keep_slots(np.arange(len(manifest)), slot_logits)
+        return np.asarray(logits, np.float32), reached
     logits = np.zeros((len(manifest), len(model.labels)), np.float32)
     if model.kind == "student":
         rejection, trim = rejection_from_config(model.config, str(manifest.path))
@@ -110,6 +134,7 @@ def model_logits(
             )
             output = model.waveform_forward(batch.to(device), lengths.to(device))
             logits[rows] = output.logits.float().cpu().numpy()
+            keep_slots(rows, output.slot_logits)
         return logits, reached
     batches = batches_by_duration([u.duration for u in manifest], batch_seconds, 64)
     loader = DataLoader(WaveformDataset(manifest), batch_sampler=batches, collate_fn=collate_waveforms)
@@ -120,6 +145,7 @@ def model_logits(
             raise OpenSetError(f"{len(bad)} unreadable utterance(s) in {manifest.path}, first: {bad[0]}")
         output = model.waveform_forward(batch.waveforms.to(device), batch.lengths.to(device))
         logits[list(batch.indices)] = output.logits.float().cpu().numpy()
+        keep_slots(list(batch.indices), output.slot_logits)
     return logits, reached
 
 
@@ -132,15 +158,19 @@ def own_rejection(config: dict) -> dict | None:
 def default_method(model: LoadedModel) -> str:
     """The model's own rejection score, else the measured default (:func:`rejection.default_method`)."""
     own = own_rejection(model.config)
-    if own and own.get("method") in SCORE_METHODS:
+    if own and own.get("method") in (*SCORE_METHODS, COMMAND):
         return own["method"]
     return rejection_default_method(model.labels)
 
 
-def score_table(logits: np.ndarray, reached: np.ndarray | None, unknown: int | None) -> dict[str, np.ndarray]:
-    """Every score the model has, per utterance; ``-inf`` for rows that did not reach the model."""
+def score_table(logits: np.ndarray, reached: np.ndarray | None, unknown: int | None,
+                slot_logits: dict[str, np.ndarray] | None = None, labels: LabelSet | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Every score the model has, per utterance (``command`` with slot heads); ``-inf`` for rows
+    that did not reach the model."""
     methods = [m for m in SCORE_METHODS if m != "unknown" or unknown is not None]
     scores = {method: acceptance_scores(logits, method, unknown) for method in methods}
+    if slot_logits and labels is not None:
+        scores[COMMAND] = command_scores(labels, logits, slot_logits)
     if reached is not None and not reached.all():
         for values in scores.values():
             values[~reached] = -np.inf
@@ -183,10 +213,10 @@ def evaluate_open_set(model_dir: str | os.PathLike, data: str | os.PathLike, spl
         if strangers:
             raise OpenSetError(f"{manifests[name]}: intent {strangers[0]!r} is not in {model_dir}'s labels")
 
-    scores_of = {
-        name: score_table(*model_logits(model, manifest, torch_device), unknown)
-        for name, manifest in {"calibration": calibration, split: ood, **in_domain}.items()
-    }
+    scores_of = {}
+    for name, manifest in {"calibration": calibration, split: ood, **in_domain}.items():
+        logits, reached, slot_logits = model_logits(model, manifest, torch_device)
+        scores_of[name] = score_table(logits, reached, unknown, slot_logits, model.labels)
     own = own_rejection(model.config)
     in_scores = {
         m: np.concatenate([scores_of[name][m] for name in in_domain_splits]) for m in scores_of[split]

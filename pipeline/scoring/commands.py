@@ -16,11 +16,14 @@ Without fixed slots (no intent name splits into values) this is the independent 
 Confidences: a slot's confidence is the probability its head gives the decoded value (``none``
 included); the command's confidence is the product of the decoded intent's probability and every
 slot's confidence (the product of the max probabilities whenever the heads agree with each other),
-a rough joint probability that treats the heads as independent.
+a rough joint probability that treats the heads as independent. Its logarithm is the ``command``
+rejection score (:func:`command_scores`): a model of one intent has no other confidence (its one
+logit says nothing), and an out-of-domain input leaves some slot head unsure.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -133,3 +136,17 @@ class CommandDecoders:
             self.decoders[names] = CommandDecoder(self.labels, names)
         slots = {name: values[row : row + 1] for name, values in slot_logits.items()}
         return self.decoders[names].decode(logits[row : row + 1], slots)[0]
+
+
+def command_scores(
+    labels: LabelSet, intent_logits: np.ndarray, slot_logits: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """``[batch]`` the log confidence of each row's jointly decoded command: log p(intent) plus the
+    log probability of every slot's decoded value (``none`` included)."""
+    tiny = np.finfo(np.float64).tiny
+    decoded = CommandDecoder(labels, list(slot_logits)).decode(np.asarray(intent_logits), slot_logits)
+    return np.array([
+        math.log(max(command.intent_confidence, tiny))
+        + sum(math.log(max(value, tiny)) for value in command.slot_confidence.values())
+        for command in decoded
+    ], dtype=np.float64)  # fmt: skip

@@ -63,8 +63,9 @@ def rejection_scores(recognizer: IntentRecognizer, waveforms: list[np.ndarray], 
                 screened.append(waveform)
         if not screened:
             continue
-        logits = recognizer.logits(*pad_waveforms(screened))
-        batch_scores = probe.scores(logits, labels)
+        output = recognizer.forward(*pad_waveforms(screened))
+        logits = output.logits
+        batch_scores = probe.scores(logits, labels, output.slot_logits or None)
         if UNKNOWN_INTENT in labels:
             batch_scores[logits.argmax(axis=1) == labels.index(UNKNOWN_INTENT)] = -np.inf
         scores[kept] = batch_scores
@@ -93,10 +94,10 @@ def noisy_copies(waveforms: list[np.ndarray], ids: list[str], manifest: Manifest
 
 def _no_threshold(model_dir: Path, recognizer: IntentRecognizer, method: str, target_acceptance: float,
                   temperature: float, split: str) -> Rejection:  # fmt: skip
-    """A model of one intent (every difference in the slots, like a coffee order) has no confidence
-    threshold: its intent head's softmax is always 1 and cross-entropy never trains its one logit, so
-    the score would reject a random share of the commands. The speech check still answers ``no
-    speech``; an ``unknown`` intent (outlier exposure) makes it two intents, and a threshold again."""
+    """A model of one intent and no slots has no confidence threshold: its intent head's softmax is
+    always 1 and cross-entropy never trains its one logit, so any intent score would reject a random
+    share of the commands. The speech check still answers ``no speech``. (With slots, the ``command``
+    score calibrates as usual; an ``unknown`` intent makes it two intents.)"""
     stored = recognizer.rejection
     vad = DEFAULT_VAD if stored is None else stored.vad_config
     rejection = Rejection(
@@ -145,7 +146,7 @@ def calibrate(model_dir: str | os.PathLike, data: str | os.PathLike, split: str 
         raise ManifestError(f"{data}: no {split} split; available: {', '.join(manifests)}")
     recognizer = IntentRecognizer.from_pretrained(model_dir)
     method = check_method(method, recognizer.labels)
-    if len(recognizer.labels.intents) == 1:
+    if len(recognizer.labels.intents) == 1 and method != "command":
         return _no_threshold(model_dir, recognizer, method, target_acceptance, temperature, split)
     manifest = read_manifest(manifests[split])
     commands = [u for u in manifest if u.intent != UNKNOWN_INTENT and u.intent in recognizer.labels]

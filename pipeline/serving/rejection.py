@@ -18,7 +18,10 @@ Scores (higher: more like a command the model knows), from the logits of one inp
 - ``max_softmax``: the top class probability;
 - ``energy``: ``T * logsumexp(logits / T)`` (Liu et al., 2020, with the sign that makes it a
   confidence);
-- ``unknown``: ``1 - p(unknown)``, for a model trained with an ``unknown`` class.
+- ``unknown``: ``1 - p(unknown)``, for a model trained with an ``unknown`` class;
+- ``command``: the log confidence of the jointly decoded command (the intent and every slot;
+  :func:`pipeline.scoring.commands.command_scores`), for a model with slot heads: the only score a
+  model of one intent has.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from pipeline.core.errors import SlukdError
 from pipeline.data.labels import LabelSet
 from pipeline.data.open_set import UNKNOWN_INTENT
 from pipeline.data.vad import DEFAULT_VAD, VadConfig, VadError, speech_regions, trim_to_regions
+from pipeline.scoring.commands import command_scores
 
-METHODS = ("max_softmax", "energy", "unknown")
+METHODS = ("max_softmax", "energy", "unknown", "command")
 DEFAULT_TARGET_ACCEPTANCE = 0.98
 NO_SPEECH, NOT_A_COMMAND, LOW_CONFIDENCE = "no speech", "not a command", "low confidence"
 CONFIG_KEY = "rejection"  # the section of a model dir's config.json
@@ -50,7 +54,11 @@ class RejectionError(SlukdError, ValueError):
 def default_method(labels: LabelSet) -> str:
     """``energy``, with or without an ``unknown`` intent: chosen by measurement
     (benchmarks/results/open_set_small.md, 2026-12-03: on the held-out out-of-domain kinds it had the
-    best AUROC of the three scores for every student, with or without outlier exposure)."""
+    best AUROC of the three intent scores for every student, with or without outlier exposure).
+    ``command`` for a model of one intent with slots, whose intent scores are constant (on the pizza
+    grammar, docs/results.md: AUROC 0.969 against energy's 0.569)."""
+    if len(labels.intents) == 1 and labels.slots:
+        return "command"
     return "energy"
 
 
@@ -62,6 +70,8 @@ def check_method(method: str, labels: LabelSet) -> str:
         raise RejectionError(f"unknown rejection method {method!r}; choose from auto, {', '.join(METHODS)}")
     if method == "unknown" and UNKNOWN_INTENT not in labels:
         raise RejectionError(f"rejection method 'unknown' needs an {UNKNOWN_INTENT!r} intent in the labels")
+    if method == "command" and not labels.slots:
+        raise RejectionError("rejection method 'command' needs slots in the labels (a model with slot heads)")
     return method
 
 
@@ -72,12 +82,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
-def rejection_scores(
-    logits: np.ndarray, method: str, labels: LabelSet, temperature: float = 1.0
-) -> np.ndarray:
-    """Scores ``[batch]`` of logits ``[batch, intents]``; higher means more in-domain."""
+def rejection_scores(logits: np.ndarray, method: str, labels: LabelSet, temperature: float = 1.0,
+                     slot_logits: dict[str, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+    """Scores ``[batch]`` of logits ``[batch, intents]`` (and, for ``command``, slot -> ``[batch,
+    classes]``); higher means more in-domain."""
     logits = np.asarray(logits, dtype=np.float64)
     method = check_method(method, labels)
+    if method == "command":
+        if not slot_logits:
+            raise RejectionError("rejection method 'command' needs the model's slot logits (slot heads)")
+        return command_scores(labels, logits, slot_logits)
     if method == "energy":
         scaled = logits / temperature
         top = scaled.max(axis=-1)
@@ -149,14 +163,23 @@ class Rejection:
         except RejectionError as error:
             raise RejectionError(f"{where}: {error}") from None
 
-    def scores(self, logits: np.ndarray, labels: LabelSet) -> np.ndarray:
-        return rejection_scores(logits, self.method, labels, self.temperature)
+    def scores(self, logits: np.ndarray, labels: LabelSet,
+               slot_logits: dict[str, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
+        return rejection_scores(logits, self.method, labels, self.temperature, slot_logits)
 
-    def reason(self, logits: np.ndarray, labels: LabelSet) -> str | None:
-        """Why the model's answer on ``logits [intents]`` is rejected, or None (accepted)."""
+    def reason(self, logits: np.ndarray, labels: LabelSet,
+               slot_logits: dict[str, np.ndarray] | None = None) -> str | None:  # fmt: skip
+        """Why the model's answer on ``logits [intents]`` (slot -> ``[classes]``) is rejected, or None."""
         if UNKNOWN_INTENT in labels and int(np.argmax(logits)) == labels.index(UNKNOWN_INTENT):
             return NOT_A_COMMAND
-        if self.threshold is not None and float(self.scores(logits[None], labels)[0]) < self.threshold:
+        if self.threshold is None:
+            return None
+        rows = (
+            None
+            if not slot_logits
+            else {name: np.asarray(values)[None] for name, values in slot_logits.items()}
+        )
+        if float(self.scores(np.asarray(logits)[None], labels, rows)[0]) < self.threshold:
             return LOW_CONFIDENCE
         return None
 

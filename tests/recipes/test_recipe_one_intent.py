@@ -76,16 +76,24 @@ def test_every_model_is_scored_on_commands(finished):
     assert "command acceptance" in report
 
 
-def test_no_confidence_threshold_with_one_intent(finished, capsys):
+def test_one_intent_rejects_on_the_whole_command(finished, capsys):
     exp = finished / "exp"
     student = next(exp.glob("student_kd_*"))
     rejection = json.loads((student / "config.json").read_text())["rejection"]
-    assert rejection["threshold"] is None and rejection["vad"]  # the speech check still answers
+    # its one intent's score is constant: the jointly decoded command's confidence is the score
+    assert rejection["method"] == "command" and rejection["threshold"] is not None and rejection["vad"]
+    assert rejection["calibration"]["acceptance"] >= 0.98
     assert (student / "model.int8.onnx").is_file()
     manifest = finished / "data" / "openset" / "manifests" / "test.jsonl"
     first = json.loads(manifest.read_text().splitlines()[0])
     audio = (manifest.parent / first["audio"]).resolve()
-    assert cli.main(["predict", "--model", str(student / "model.int8.onnx"), str(audio)]) == 0
+    onnx = str(student / "model.int8.onnx")
+    assert cli.main(["predict", "--model", onnx, "--threshold", "none", str(audio)]) == 0
     answer = json.loads(capsys.readouterr().out.splitlines()[0])
     assert answer["intent"] == "orderPizza" and answer.get("reason") is None
     assert "slots" in answer and "command_confidence" in answer
+    assert (
+        cli.main(["predict", "--model", onnx, str(audio)]) == 0
+    )  # the stored threshold, from the ONNX metadata
+    answer = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert answer["intent"] == "orderPizza" or answer["reason"] == "low confidence"

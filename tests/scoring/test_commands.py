@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.data.labels import LabelSet
-from pipeline.scoring.commands import CommandDecoder, CommandDecoders
+from pipeline.scoring.commands import CommandDecoder, CommandDecoders, command_scores
 
 # an FSC-style map: every intent name is a slot combination ("none" is a location value)
 FSC = LabelSet(
@@ -82,3 +82,16 @@ def test_decoders_per_row_and_without_slot_heads():
 def test_fixed_slots_must_cover_every_intent():
     with pytest.raises(ValueError, match="fixed slots for 1 intents, the label map has 4"):
         CommandDecoder(FSC, ["action"], fixed=[{}])
+
+
+def test_command_score_is_the_log_confidence_of_the_joint_command():
+    intents = np.log([[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.1, 0.7]])
+    slots = {"action": np.log([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]]), "object": np.log([[0.9, 0.1], [0.3, 0.7]]),
+             "location": np.log([[0.2, 0.8], [0.9, 0.1]])}  # fmt: skip
+    decoded = CommandDecoder(FSC, list(slots)).decode(intents, slots)
+    scores = command_scores(FSC, intents, slots)
+    assert scores == pytest.approx(np.log([command.confidence for command in decoded]))
+    # the first row's intent fixes location=kitchen (0.8) against its own best: the joint choice is scored
+    assert decoded[0].slots["location"] == "kitchen" and scores[0] == pytest.approx(
+        np.log(0.5 * 0.6 * 0.9 * 0.8)
+    )

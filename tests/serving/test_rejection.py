@@ -39,8 +39,35 @@ def test_scores_of_each_method():
     assert check_method("auto", LABELS) == "energy" and check_method("auto", PLAIN) == "energy"
     with pytest.raises(RejectionError, match="needs an 'unknown' intent"):
         rejection_scores(logits, "unknown", PLAIN)
-    with pytest.raises(RejectionError, match="choose from auto, max_softmax, energy, unknown"):
+    with pytest.raises(RejectionError, match="choose from auto, max_softmax, energy, unknown, command"):
         check_method("entropy", PLAIN)
+
+
+ORDER = LabelSet(["orderPizza"], slots={"size": ["small", "large"], "crust": ["thin", "thick"]})
+
+
+def test_the_command_score_is_the_only_one_with_one_intent():
+    logits = np.zeros((2, 1))  # one intent: its probability is always 1
+    slots = {
+        "size": np.log([[0.9, 0.05, 0.05], [0.4, 0.35, 0.25]]),
+        "crust": np.log([[0.1, 0.8, 0.1], [0.5, 0.1, 0.4]]),
+    }
+    assert check_method("auto", ORDER) == "command"  # energy and max-softmax are constant here
+    assert rejection_scores(logits, "energy", ORDER).tolist() == [0.0, 0.0]
+    # log p(intent) + log p(each decoded slot value): 0 + log 0.9 + log 0.8, 0 + log 0.4 + log 0.5
+    assert rejection_scores(logits, "command", ORDER, slot_logits=slots) == pytest.approx(
+        [np.log(0.9 * 0.8), np.log(0.4 * 0.5)]
+    )
+    rejection = Rejection(method="command", threshold=float(np.log(0.5)))
+    assert rejection.reason(logits[0], ORDER, {name: values[0] for name, values in slots.items()}) is None
+    assert (
+        rejection.reason(logits[1], ORDER, {name: values[1] for name, values in slots.items()})
+        == LOW_CONFIDENCE
+    )
+    with pytest.raises(RejectionError, match="needs the model's slot logits"):
+        rejection_scores(logits, "command", ORDER)
+    with pytest.raises(RejectionError, match="needs slots in the labels"):
+        check_method("command", PLAIN)
 
 
 @pytest.mark.parametrize("count", [7, 50, 400])
