@@ -36,7 +36,7 @@ from pipeline.augment.conditions import SWEEP_NOISE_TYPES, BabbleBank, NoiseCond
 from pipeline.core.errors import SlukdError
 from pipeline.core.io import atomic_write_text
 from pipeline.data.audio import SAMPLE_RATE, AudioError
-from pipeline.data.batching import WaveformDataset
+from pipeline.data.batching import WaveformDataset, pad_sequences
 from pipeline.data.manifest import Manifest, read_manifest
 from pipeline.scoring.intervals import wilson_interval
 from pipeline.serving.inference import IntentRecognizer
@@ -67,10 +67,7 @@ def padded_clips(manifest: Manifest, pad_seconds: float) -> tuple[list[str], tor
             raise AudioError(item.error)
         clips.append(torch.nn.functional.pad(item.waveform.float(), (pad, pad)))
         ids.append(manifest[index].id)
-    lengths = torch.tensor([len(clip) for clip in clips])
-    batch = torch.zeros(len(clips), int(lengths.max()))
-    for row, clip in enumerate(clips):
-        batch[row, : len(clip)] = clip
+    batch, lengths = pad_sequences(clips, dtype=torch.float32)
     return ids, batch, lengths
 
 

@@ -39,6 +39,7 @@ from pipeline.data.labels import LabelSet
 from pipeline.data.manifest import Manifest, find_manifests, read_manifest
 from pipeline.data.open_set import UNKNOWN_INTENT, unknown_index
 from pipeline.data.vad import DEFAULT_VAD
+from pipeline.evaluation.records import store_slot_logits
 from pipeline.scoring.commands import command_scores
 from pipeline.scoring.open_set import (
     SCORE_METHODS,
@@ -48,6 +49,7 @@ from pipeline.scoring.open_set import (
     threshold_for_acceptance,
 )
 from pipeline.serving.model_kinds import TEXT, LoadedModel, load_model, model_kind
+from pipeline.serving.rejection import METHODS as REJECTION_METHODS
 from pipeline.serving.rejection import default_method as rejection_default_method
 from pipeline.serving.rejection import rejection_from_config, screen
 
@@ -87,32 +89,19 @@ def model_logits(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """``[N, C]`` float32 logits of the model on the clean utterances (the transcripts for a text
     model), ``[N]`` whether each one reaches the model, and slot -> ``[N, classes]`` slot logits
-    (empty without slot heads)."""
-    slots: dict[str, np.ndarray] = {}
-
-    def keep_slots(rows, output_slots) -> None:
-        for name, values in (output_slots or {}).items():
-            values = values.float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-            slots.setdefault(name, np.zeros((len(manifest), values.shape[1]), np.float32))[rows] = values
-
-    logits, reached = _model_logits(model, manifest, device, batch_seconds, keep_slots)
-    return logits, reached, slots
-
-
-def _model_logits(model: LoadedModel, manifest: Manifest, device: torch.device, batch_seconds: float,
-                  keep_slots) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """:func:`model_logits` without the slots, which it hands to ``keep_slots(rows, slot_logits)``. A student hears what prediction gives
-    it (:func:`pipeline.serving.rejection.screen`): its own trimming, and the speech check of its
-    ``rejection`` section (the default VAD without one); an input with no speech is answered
-    ``unknown`` before any threshold, its row stays zero and its flag False."""
+    (empty without slot heads; NaN for rows that did not reach the model). A student hears what
+    prediction gives it (:func:`pipeline.serving.rejection.screen`): its own trimming, and the
+    speech check of its ``rejection`` section (the default VAD without one); an input with no
+    speech is answered ``unknown`` before any threshold, its row stays zero and its flag False."""
     reached = np.ones(len(manifest), dtype=bool)
+    slots: dict[str, np.ndarray] = {}
     if model.input == TEXT:
         texts = [u.transcript for u in manifest]
         if model.text_outputs is None:
-            return np.asarray(model.text_logits(texts), np.float32), reached
+            return np.asarray(model.text_logits(texts), np.float32), reached, slots
         logits, slot_logits = model.text_outputs(texts)
-        keep_slots(np.arange(len(manifest)), slot_logits)
-        return np.asarray(logits, np.float32), reached
+        store_slot_logits(slots, slot_logits, list(range(len(manifest))), len(manifest))
+        return np.asarray(logits, np.float32), reached, slots
     logits = np.zeros((len(manifest), len(model.labels)), np.float32)
     if model.kind == "student":
         rejection, trim = rejection_from_config(model.config, str(manifest.path))
@@ -134,8 +123,8 @@ def _model_logits(model: LoadedModel, manifest: Manifest, device: torch.device, 
             )
             output = model.waveform_forward(batch.to(device), lengths.to(device))
             logits[rows] = output.logits.float().cpu().numpy()
-            keep_slots(rows, output.slot_logits)
-        return logits, reached
+            store_slot_logits(slots, _numpy(output.slot_logits), list(rows), len(manifest))
+        return logits, reached, slots
     batches = batches_by_duration([u.duration for u in manifest], batch_seconds, 64)
     loader = DataLoader(WaveformDataset(manifest), batch_sampler=batches, collate_fn=collate_waveforms)
     model.module.eval()
@@ -145,8 +134,12 @@ def _model_logits(model: LoadedModel, manifest: Manifest, device: torch.device, 
             raise OpenSetError(f"{len(bad)} unreadable utterance(s) in {manifest.path}, first: {bad[0]}")
         output = model.waveform_forward(batch.waveforms.to(device), batch.lengths.to(device))
         logits[list(batch.indices)] = output.logits.float().cpu().numpy()
-        keep_slots(list(batch.indices), output.slot_logits)
-    return logits, reached
+        store_slot_logits(slots, _numpy(output.slot_logits), list(batch.indices), len(manifest))
+    return logits, reached, slots
+
+
+def _numpy(slot_logits: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {name: values.float().cpu().numpy() for name, values in slot_logits.items()}
 
 
 def own_rejection(config: dict) -> dict | None:
@@ -158,7 +151,7 @@ def own_rejection(config: dict) -> dict | None:
 def default_method(model: LoadedModel) -> str:
     """The model's own rejection score, else the measured default (:func:`rejection.default_method`)."""
     own = own_rejection(model.config)
-    if own and own.get("method") in (*SCORE_METHODS, COMMAND):
+    if own and own.get("method") in REJECTION_METHODS:
         return own["method"]
     return rejection_default_method(model.labels)
 

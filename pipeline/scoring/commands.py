@@ -43,6 +43,14 @@ class Command:
     slot_confidence: dict[str, float]
     confidence: float  # the whole command: intent x every slot
 
+    @property
+    def log_confidence(self) -> float:
+        """log p(intent) + the log probability of every slot's value: the ``command`` rejection score."""
+        tiny = np.finfo(np.float64).tiny
+        return math.log(max(self.intent_confidence, tiny)) + sum(
+            math.log(max(value, tiny)) for value in self.slot_confidence.values()
+        )
+
     def filled_slots(self, intent: str | None = None) -> dict[str, str]:
         """The slots with a value (``none`` left out), as ``predict`` prints them; none at all when the
         printed ``intent`` is ``unknown`` (rejected below a threshold)."""
@@ -143,10 +151,5 @@ def command_scores(
 ) -> np.ndarray:
     """``[batch]`` the log confidence of each row's jointly decoded command: log p(intent) plus the
     log probability of every slot's decoded value (``none`` included)."""
-    tiny = np.finfo(np.float64).tiny
     decoded = CommandDecoder(labels, list(slot_logits)).decode(np.asarray(intent_logits), slot_logits)
-    return np.array([
-        math.log(max(command.intent_confidence, tiny))
-        + sum(math.log(max(value, tiny)) for value in command.slot_confidence.values())
-        for command in decoded
-    ], dtype=np.float64)  # fmt: skip
+    return np.array([command.log_confidence for command in decoded], dtype=np.float64)

@@ -27,6 +27,7 @@ import torch
 from pipeline.augment.conditions import BabbleBank, NoiseCondition, noisy_waveforms
 from pipeline.core.io import file_sha256
 from pipeline.data.audio import AudioError
+from pipeline.data.batching import pad_sequences
 from pipeline.data.manifest import Manifest, ManifestError, find_manifests, read_manifest
 from pipeline.data.vad import DEFAULT_VAD, VadConfig
 from pipeline.serving.inference import IntentRecognizer
@@ -78,10 +79,7 @@ def noisy_copies(waveforms: list[np.ndarray], ids: list[str], manifest: Manifest
     babble is drawn from the split's own other utterances."""
     if not noise_types:
         return {}
-    lengths = torch.tensor([len(waveform) for waveform in waveforms])
-    batch = torch.zeros(len(waveforms), int(lengths.max()))
-    for row, waveform in enumerate(waveforms):
-        batch[row, : len(waveform)] = torch.from_numpy(waveform)
+    batch, lengths = pad_sequences(waveforms, dtype=torch.float32)
     bank = BabbleBank(manifest, 32, 0, sample_rate) if "babble" in noise_types else None
     copies = {}
     for kind in noise_types:

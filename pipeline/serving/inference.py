@@ -450,8 +450,7 @@ class IntentRecognizer:
             confidence, intent = float(probabilities[command.intent]), self.labels.intent(command.intent)
         reason = no_command_reason(intent, self.labels)  # the (jointly decoded) unknown class won
         if reason is None and rejection is not None:
-            slots = {name: values[row] for name, values in (output.slot_logits or {}).items()}
-            reason = rejection.reason(logits, self.labels, slots)
+            reason = rejection.reason(logits, self.labels, command)
         intent = UNKNOWN_INTENT if reason else intent
         transcript = None if output.transcripts is None else output.transcripts[row]
         if self.ctc_characters and output.ctc_log_probs is not None:

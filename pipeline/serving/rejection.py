@@ -37,7 +37,7 @@ from pipeline.core.errors import SlukdError
 from pipeline.data.labels import LabelSet
 from pipeline.data.open_set import UNKNOWN_INTENT
 from pipeline.data.vad import DEFAULT_VAD, VadConfig, VadError, speech_regions, trim_to_regions
-from pipeline.scoring.commands import command_scores
+from pipeline.scoring.commands import Command, command_scores
 
 METHODS = ("max_softmax", "energy", "unknown", "command")
 DEFAULT_TARGET_ACCEPTANCE = 0.98
@@ -167,21 +167,20 @@ class Rejection:
                slot_logits: dict[str, np.ndarray] | None = None) -> np.ndarray:  # fmt: skip
         return rejection_scores(logits, self.method, labels, self.temperature, slot_logits)
 
-    def reason(self, logits: np.ndarray, labels: LabelSet,
-               slot_logits: dict[str, np.ndarray] | None = None) -> str | None:  # fmt: skip
-        """Why the model's answer on ``logits [intents]`` (slot -> ``[classes]``) is rejected, or None."""
+    def reason(self, logits: np.ndarray, labels: LabelSet, command: Command | None = None) -> str | None:
+        """Why the model's answer on ``logits [intents]`` is rejected, or None (accepted); the
+        ``command`` score is read off the answer's jointly decoded ``command``."""
         if UNKNOWN_INTENT in labels and int(np.argmax(logits)) == labels.index(UNKNOWN_INTENT):
             return NOT_A_COMMAND
         if self.threshold is None:
             return None
-        rows = (
-            None
-            if not slot_logits
-            else {name: np.asarray(values)[None] for name, values in slot_logits.items()}
-        )
-        if float(self.scores(np.asarray(logits)[None], labels, rows)[0]) < self.threshold:
-            return LOW_CONFIDENCE
-        return None
+        if self.method == "command":
+            if command is None:
+                raise RejectionError("rejection method 'command' needs the model's slot logits (slot heads)")
+            score = command.log_confidence
+        else:
+            score = float(self.scores(np.asarray(logits)[None], labels)[0])
+        return LOW_CONFIDENCE if score < self.threshold else None
 
 
 def resolve_rejection(

@@ -10,6 +10,7 @@ import torch
 
 from pipeline.data.labels import LabelSet
 from pipeline.data.vad import DEFAULT_VAD
+from pipeline.scoring.commands import CommandDecoders
 from pipeline.serving.rejection import (
     LOW_CONFIDENCE,
     NOT_A_COMMAND,
@@ -59,11 +60,9 @@ def test_the_command_score_is_the_only_one_with_one_intent():
         [np.log(0.9 * 0.8), np.log(0.4 * 0.5)]
     )
     rejection = Rejection(method="command", threshold=float(np.log(0.5)))
-    assert rejection.reason(logits[0], ORDER, {name: values[0] for name, values in slots.items()}) is None
-    assert (
-        rejection.reason(logits[1], ORDER, {name: values[1] for name, values in slots.items()})
-        == LOW_CONFIDENCE
-    )
+    decoders = CommandDecoders(ORDER)  # the answer's own decoded command carries the score
+    assert rejection.reason(logits[0], ORDER, decoders.row(logits, slots, 0)) is None
+    assert rejection.reason(logits[1], ORDER, decoders.row(logits, slots, 1)) == LOW_CONFIDENCE
     with pytest.raises(RejectionError, match="needs the model's slot logits"):
         rejection_scores(logits, "command", ORDER)
     with pytest.raises(RejectionError, match="needs slots in the labels"):
