@@ -10,6 +10,11 @@ every model hears the same audio. Every file then goes through :class:`IntentRec
 ``slukd predict`` runs it: the speech check, trimming, the model, joint decoding of intent and
 slots, and the model's calibrated threshold (``--threshold auto``).
 
+Babble is three other commands of the grammar by default (valid's: the hardest babble there is, a
+competing talker who says a command). A cafe's crowd is closer to many talkers who say anything:
+``--babble-from data/.../ood_test.jsonl --babble-speakers 8`` builds it from the spoken lines of
+another manifest (never the scored split).
+
 Each cell counts, of the commands: accepted and exactly right (intent and every slot), answered
 ``no speech``, rejected as ``low confidence`` / ``not a command``, and accepted but wrong. The
 table gives the first with its Wilson 95% interval and the number of utterances.
@@ -53,6 +58,11 @@ def subset(manifest: Manifest, count: int, seed: int) -> Manifest:
         return manifest
     order = np.random.default_rng([seed, 11]).permutation(len(manifest))[:count]
     return Manifest([manifest[i] for i in sorted(order.tolist())], manifest.path)
+
+
+def spoken(manifest: Manifest) -> Manifest:
+    """The utterances that have a transcript (speech, not the non-speech sounds of an ``ood`` split)."""
+    return Manifest([item for item in manifest if (item.transcript or "").strip()], manifest.path)
 
 
 def padded_clips(manifest: Manifest, pad_seconds: float) -> tuple[list[str], torch.Tensor, torch.Tensor]:
@@ -109,6 +119,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pad", type=float, default=0.5, help="seconds of silence either side of each command"
     )
+    parser.add_argument(
+        "--babble-from", type=Path, default=None,
+        help="a manifest whose speech makes the babble (default: the data's valid split: other commands)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--babble-speakers", type=int, default=3, help="talkers summed into one babble (a crowd: 8 or more)"
+    )
     parser.add_argument("--threshold", default="auto", help="auto (the model's own), none or a number")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the table (markdown) here")
@@ -126,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = subset(read_manifest(args.data / f"{args.split}.jsonl"), args.utterances, args.seed)
         ids, clean, lengths = padded_clips(manifest, args.pad)
-        bank = BabbleBank(read_manifest(args.data / "valid.jsonl"), 32, args.seed)  # never the scored split
+        babble_from = args.babble_from or args.data / "valid.jsonl"  # never the scored split
+        bank = BabbleBank(spoken(read_manifest(babble_from)), 32, args.seed, speakers=args.babble_speakers)
         conditions = [NoiseCondition("clean")] + [
             NoiseCondition(noise.strip(), float(snr), reference="peak")
             for noise in args.noises.split(",") for snr in args.snrs.split(",")
@@ -144,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     total = len(manifest)
     lines = [
         f"Split `{args.split}` of `{args.data}`, {total} utterances, {args.pad:g} s of silence either side, "
-        f"noise over the whole file at an SNR on the loudest 25 ms frame; threshold `{args.threshold}`; "
+        f"noise over the whole file at an SNR on the loudest 25 ms frame (babble: {args.babble_speakers} "
+        f"talkers of `{babble_from}`); threshold `{args.threshold}`; "
         f"{time.monotonic() - started:.0f} s. Each cell: whole commands accepted and right, % [Wilson 95%] "
         f"(no speech / rejected / wrong, %).",
         "",

@@ -26,7 +26,7 @@
 # see it.
 
 DEFAULT_DISTILL=hidden=1.0,attention=1.0  # stage 5 weights (the from-scratch student's, chosen on valid by benchmarks/distill.py)
-STUDENT_ROLES="ce kd ce_scratch kd_scratch"  # what --students may name
+STUDENT_ROLES="ce kd ce_scratch kd_scratch kd_full"  # what --students may name
 RECIPE_MARKER=.recipe.done  # the shell's marker, beside each stage's output
 # The cascade baselines of stage 6 (set these before running a recipe to change them). The ASR
 # (faster-whisper, Whisper tiny.en, one thread an utterance) costs 0.2-0.5 s an utterance and
@@ -84,6 +84,9 @@ student_dirs() {
   #                      distilled                       -> student_ce, student_kd
   #   ce_scratch, kd_scratch  the from-scratch baseline (--scratch-config, default
   #                      conf/student.yaml)              -> student_ce_scratch, student_kd_scratch
+  #   kd_full            the main student distilled on every expression of the grammar: train
+  #                      + train_rest (a grammar corpus's held-out pools in training voices;
+  #                      the model to deploy, not to compare) -> student_kd_full
   #   --config conf/big.yaml         -> student_ce_big, student_kd_big
   #   --student-set train.epochs=30  -> student_ce_train.epochs30, student_kd_train.epochs30, ...
   #   --distill logits=1.0           -> student_kd_logits1.0, student_kd_scratch_logits1.0
@@ -105,6 +108,7 @@ student_dirs() {
       kd) student_models+=("${exp_dir}/student_kd${main_tag}${kd_tag}") ;;
       ce_scratch) student_models+=("${exp_dir}/student_ce${scratch_tag}") ;;
       kd_scratch) student_models+=("${exp_dir}/student_kd${scratch_tag}${kd_tag}") ;;
+      kd_full) student_models+=("${exp_dir}/student_kd_full${main_tag}${kd_tag}") ;;
     esac
     student_roles+=("${role}")
   done
@@ -179,19 +183,38 @@ stage_teacher_targets() {
     --out "${exp_dir}/teacher/targets" --splits train,valid --device "${device}"
 }
 
+full_grammar() {
+  # The training folder of kd_full (data_prep.full_grammar: train + train_rest, valid) and the
+  # teacher's targets for its transcripts (the teacher itself is the one of stage 2).
+  local full_dir="${data_dir}/full"
+  [ -f "${data_dir}/manifests/train_rest.jsonl" ] \
+    || die "--students kd_full: ${data_dir}/manifests has no train_rest (a grammar corpus of data_prep.synthetic has it)"
+  run_step "${full_dir}/manifests/labels.json" "${full_dir}/manifests/${RECIPE_MARKER}" --input "$(corpus_marker)" -- \
+    "${python}" -m data_prep.full_grammar --corpus "${data_dir}" --out "${full_dir}"
+  run_step "${exp_dir}/teacher/targets_full/.done" "${exp_dir}/teacher/targets_full/${RECIPE_MARKER}" \
+    --input "${full_dir}/manifests/labels.json" --input "${exp_dir}/teacher/.done" -- \
+    "${python}" -m pipeline.cli teacher export --data "${full_dir}" --model "${exp_dir}/teacher" \
+    --out "${exp_dir}/teacher/targets_full" --splits train,valid --device "${device}"
+}
+
 train_student() {
   # train_student ROLE DIR: `slukd train` of one student (ROLE as in `student_dirs`).
-  local role="$1" out="$2" student_config="${config}"
+  local role="$1" out="$2" student_config="${config}" data="${data_dir}" targets="${exp_dir}/teacher/targets"
   local overrides=() inputs=() command=() teacher=() distill_weights=""
   case "${role}" in *_scratch) student_config="${scratch_config}" ;; esac
   mapfile -t inputs < <(fbank_inputs)
+  if [ "${role}" = kd_full ]; then
+    full_grammar
+    data="${data_dir}/full" targets="${exp_dir}/teacher/targets_full"
+    inputs+=(--input "${data}/manifests/labels.json")
+  fi
   if [[ "${role}" == kd* ]]; then
     distill_weights="${distill}"
-    teacher=(--teacher-targets "${exp_dir}/teacher/targets")
-    inputs+=(--input "${exp_dir}/teacher/targets/.done")
+    teacher=(--teacher-targets "${targets}")
+    inputs+=(--input "${targets}/.done")
   fi
   mapfile -t overrides < <(set_flags "" "${student_set}"; set_flags distill. "${distill_weights}")
-  mapfile -t command < <(slukd_command train --data "${data_dir}/manifests" --features "${data_dir}/fbank" \
+  mapfile -t command < <(slukd_command train --data "${data}/manifests" --features "${data}/fbank" \
     --out "${out}" --config "${student_config}" "${teacher[@]}" --set "train.device=${device}" "${overrides[@]}")
   run_step "${out}/.done" "${out}/${RECIPE_MARKER}" "${inputs[@]}" -- "${command[@]}"
   # its rejection threshold on valid (98% of the commands accepted; with --calibrate-noise, of valid
@@ -227,13 +250,14 @@ stage_students_ce() { train_students 'ce*'; }
 stage_students_kd() { train_students 'kd*'; }
 
 evaluation_splits() {
-  # --eval-splits, or every split but train and valid and their out-of-domain parts (test,
+  # --eval-splits, or every split but train, valid, train_rest and their out-of-domain parts (test,
   # test_unseen_phrasing, test_unseen_engine, ood_test, ...). An out-of-domain split (every intent
   # `unknown`) gets the open-set evaluation (pipeline.evaluation.open_set).
   local splits="${eval_splits//,/ }"
   if [ -z "${splits}" ]; then
     splits=$(manifest_splits "${data_dir}/manifests")
-    splits=$(echo " ${splits} " | sed -e 's/ train / /' -e 's/ valid / /' -e 's/ ood_train / /' -e 's/ ood_valid / /')
+    splits=$(echo " ${splits} " | sed -e 's/ train / /' -e 's/ valid / /' -e 's/ train_rest / /' \
+      -e 's/ ood_train / /' -e 's/ ood_valid / /')
   fi
   echo ${splits}
 }

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 MIXED_SPLITS = {"train": "ood_train", "valid": "ood_valid"}
 
 
-def _relocated(manifest: Manifest, folder: Path) -> list:
+def relocated(manifest: Manifest, folder: Path) -> list:
     """The utterances of ``manifest`` with audio paths relative to ``folder``."""
     return [
         dataclasses.replace(
@@ -60,13 +60,13 @@ def mix_open_set(
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for split, path in corpus.items():
-        utterances = _relocated(read_manifest(path), folder)
+        utterances = relocated(read_manifest(path), folder)
         if mix and split in MIXED_SPLITS:
-            utterances += _relocated(read_manifest(ood[MIXED_SPLITS[split]]), folder)
+            utterances += relocated(read_manifest(ood[MIXED_SPLITS[split]]), folder)
         written[split] = utterances
     for split in OOD_SPLITS:
         if split in ood:
-            written[split] = _relocated(read_manifest(ood[split]), folder)
+            written[split] = relocated(read_manifest(ood[split]), folder)
     manifests = {}
     for split, utterances in written.items():
         manifest = Manifest(utterances, folder / f"{split}.jsonl")

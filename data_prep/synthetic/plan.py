@@ -36,9 +36,10 @@ from pipeline.grammar.sampler import sample_splits
 logger = logging.getLogger(__name__)
 
 UNSEEN_ENGINE_SPLIT = "test_unseen_engine"
-SPLITS = ("train", "valid", "test", "test_unseen_phrasing", UNSEEN_ENGINE_SPLIT)
+REST_SPLIT = "train_rest"  # the held-out pools in training voices: only the deployed model trains on it
+SPLITS = ("train", "valid", "test", "test_unseen_phrasing", UNSEEN_ENGINE_SPLIT, REST_SPLIT)
 SPEAKER_POOLS = {"train": "train", "valid": "train", "test": "test", "test_unseen_phrasing": "test",
-                 UNSEEN_ENGINE_SPLIT: UNSEEN_ENGINE_SPLIT}  # fmt: skip
+                 UNSEEN_ENGINE_SPLIT: UNSEEN_ENGINE_SPLIT, REST_SPLIT: "train"}  # fmt: skip
 DEFAULT_HELD_OUT_ENGINE = "piper"  # the neural VITS voice; kokoro stays the neural voice of training
 NO_ENGINE = "none"
 DEFAULT_GRAMMAR = Path(__file__).resolve().parents[2] / "recipes" / "grammar" / "conf" / "fsc.yaml"
@@ -66,6 +67,7 @@ PRESETS: dict[str, SizePreset] = {
             "test": 16,
             "test_unseen_phrasing": 16,
             UNSEEN_ENGINE_SPLIT: 16,
+            REST_SPLIT: 16,
         },
         speakers={"espeak": 8, "piper": 2, "kokoro": 2, "flite": 2, "festival": 1},
     ),
@@ -76,6 +78,7 @@ PRESETS: dict[str, SizePreset] = {
             "test": 620,
             "test_unseen_phrasing": 620,
             UNSEEN_ENGINE_SPLIT: 620,
+            REST_SPLIT: 930,  # the held-out pools' share of the grammar (3/8) at train's density
         },  # fmt: skip
         speakers={"espeak": 48, "piper": 6, "kokoro": 5, "flite": 6, "festival": 3},
     ),
@@ -86,6 +89,7 @@ PRESETS: dict[str, SizePreset] = {
             "test": 3720,
             "test_unseen_phrasing": 3100,
             UNSEEN_ENGINE_SPLIT: 3100,
+            REST_SPLIT: 8720,
         },  # fmt: skip
         speakers={"espeak": 96, "piper": 9, "kokoro": 15, "flite": 8, "festival": 6},
     ),

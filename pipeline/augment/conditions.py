@@ -99,12 +99,24 @@ def condition_generator(seed: int, condition: NoiseCondition, utterance_id: str)
 class BabbleBank:
     """A fixed, seeded set of the split's utterances, each scaled to unit RMS, to build babble from.
 
+    Args:
+        manifest: the utterances to draw the bank from.
+        size: how many of them the bank holds.
+        seed: the seed of the draw.
+        sample_rate: of the clips.
+        speakers: how many bank clips one babble sums (:data:`BABBLE_SPEAKERS` by default; a crowd,
+            such as a cafe's, is more and each is less intelligible).
+
     Raises:
         AudioError: an utterance of the bank cannot be read (the message names the file).
     """
 
-    def __init__(self, manifest: Manifest, size: int, seed: int, sample_rate: int = SAMPLE_RATE) -> None:
-        order = np.random.default_rng([seed, 7]).permutation(len(manifest))[: max(size, BABBLE_SPEAKERS + 1)]
+    def __init__(self, manifest: Manifest, size: int, seed: int, sample_rate: int = SAMPLE_RATE,
+                 speakers: int = BABBLE_SPEAKERS) -> None:  # fmt: skip
+        if speakers < 1:
+            raise ValueError(f"babble needs at least 1 speaker, got {speakers}")
+        self.speakers = speakers
+        order = np.random.default_rng([seed, 7]).permutation(len(manifest))[: max(size, speakers + 1)]
         dataset = WaveformDataset(manifest, sample_rate)
         self.ids: list[str] = []
         self.clips: list[Tensor] = []
@@ -117,10 +129,10 @@ class BabbleBank:
             self.clips.append(clip / clip.pow(2).mean().sqrt().clamp_min(1e-12))
 
     def babble(self, utterance_id: str, num_samples: int, generator: torch.Generator) -> Tensor:
-        """The sum of :data:`BABBLE_SPEAKERS` bank clips other than the utterance itself, tiled."""
+        """The sum of :attr:`speakers` bank clips other than the utterance itself, tiled."""
         candidates = [i for i, other in enumerate(self.ids) if other != utterance_id]
         scores = torch.rand(len(candidates), generator=generator)
-        chosen = [candidates[i] for i in scores.topk(min(BABBLE_SPEAKERS, len(candidates))).indices.tolist()]
+        chosen = [candidates[i] for i in scores.topk(min(self.speakers, len(candidates))).indices.tolist()]
         offsets = torch.rand(len(chosen), generator=generator)
         time_axis = torch.arange(num_samples)
         total = torch.zeros(num_samples)

@@ -12,6 +12,10 @@ Splits (:func:`sample_splits`; the same names as the built-in corpus):
 - ``test_unseen_phrasing``: the *test* held-out pool only (each intent's held-out shapes first;
   short, with a warning, when the pool is smaller than asked);
 - ``test_unseen_engine``: half texts of ``train``, half from the test held-out pool.
+- ``train_rest``: the rest of the grammar, both held-out pools (valid's and test's, in
+  proportion to their fractions), in texts no other split says: added to ``train`` for the
+  model that is deployed, so that every expression of the grammar is trained on (the measured
+  models never see it).
 
 Seen sentences are drawn from ``train``'s texts, balanced over intents; with no ``train``
 asked there are none.
@@ -41,6 +45,7 @@ from pipeline.grammar.model import Choice, Grammar, GrammarError, Node, Sentence
 logger = logging.getLogger(__name__)
 
 TRAIN, VALID, TEST = "train", "valid", "test"
+REST = "rest"  # both held-out pools, for train_rest
 # split name -> (fraction from the training pool, held-out pool of the rest)
 SPLIT_SOURCES: dict[str, tuple[float, str]] = {
     "train": (1.0, TRAIN),
@@ -48,6 +53,7 @@ SPLIT_SOURCES: dict[str, tuple[float, str]] = {
     "test": (1.0, TRAIN),
     "test_unseen_phrasing": (0.0, TEST),
     "test_unseen_engine": (0.5, TEST),
+    "train_rest": (0.0, REST),
 }
 DEFAULT_HELD_OUT_FRACTION = 0.25
 SKIP_WORD_PROBABILITY = 0.1  # how often a sentence starts with one of the grammar's skip words
@@ -381,6 +387,39 @@ def _sample_held_out(
     return sentences
 
 
+def _texts(splits: dict[str, list[Sentence]]) -> set[str]:
+    return {sentence.text for sentences in splits.values() for sentence in sentences}
+
+
+def _sample_rest(
+    grammar: Grammar, pools: _Pools, split: str, size: int, avoid: set[str], train_texts: set[str],
+    rng: random.Random,
+) -> list[Sentence]:  # fmt: skip
+    """``size`` sentences of the two held-out pools, in proportion to their fractions, in texts no
+    other split says; a pool with fewer such texts than asked says them again (other voices), and
+    a held-out shape whose every text another split says is said once in one of those texts (the
+    point is that every expression is trained on)."""
+    total = pools.fraction + pools.valid_fraction
+    if total <= 0:
+        return []
+    test_size = round(size * pools.fraction / total)
+    sentences = []
+    for pool, count in ((TEST, test_size), (VALID, size - test_size)):
+        if count > 0:
+            drawn = _sample_held_out(grammar, pools, split, count, pool, avoid, None, rng)
+            avoid = avoid | {sentence.text for sentence in drawn}
+            sentences += [drawn[index % len(drawn)] for index in range(count)] if drawn else []
+    said, drawer = {sentence.shape for sentence in sentences}, _Drawer(grammar, pools, rng)
+    for template in grammar.templates:
+        pool = pools.shape_pool[template.shape]
+        if pool != TRAIN and template.shape not in said:
+            sentence = drawer.draw([template], pool, avoid=train_texts)
+            if sentence is not None:
+                said.add(template.shape)
+                sentences.append(sentence)
+    return sentences
+
+
 def _sample_seen(grammar: Grammar, train: list[Sentence], size: int, rng: random.Random) -> list[Sentence]:
     """``size`` sentences whose texts ``train`` says, balanced over intents, each intent's texts in turn."""
     texts: dict[str, dict[str, Sentence]] = defaultdict(dict)
@@ -437,6 +476,11 @@ def sample_splits(
         rng = random.Random(f"{seed}/{split}")
         seen_share, pool = SPLIT_SOURCES[split]
         size = sizes[split]
+        if pool == REST:
+            result[split] = _sample_rest(
+                grammar, pools, split, size, _texts(result) | train_texts, train_texts, rng
+            )
+            continue
         avoid = train_texts | (valid_texts if pool == TEST else set())
         held_out = _sample_held_out(
             grammar, pools, split, size - round(size * seen_share), pool, avoid, vocabulary, rng

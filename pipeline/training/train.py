@@ -455,7 +455,9 @@ def run(rank: int, world_size: int, device: torch.device, inputs: TrainInputs, o
                "valid_accuracy": state["best_accuracy"], "valid_loss": state["best_loss"], "epochs": state["epoch"],
                "steps": state["step"], "parameters": num_parameters(student), "train_seconds_this_run": round(seconds, 2),
                "train_utterances_per_second": round(utterances_seen * world_size / max(seconds, 1e-9), 2),
-               "losses": config.distill.active()}  # fmt: skip
+               "losses": config.distill.active(),
+               # a grammar corpus's held-out phrasings trained on (train_rest): valid is not held out
+               "held_out_phrasings_trained": sum(u.extra.get("phrasing") == "unseen" for u in data.train.manifest)}  # fmt: skip
     if rank == 0:
         final = average_best(checkpoint_dir, state["history"], train_config.average_best, "student.")
         if final is not None:

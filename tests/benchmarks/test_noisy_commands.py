@@ -70,3 +70,23 @@ def test_a_missing_split_is_one_line(model, tmp_path, capsys):
     code = noisy_commands.main(["--models", str(model.model_dir), "--data", str(tmp_path), "--split", "test"])
     assert code == 1
     assert "test.jsonl" in capsys.readouterr().err
+
+
+def test_a_crowd_babble_from_another_manifests_speech(model, tmp_path):
+    valid = read_manifest(model.data / "manifests" / "valid.jsonl")
+    # a non-speech line (no transcript) of an ood-like manifest is not a talker of the crowd
+    silent = Utterance(id="noise-0", audio=valid[0].audio, duration=valid[0].duration, sample_rate=16000,
+                       transcript=None, intent="unknown", slots={})  # fmt: skip
+    mixed = type(valid)([silent, *valid], valid.path)
+    assert [item.id for item in noisy_commands.spoken(mixed)] == [item.id for item in valid]
+    three = BabbleBank(valid, 32, 0)
+    crowd = BabbleBank(valid, 32, 0, speakers=6)
+    assert (three.speakers, crowd.speakers) == (3, 6)
+    # unit-RMS talkers at random offsets: the crowd is louder by about sqrt(6 / 3)
+    rms = [
+        bank.babble("none", 16000, torch.Generator().manual_seed(0)).pow(2).mean().sqrt()
+        for bank in (three, crowd)
+    ]
+    assert 1.1 < float(rms[1] / rms[0]) < 2.0, rms
+    with pytest.raises(ValueError, match="speaker"):
+        BabbleBank(valid, 32, 0, speakers=0)

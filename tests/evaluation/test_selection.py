@@ -33,3 +33,19 @@ def test_training_metrics_when_valid_was_not_evaluated(tmp_path):
     score = valid_score(ModelEvals("student_kd", folder, "student", {}))
     assert (score.accuracy, score.loss, score.source) == (0.93, 0.2, "metrics.json")
     assert valid_score(ModelEvals("none", tmp_path / "missing", "student", {})) is None
+
+
+def test_a_student_trained_on_the_held_out_phrasings_is_not_a_candidate(tmp_path):
+    # student_kd_full (the model to deploy) trained on train_rest: its valid is no longer held out
+    folders = {}
+    for name, trained in (("student_kd", 0), ("student_kd_full", 120)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        (folders[name] / "metrics.json").write_text(json.dumps({"held_out_phrasings_trained": trained}))
+    measured = ModelEvals("student_kd", folders["student_kd"], "student", evaluated("a", 0.9, 0.85).evals)
+    full = ModelEvals(
+        "student_kd_full", folders["student_kd_full"], "student", evaluated("b", 0.99, 0.99).evals
+    )
+    best, score = best_on_valid([measured, full])
+    assert best.name == "student_kd" and score.accuracy == 0.85
+    assert best_on_valid([full]) is None

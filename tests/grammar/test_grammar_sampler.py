@@ -106,6 +106,27 @@ def test_held_out_shapes_and_combinations_are_disjoint(cafe):
     assert Counter(s.phrasing for s in splits["test_unseen_engine"]) == {"seen": 15, "unseen": 15}
 
 
+def test_train_rest_is_the_held_out_grammar_in_new_texts(cafe):
+    splits = sample_splits(cafe, {**SIZES, "train_rest": 40}, seed=0)
+    assert {k: v for k, v in splits.items() if k != "train_rest"} == sample_splits(cafe, SIZES, seed=0)
+    rest = splits["train_rest"]
+    assert 40 <= len(rest) <= 44 and all(s.phrasing == "unseen" for s in rest)
+    others = {s.text for split, sentences in splits.items() if split != "train_rest" for s in sentences}
+    # texts no other split says, but for a held-out shape that has no other text left (said once)
+    again = [s for s in rest if s.text in others]
+    assert len(again) <= len(rest) - 40 and not {s.text for s in rest} & {s.text for s in splits["train"]}
+    pools = _Pools(cafe, 0, 0.25)
+    held_out_shapes = {shape for shape, pool in pools.shape_pool.items() if pool != TRAIN}
+    # every held-out shape, valid's and test's, is said: with train, the whole grammar is trained on
+    assert held_out_shapes <= {s.shape for s in rest}
+    train_shapes = {s.shape for s in splits["train"]}
+    assert {s.shape for s in rest} | train_shapes == set(pools.shape_pool)
+    none = sample_splits(
+        cafe, {"train": 30, "train_rest": 10}, seed=0, held_out_fraction=0.0, valid_held_out_fraction=0.0
+    )
+    assert none["train_rest"] == []
+
+
 def test_every_intent_keeps_half_its_shapes_for_training(cafe):
     pools = _Pools(cafe, 0, 0.4)
     for intent in cafe.intents:

@@ -41,12 +41,14 @@ RECORDED = "real"  # the --eval-csv split: recordings without transcripts (tones
 QUICK = ("--student-set", "train.epochs=2", "--engines", "espeak,piper", "--noisy-utterances", "8",
          "--outlier-exposure", "true")  # fmt: skip
 QUICK_ENVIRONMENT = {"CASCADE_UTTERANCES": "8", "CASCADE_NOISY_UTTERANCES": "2", "ASR_TRAIN_UTTERANCES": "16"}
-# the main student CE only and distilled (whisper), the distilled from-scratch baseline (transformer)
-STUDENTS = ("student_ce_train.epochs2", "student_kd_train.epochs2", "student_kd_scratch_train.epochs2")
-FAMILIES = ("whisper", "whisper", "transformer")
+# the main student CE only and distilled (whisper), the distilled from-scratch baseline (transformer),
+# the main student distilled on every expression of the grammar (the model to deploy)
+STUDENTS = ("student_ce_train.epochs2", "student_kd_train.epochs2", "student_kd_scratch_train.epochs2",
+            "student_kd_full_train.epochs2")  # fmt: skip
+FAMILIES = ("whisper", "whisper", "transformer", "whisper")
 CASCADES = ("cascade", "cascade_asr_teacher")
 MODELS = ("teacher", *STUDENTS, *CASCADES)
-MAIN = STUDENTS[1]  # student_kd: the model stage 8 exports
+MAIN = STUDENTS[3]  # student_kd_full: the model stage 8 exports
 SKIPPED = "done with these settings, skipping"
 
 
@@ -128,7 +130,7 @@ def finished(tmp_path_factory):
 def test_every_stage_writes_its_files(finished):
     root, result = finished
     corpus, exp = root / "data", root / "exp"
-    for split in (*SPLITS, RECORDED):
+    for split in (*SPLITS, RECORDED, "train_rest"):
         assert (corpus / "manifests" / f"{split}.jsonl").is_file()
     assert json.loads((corpus / "config.json").read_text())["grammar"].endswith(
         "recipes/grammar/conf/fsc.yaml"
@@ -173,10 +175,24 @@ def test_every_stage_writes_its_files(finished):
         student: json.loads((exp / student / "metrics.json").read_text())["losses"] for student in STUDENTS
     }
     # the corpus has slots: every student has slot heads (slot_ce); no logits loss, so no slot KD
-    assert losses == {STUDENTS[0]: ["ce", "slot_ce"], STUDENTS[1]: ["ce", "hidden", "attention", "slot_ce"],
-                      STUDENTS[2]: ["ce", "hidden", "attention", "slot_ce"]}  # fmt: skip
+    distilled = ["ce", "hidden", "attention", "slot_ce"]
+    assert losses == {STUDENTS[0]: ["ce", "slot_ce"], STUDENTS[1]: distilled, STUDENTS[2]: distilled,
+                      STUDENTS[3]: distilled}  # fmt: skip
     # the whisper twins share one frozen-encoder cache beside the feature stores
     assert len(list((data / "fbank").glob("frozen_whisper_*/train/.done"))) == 1
+    # the model to deploy trains on train + train_rest (the held-out phrasings), with their own
+    # targets and cache; the measured students never see train_rest, nor is it evaluated
+    full = data / "full" / "manifests"
+    rest = (corpus / "manifests" / "train_rest.jsonl").read_text().splitlines()
+    assert rest and all(json.loads(line)["phrasing"] == "unseen" for line in rest)
+    assert len((full / "train.jsonl").read_text().splitlines()) == len(train) + len(rest)
+    assert (exp / "teacher" / "targets_full" / ".done").is_file()
+    assert len(list((data / "full" / "fbank").glob("frozen_whisper_*/train/.done"))) == 1
+    trained = {
+        s: json.loads((exp / s / "metrics.json").read_text())["held_out_phrasings_trained"] for s in STUDENTS
+    }
+    assert trained == {**dict.fromkeys(STUDENTS[:3], 0), STUDENTS[3]: len(rest)}
+    assert not list(exp.glob("*/eval/train_rest.json"))
     for path in eval_files(exp):
         evaluation = json.loads(path.read_text())
         assert 0 <= evaluation["metrics"]["accuracy"] <= 1, path
@@ -224,6 +240,7 @@ def test_every_stage_writes_its_files(finished):
     markdown = (report / "report.md").read_text()
     for model in MODELS:
         assert model in markdown, model
+    assert "Best student, chosen on valid: student_kd_full" not in markdown  # its valid is not held out
     assert "AUROC" in markdown  # the open-set section
     assert "End-to-end vs cascade" in markdown
     assert stages_run(result.stderr) == list(range(9))
@@ -249,7 +266,8 @@ def test_second_run_skips_every_step_in_the_shell(finished):
     # steps (2 cascade dirs, the ASR transcripts, the ASR-robust teacher), the teacher on every eval
     # split in one step and the students (recordings included) in another, the cascades split by
     # split (not on the recordings; the first cascade on ood_test), report, export
-    steps = 2 + 2 + 2 + 2 + 2 * len(STUDENTS) + 4 + 2 + len(CASCADES) * len(EVAL_SPLITS) + 1 + 1 + 1
+    # (+ the deployed model's training folder and its teacher targets)
+    steps = 2 + 2 + 2 + 2 + 2 * len(STUDENTS) + 2 + 4 + 2 + len(CASCADES) * len(EVAL_SPLITS) + 1 + 1 + 1
     assert result.stderr.count(SKIPPED) == steps
     assert stages_run(result.stderr) == list(range(9))
     assert {path: path.stat().st_mtime_ns for path in eval_files(exp)} == stamps
@@ -265,8 +283,8 @@ def test_stages_4_to_5_skip_in_the_shell(finished):
     result = run_recipe(root, "--stage", "4", "--stop-stage", "5")
     assert result.returncode == 0, result.stderr[-3000:]
     assert stages_run(result.stderr) == [4, 5]
-    # each student's training and its calibration
-    assert result.stderr.count(SKIPPED) == 2 * len(STUDENTS) and "running: " not in result.stderr
+    # each student's training and its calibration, the deployed model's folder and targets
+    assert result.stderr.count(SKIPPED) == 2 * len(STUDENTS) + 2 and "running: " not in result.stderr
     assert "report:" not in result.stderr
 
 
