@@ -2,10 +2,12 @@
 # Stages 1-7, the same for every corpus; a recipe runs its own stage 0 (the corpus into
 # ${data_dir}/manifests/, through `run_corpus_stage`), then calls `run_shared_stages`.
 #
-#   1  fbank features + CMVN of train and valid, when a chosen student reads them (the
-#      from-scratch transformer; Whisper and hf students need none) -> ${data_dir}/fbank/<split>/
+#   1  the students' training folder: ${data_dir}, or for a grammar corpus (it has train_rest)
+#      ${data_dir}/full, train + train_rest (data_prep.full_grammar); then fbank features + CMVN of
+#      its train and valid, when a chosen student reads them (the from-scratch transformer;
+#      Whisper and hf students need none)                    -> <training folder>/fbank/<split>/
 #   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
-#   3  export the teacher's targets (train and valid)        -> ${exp_dir}/teacher/targets/
+#   3  export the teacher's targets (the training folder's train and valid) -> ${exp_dir}/teacher/targets/
 #   4  students with cross-entropy only (Jiang et al.'s Baseline-2) -> ${exp_dir}/student_ce<tag>/
 #   5  students distilled from the teacher                   -> ${exp_dir}/student_kd<tag>/
 #      (which students: `--students`, see `student_dirs` below)
@@ -26,7 +28,7 @@
 # see it.
 
 DEFAULT_DISTILL=hidden=1.0,attention=1.0  # stage 5 weights (the from-scratch student's, chosen on valid by benchmarks/distill.py)
-STUDENT_ROLES="ce kd ce_scratch kd_scratch kd_full"  # what --students may name
+STUDENT_ROLES="ce kd ce_scratch kd_scratch kd_held_out"  # what --students may name
 RECIPE_MARKER=.recipe.done  # the shell's marker, beside each stage's output
 # The cascade baselines of stage 6 (set these before running a recipe to change them). The ASR
 # (faster-whisper, Whisper tiny.en, one thread an utterance) costs 0.2-0.5 s an utterance and
@@ -84,9 +86,10 @@ student_dirs() {
   #                      distilled                       -> student_ce, student_kd
   #   ce_scratch, kd_scratch  the from-scratch baseline (--scratch-config, default
   #                      conf/student.yaml)              -> student_ce_scratch, student_kd_scratch
-  #   kd_full            the main student distilled on every expression of the grammar: train
-  #                      + train_rest (a grammar corpus's held-out pools in training voices;
-  #                      the model to deploy, not to compare) -> student_kd_full
+  #   kd_held_out        the main student distilled on train alone, where the corpus has a
+  #                      train_rest (a grammar corpus: the others train on train + train_rest,
+  #                      every expression of the grammar); it measures wording never taught
+  #                      (valid's and test_unseen_phrasing's held-out shapes) -> student_kd_held_out
   #   --config conf/big.yaml         -> student_ce_big, student_kd_big
   #   --student-set train.epochs=30  -> student_ce_train.epochs30, student_kd_train.epochs30, ...
   #   --distill logits=1.0           -> student_kd_logits1.0, student_kd_scratch_logits1.0
@@ -108,7 +111,7 @@ student_dirs() {
       kd) student_models+=("${exp_dir}/student_kd${main_tag}${kd_tag}") ;;
       ce_scratch) student_models+=("${exp_dir}/student_ce${scratch_tag}") ;;
       kd_scratch) student_models+=("${exp_dir}/student_kd${scratch_tag}${kd_tag}") ;;
-      kd_full) student_models+=("${exp_dir}/student_kd_full${main_tag}${kd_tag}") ;;
+      kd_held_out) student_models+=("${exp_dir}/student_kd_held_out${main_tag}${kd_tag}") ;;
     esac
     student_roles+=("${role}")
   done
@@ -148,24 +151,49 @@ fbank_inputs() {
   local split
   feature_stores_needed || return 0
   for split in train valid; do
-    printf -- '--input\n%s\n' "${data_dir}/fbank/${split}/.done"
+    printf -- '--input\n%s\n' "$(training_dir)/fbank/${split}/.done"
   done
+}
+
+training_dir() {
+  # Where the students train: ${data_dir}, or, for a grammar corpus (it has train_rest: the
+  # held-out pools said by training voices), ${data_dir}/full, whose train is train + train_rest:
+  # people say every expression of the grammar, so the models to deploy learn every one; valid
+  # and the test splits stay the corpus's, and student_kd_held_out (train alone) says how
+  # wording never taught is read.
+  if [ -f "${data_dir}/manifests/train_rest.jsonl" ]; then echo "${data_dir}/full"; else echo "${data_dir}"; fi
+}
+
+prepare_training_dir() {
+  # The folder of `training_dir` for a grammar corpus (data_prep.full_grammar): stage 1.
+  local full_dir
+  full_dir=$(training_dir)
+  [ "${full_dir}" != "${data_dir}" ] || return 0
+  run_step "${full_dir}/manifests/labels.json" "${full_dir}/manifests/${RECIPE_MARKER}" --input "$(corpus_marker)" -- \
+    "${python}" -m data_prep.full_grammar --corpus "${data_dir}" --out "${full_dir}"
+}
+
+training_marker() {
+  # The marker of what the students train on: the corpus's, or the full grammar folder's.
+  if [ "$(training_dir)" = "${data_dir}" ]; then corpus_marker; else echo "$(training_dir)/manifests/labels.json"; fi
 }
 
 # ---------------------------------------------------------------------------------------------
 # The stages
 
 stage_features() {
-  local split command=()
+  local split command=() train_dir
+  prepare_training_dir
   if ! feature_stores_needed; then
     log "no fbank stores: no chosen student has the fbank front-end ($(chosen_students '*'))"
     return 0
   fi
+  train_dir=$(training_dir)
   for split in train valid; do  # what training reads; evaluation reads the audio
     mapfile -t command < <(slukd_command features \
-      --manifest "${data_dir}/manifests/${split}.jsonl" --out "${data_dir}/fbank/${split}" --device "${device}")
-    run_step "${data_dir}/fbank/${split}/.done" "${data_dir}/fbank/${split}/${RECIPE_MARKER}" \
-      --input "$(corpus_marker)" -- "${command[@]}"
+      --manifest "${train_dir}/manifests/${split}.jsonl" --out "${train_dir}/fbank/${split}" --device "${device}")
+    run_step "${train_dir}/fbank/${split}/.done" "${train_dir}/fbank/${split}/${RECIPE_MARKER}" \
+      --input "$(training_marker)" -- "${command[@]}"
   done
 }
 
@@ -177,41 +205,31 @@ stage_teacher() {
 }
 
 stage_teacher_targets() {
+  # one row per transcript: those of the training folder's train and valid (a grammar corpus's
+  # train_rest too) cover every student's
   run_step "${exp_dir}/teacher/targets/.done" "${exp_dir}/teacher/targets/${RECIPE_MARKER}" \
-    --input "$(corpus_marker)" --input "${exp_dir}/teacher/.done" -- \
-    "${python}" -m pipeline.cli teacher export --data "${data_dir}" --model "${exp_dir}/teacher" \
+    --input "$(training_marker)" --input "${exp_dir}/teacher/.done" -- \
+    "${python}" -m pipeline.cli teacher export --data "$(training_dir)" --model "${exp_dir}/teacher" \
     --out "${exp_dir}/teacher/targets" --splits train,valid --device "${device}"
-}
-
-full_grammar() {
-  # The training folder of kd_full (data_prep.full_grammar: train + train_rest, valid) and the
-  # teacher's targets for its transcripts (the teacher itself is the one of stage 2).
-  local full_dir="${data_dir}/full"
-  [ -f "${data_dir}/manifests/train_rest.jsonl" ] \
-    || die "--students kd_full: ${data_dir}/manifests has no train_rest (a grammar corpus of data_prep.synthetic has it)"
-  run_step "${full_dir}/manifests/labels.json" "${full_dir}/manifests/${RECIPE_MARKER}" --input "$(corpus_marker)" -- \
-    "${python}" -m data_prep.full_grammar --corpus "${data_dir}" --out "${full_dir}"
-  run_step "${exp_dir}/teacher/targets_full/.done" "${exp_dir}/teacher/targets_full/${RECIPE_MARKER}" \
-    --input "${full_dir}/manifests/labels.json" --input "${exp_dir}/teacher/.done" -- \
-    "${python}" -m pipeline.cli teacher export --data "${full_dir}" --model "${exp_dir}/teacher" \
-    --out "${exp_dir}/teacher/targets_full" --splits train,valid --device "${device}"
 }
 
 train_student() {
   # train_student ROLE DIR: `slukd train` of one student (ROLE as in `student_dirs`).
-  local role="$1" out="$2" student_config="${config}" data="${data_dir}" targets="${exp_dir}/teacher/targets"
+  local role="$1" out="$2" student_config="${config}" data
   local overrides=() inputs=() command=() teacher=() distill_weights=""
   case "${role}" in *_scratch) student_config="${scratch_config}" ;; esac
+  data=$(training_dir)
   mapfile -t inputs < <(fbank_inputs)
-  if [ "${role}" = kd_full ]; then
-    full_grammar
-    data="${data_dir}/full" targets="${exp_dir}/teacher/targets_full"
-    inputs+=(--input "${data}/manifests/labels.json")
+  inputs+=(--input "$(training_marker)")
+  if [ "${role}" = kd_held_out ]; then
+    [ "${data}" != "${data_dir}" ] \
+      || die "--students kd_held_out: ${data_dir}/manifests has no train_rest (a grammar corpus of data_prep.synthetic has it)"
+    data="${data_dir}"  # train alone: the held-out shapes never taught
   fi
   if [[ "${role}" == kd* ]]; then
     distill_weights="${distill}"
-    teacher=(--teacher-targets "${targets}")
-    inputs+=(--input "${targets}/.done")
+    teacher=(--teacher-targets "${exp_dir}/teacher/targets")
+    inputs+=(--input "${exp_dir}/teacher/targets/.done")
   fi
   mapfile -t overrides < <(set_flags "" "${student_set}"; set_flags distill. "${distill_weights}")
   mapfile -t command < <(slukd_command train --data "${data}/manifests" --features "${data}/fbank" \
@@ -403,7 +421,7 @@ stage_report() {
 
 run_shared_stages() {
   student_dirs
-  run_stage 1 "fbank features and CMVN of train and valid into ${data_dir}/fbank" stage_features
+  run_stage 1 "the students' training folder $(training_dir); fbank features and CMVN of its train and valid" stage_features
   run_stage 2 "fine-tune the teacher on the transcripts into ${exp_dir}/teacher" stage_teacher
   run_stage 3 "export the teacher's targets into ${exp_dir}/teacher/targets" stage_teacher_targets
   run_stage 4 "students with cross-entropy only: $(chosen_students 'ce*')" stage_students_ce

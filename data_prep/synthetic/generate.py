@@ -13,6 +13,8 @@ Splits (after Fluent Speech Commands; :mod:`pipeline.grammar.sampler` says what 
 - ``test_unseen_engine``: the speakers of one engine held out of every other split
   (``held_out_engine``, piper by default), saying seen (half) and held-out (half) phrasings.
   Without that engine there is no such split.
+- ``train_rest``: training speakers saying both held-out pools in texts no other split says:
+  only the model to deploy trains on it (train + train_rest: every expression of the grammar).
 
 Every utterance's manifest line has every slot of the grammar (``none`` where unsaid) and says
 its ``engine``, expression ``shape`` and whether that phrasing was seen in training

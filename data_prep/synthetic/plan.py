@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 UNSEEN_ENGINE_SPLIT = "test_unseen_engine"
 REST_SPLIT = "train_rest"  # the held-out pools in training voices: only the deployed model trains on it
-SPLITS = ("train", "valid", "test", "test_unseen_phrasing", UNSEEN_ENGINE_SPLIT, REST_SPLIT)
+SPLITS = ("train", "valid", "test", "test_unseen_phrasing", REST_SPLIT, UNSEEN_ENGINE_SPLIT)
 SPEAKER_POOLS = {"train": "train", "valid": "train", "test": "test", "test_unseen_phrasing": "test",
                  UNSEEN_ENGINE_SPLIT: UNSEEN_ENGINE_SPLIT, REST_SPLIT: "train"}  # fmt: skip
 DEFAULT_HELD_OUT_ENGINE = "piper"  # the neural VITS voice; kokoro stays the neural voice of training

@@ -52,7 +52,7 @@ from pipeline.evaluation.report_figures import (
     safe_name,
 )
 from pipeline.evaluation.report_open_set import section as open_set_section
-from pipeline.evaluation.selection import best_on_valid
+from pipeline.evaluation.selection import best_on_valid, trained_on_held_out
 from pipeline.scoring.intervals import proportion_estimate
 
 logger = logging.getLogger(__name__)
@@ -421,6 +421,12 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
         elif students:
             blocks.append(("p", "No best student: none has a valid score (eval/valid.json or metrics.json), and "
                                 "a choice on a test split would not be one."))  # fmt: skip
+        taught = [m.name for m in students if trained_on_held_out(m)]
+        if taught:
+            held_out = [m.name for m in students if not trained_on_held_out(m)]
+            blocks.append(("p", f"Trained on every expression of the grammar (train + train_rest): {', '.join(taught)}; "
+                                "their valid and test_unseen_phrasing are new texts of expressions they were taught. "
+                                + (f"Phrasings never taught: {', '.join(held_out)} (train alone)." if held_out else "")))  # fmt: skip
         blocks.append(("p", "Accuracies carry their 95% Wilson interval in brackets; n: the utterances behind "
                             "each number."))  # fmt: skip
         noise = noise_table(models, split)

@@ -11,14 +11,14 @@
 #      sentences, near misses of the grammar, non-speech (data_prep.ood); then the corpus that
 #      stages 1-8 read: the corpus and ood_test for the open-set evaluation (--outlier-exposure
 #      true: train and valid also get ood_train and ood_valid as intent `unknown`)                           -> ${data_dir}/ood/, ${data_dir}/openset/manifests/
-#   1  fbank features + CMVN, only when a chosen student reads them (the from-scratch one)
-#                                                            -> ${data_dir}/openset/fbank/<split>/
+#   1  the students' training folder (train + train_rest)  -> ${data_dir}/openset/full/manifests/
+#      and fbank features + CMVN, only when a chosen student reads them (the from-scratch one)
+#                                                            -> ${data_dir}/openset/full/fbank/<split>/
 #   2  fine-tune the BERT teacher on the transcripts         -> ${exp_dir}/teacher/
 #   3  export the teacher's targets                          -> ${exp_dir}/teacher/targets/
 #   4  the main student with cross-entropy only             -> ${exp_dir}/student_ce/
-#   5  the main student distilled from the teacher           -> ${exp_dir}/student_kd/
-#      and the model to deploy: the same, trained on every expression of the grammar (train +
-#      train_rest, the held-out pools in training voices) -> ${exp_dir}/student_kd_full/
+#   5  the main student distilled from the teacher (the model to deploy) -> ${exp_dir}/student_kd/
+#      and the same trained without the held-out phrasings  -> ${exp_dir}/student_kd_held_out/
 #      and the from-scratch baseline, distilled the same way -> ${exp_dir}/student_kd_scratch/
 #   6  the cascade baselines (Whisper tiny.en ASR + teacher) -> ${exp_dir}/cascade*/; evaluate
 #      every model on every split but train and valid (test, test_unseen_phrasing,
@@ -26,19 +26,20 @@
 #      ood_test: the open-set evaluation of the teacher, the students and the first cascade)
 #                                                            -> <model>/eval/<split>.json
 #   7  report                                                -> ${exp_dir}/report/report.{md,html}
-#   8  int8 ONNX export of the model to deploy (student_kd_full, else student_kd), checked
-#      against PyTorch on test utterances
-#                                                            -> ${exp_dir}/student_kd_full/model.int8.onnx
+#   8  int8 ONNX export of the main student, checked against PyTorch on test utterances
+#                                                            -> ${exp_dir}/student_kd/model.int8.onnx
 #
 # The students (--students picks which; --config / --scratch-config their configs):
 #   ce, kd       conf/whisper.yaml: Whisper tiny.en's pretrained encoder (top 2 layers fine-tuned), one new layer,
 #                trained on clean audio plus 2 augmented copies in the frozen-encoder cache (speed,
 #                pitch, rooms, noise, microphones, telephone): made for people in real rooms
 #   ce_scratch, kd_scratch  conf/student.yaml: the from-scratch transformer, with VTLP
-#   kd_full      kd on train + train_rest: every expression of the grammar, none held out. People
-#                say every expression; the measured students (whose valid and test_unseen_phrasing
-#                hold expressions out) say how well a model does on phrasings it never heard.
-#                Not a candidate for "best student" (its valid is no longer held out); exported.
+# These train on train + train_rest (${data_dir}/openset/full/: train_rest is the grammar's
+# held-out expression shapes and slot-value combinations said by training voices, in texts no
+# other split says), because people say every expression of the grammar. Valid and the test
+# splits keep their held-out phrasings, whose texts the students never heard:
+#   kd_held_out  kd on train alone: the one that never heard a held-out expression, so its
+#                valid and test_unseen_phrasing say how wording never taught is read
 #
 # Recordings of your own, never trained on: --eval-csv NAME=FILE.csv (columns audio, intent,
 # slot:NAME..., transcript optional; see `python -m data_prep.csv_manifest --help`).
@@ -67,7 +68,7 @@ device=auto          # device of features, training and evaluation: auto | cpu |
 ngpu=1               # N > 1 runs the feature and training stages under torchrun with N processes
 data_dir=""          # the corpus (default: data/grammar_<grammar name>_<size>)
 exp_dir=""           # experiment folder (default: exp/grammar_<grammar name>_<size>)
-students=ce,kd,kd_scratch,kd_full  # students to train: ce, kd, kd_full (--config), ce_scratch, kd_scratch (--scratch-config)
+students=ce,kd,kd_scratch,kd_held_out  # students to train: ce, kd, kd_held_out (--config), ce_scratch, kd_scratch (--scratch-config)
 config=""            # main student config (default: conf/whisper.yaml beside this script)
 scratch_config=""    # from-scratch baseline config (default: conf/student.yaml beside this script)
 student_set=""       # SECTION.KEY=VALUE[,...] overrides of every student config (e.g. train.epochs=5)
@@ -154,13 +155,10 @@ stage_out_of_domain() {
 }
 
 export_model() {
-  # The model to deploy: the distilled student of the whole grammar (kd_full) when it is chosen,
-  # else the main distilled student, else the first chosen.
-  local role index
-  for role in kd_full kd; do
-    for index in "${!student_roles[@]}"; do
-      [ "${student_roles[index]}" != "${role}" ] || { echo "${student_models[index]}"; return 0; }
-    done
+  # The main student: the distilled one when it is chosen, else the first chosen.
+  local index
+  for index in "${!student_roles[@]}"; do
+    [ "${student_roles[index]}" != kd ] || { echo "${student_models[index]}"; return 0; }
   done
   echo "${student_models[0]:-}"
 }

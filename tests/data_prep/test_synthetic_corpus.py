@@ -85,6 +85,15 @@ def test_split_contract(corpus):
         texts(train) | texts(unseen)
     )
     assert texts([u for u in valid if u.extra["phrasing"] == "seen"]) <= texts(train)
+    # train_rest: the held-out pools in training voices, for the model to deploy; texts of its own
+    rest = m["train_rest"]
+    assert (
+        len(rest) == 16
+        and speakers(rest) <= speakers(train)
+        and {u.extra["phrasing"] for u in rest} == {"unseen"}
+    )
+    others = set().union(*(texts(m[split]) for split in m if split != "train_rest"))
+    assert len(texts(rest) & others) <= 2 and texts(rest).isdisjoint(texts(train))
     for split in m:  # FSC's two views agree: the intent is its slots' values
         assert all(
             u.intent == "_".join(u.slots[s] for s in ("action", "object", "location")) for u in m[split]
@@ -98,7 +107,7 @@ def test_unseen_engine_split_holds_one_engine_out_of_training(corpus):
         pytest.skip("piper, the default held-out engine, is not installed")
     held_out = m[UNSEEN_ENGINE_SPLIT]
     assert {u.extra["engine"] for u in held_out} == {"piper"}
-    for split in SPLITS[:4]:
+    for split in SPLITS[:5]:
         assert "piper" not in {u.extra["engine"] for u in m[split]}, split
     seen = [u for u in held_out if u.extra["phrasing"] == "seen"]
     unseen = [u for u in held_out if u.extra["phrasing"] == "unseen"]
@@ -109,7 +118,7 @@ def test_unseen_engine_split_holds_one_engine_out_of_training(corpus):
 def test_held_out_engine_option():
     # a missing held-out engine leaves no such split; another engine can be held out instead
     plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="piper"), ["espeak"])
-    assert UNSEEN_ENGINE_SPLIT not in pools and {p.split for p in plan} == set(SPLITS[:4])
+    assert UNSEEN_ENGINE_SPLIT not in pools and {p.split for p in plan} == set(SPLITS[:5])
     plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="none"), ["espeak"])
     assert UNSEEN_ENGINE_SPLIT not in pools
     plan, pools = plan_corpus(SyntheticConfig(size="tiny", held_out_engine="espeak"), ["espeak", "piper"])
@@ -188,7 +197,7 @@ def test_interrupted_run_resumes(tmp_path):
     prepare_synthetic(out, config)
     assert lost.is_file() and kept.stat().st_mtime_ns == stamp  # only the missing file is redone
     assert (out / ".done").is_file()
-    assert len(plan) == sum(len(read_manifest(out / "manifests" / f"{s}.jsonl")) for s in SPLITS[:4])
+    assert len(plan) == sum(len(read_manifest(out / "manifests" / f"{s}.jsonl")) for s in SPLITS[:5])
 
 
 def test_missing_engines_are_skipped_and_none_is_an_error(monkeypatch, caplog):
