@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from data_prep.rows import MANIFEST_DIRNAME, one_line
 from pipeline.core.errors import SlukdError
 from pipeline.core.logging_utils import setup_logging
 from pipeline.data.labels import LABELS_FILENAME, LabelSet
-from pipeline.data.manifest import Manifest, find_manifests, read_manifest
+from pipeline.data.manifest import Manifest, find_manifests, read_manifest, write_split_manifests
 
 logger = logging.getLogger(__name__)
 
@@ -55,16 +54,9 @@ def write_full_grammar(corpus_dir: str | Path, out_dir: str | Path) -> dict[str,
         + relocated(read_manifest(corpus[REST_SPLIT]), folder),
         "valid": relocated(read_manifest(corpus["valid"]), folder),
     }
-    manifests = {}
-    for split, utterances in splits.items():
-        manifest = Manifest(utterances, folder / f"{split}.jsonl")
-        manifest.validate(labels)
-        manifest.write()
-        manifests[split] = manifest
+    manifests = write_split_manifests(splits, folder, labels)  # labels.json, the step's marker, last
+    for split, manifest in manifests.items():
         logger.info("%s: %d utterances", split, len(manifest))
-    temporary = folder / f".{LABELS_FILENAME}.tmp"
-    shutil.copyfile(labels_path, temporary)
-    temporary.replace(folder / LABELS_FILENAME)  # the step's marker: written last
     return manifests
 
 

@@ -423,7 +423,7 @@ def write_report(experiment: str | os.PathLike, out: str | os.PathLike | None = 
                                 "a choice on a test split would not be one."))  # fmt: skip
         taught = [m.name for m in students if trained_on_held_out(m)]
         if taught:
-            held_out = [m.name for m in students if not trained_on_held_out(m)]
+            held_out = [m.name for m in students if m.name not in taught]
             blocks.append(("p", f"Trained on every expression of the grammar (train + train_rest): {', '.join(taught)}; "
                                 "their valid and test_unseen_phrasing are new texts of expressions they were taught. "
                                 + (f"Phrasings never taught: {', '.join(held_out)} (train alone)." if held_out else "")))  # fmt: skip
