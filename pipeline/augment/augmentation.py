@@ -23,7 +23,7 @@ and CUDA data.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from pipeline.augment.noise import (
     add_noise,
     babble_noise,
     household_noise,
+    mix_talkers,
     pink_noise,
     random_between,
     random_uniform,
@@ -58,6 +59,7 @@ WAVEFORM_PROBABILITIES = ("noise_prob", "tempo_prob", "pitch_prob", "reverb_prob
                           "band_limit_prob", "telephone_prob", "codec_prob")  # fmt: skip
 PROBABILITIES = (*WAVEFORM_PROBABILITIES, "vtlp_prob")
 Effect = Callable[[Tensor, Tensor, "torch.Generator | None"], Tensor]  # (waveforms, lengths, generator)
+BabbleSources = Callable[[int], Sequence[Tensor]]  # a row of the batch -> the talkers of its babble
 
 
 @dataclass
@@ -312,7 +314,11 @@ class Augmenter:
         self.noise_bank = noise_bank
 
     def __call__(
-        self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None = None
+        self,
+        waveforms: Tensor,
+        lengths: Tensor,
+        generator: torch.Generator | None = None,
+        babble_sources: BabbleSources | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Speed, tempo, pitch, reverberation, noise, gain, clipping, band-limit, telephone and
         codec, each as configured (each drawn per utterance with its probability).
@@ -321,6 +327,8 @@ class Augmenter:
             waveforms: ``[B, S]`` padded batch.
             lengths: ``[B]`` valid samples per utterance.
             generator: source of randomness; ``None`` uses torch's global one.
+            babble_sources: the talkers of a row's babble (called only for the rows that draw
+                babble, so they can be loaded lazily); ``None``: other rows of the batch.
 
         Returns:
             ``([B, S'], [B])`` augmented batch and lengths (the inputs when nothing is on).
@@ -341,7 +349,7 @@ class Augmenter:
         if config.reverb_prob > 0:
             waveforms = self._on_some(waveforms, lengths, config.reverb_prob, self._reverberate, generator)
         if config.noise_prob > 0:
-            waveforms = self._add_noise(waveforms, lengths, generator)
+            waveforms = self._add_noise(waveforms, lengths, generator, babble_sources)
         if config.gain_prob > 0:
             waveforms = self._on_some(waveforms, lengths, config.gain_prob, self._gain, generator)
         if config.clip_prob > 0:
@@ -431,7 +439,13 @@ class Augmenter:
             waveforms, lengths, low, high.clamp_max(self.sample_rate / 2), self.sample_rate
         )
 
-    def _add_noise(self, waveforms: Tensor, lengths: Tensor, generator: torch.Generator | None) -> Tensor:
+    def _add_noise(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor,
+        generator: torch.Generator | None,
+        babble_sources: BabbleSources | None = None,
+    ) -> Tensor:
         config = self.config
         batch_size = waveforms.shape[0]
         device = waveforms.device
@@ -447,7 +461,7 @@ class Augmenter:
         for index, kind in enumerate(config.noise_types):
             rows = (chosen & (kind_index == index)).nonzero().squeeze(1)
             if rows.numel():
-                noise[rows] = self._noise(kind, waveforms, lengths, rows, generator).to(noise.dtype)
+                noise[rows] = self._noise(kind, waveforms, lengths, rows, generator, babble_sources).to(noise.dtype)
         output = waveforms.clone()
         output[noisy_rows] = add_noise(
             waveforms[noisy_rows],
@@ -459,8 +473,23 @@ class Augmenter:
         )
         return output
 
+    @staticmethod
+    def _babble(
+        talkers: Sequence[Tensor], num_samples: int, generator: torch.Generator | None, device: torch.device
+    ) -> Tensor:
+        """One row's babble of ``talkers``; pink noise when there is none (as for a batch of one)."""
+        if not talkers:
+            return pink_noise((1, num_samples), generator, device)[0]
+        return mix_talkers(talkers, num_samples, generator, device)
+
     def _noise(
-        self, kind: str, waveforms: Tensor, lengths: Tensor, rows: Tensor, generator: torch.Generator | None
+        self,
+        kind: str,
+        waveforms: Tensor,
+        lengths: Tensor,
+        rows: Tensor,
+        generator: torch.Generator | None,
+        babble_sources: BabbleSources | None = None,
     ) -> Tensor:
         shape = (rows.numel(), waveforms.shape[1])
         if kind == "white":
@@ -469,6 +498,10 @@ class Augmenter:
             return pink_noise(shape, generator, waveforms.device)
         if kind == "household":
             return household_noise(shape, generator, waveforms.device, self.sample_rate)
+        if kind == "babble" and babble_sources is not None:
+            babble = torch.stack([self._babble(babble_sources(row), shape[1], generator, waveforms.device)
+                                  for row in rows.tolist()])  # fmt: skip
+            return babble * valid_mask(lengths[rows], shape[1], waveforms.device)
         if kind == "babble":
             return babble_noise(waveforms, lengths, generator, self.config.babble_speakers)[rows]
         if self.noise_bank is None:

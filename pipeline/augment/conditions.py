@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from pipeline.augment import acoustics
-from pipeline.augment.noise import add_noise, household_noise, pink_noise, random_between, white_noise
+from pipeline.augment.noise import add_noise, household_noise, mix_talkers, pink_noise, random_between, white_noise
 from pipeline.data.audio import SAMPLE_RATE, AudioError
 from pipeline.data.batching import WaveformDataset
 from pipeline.data.manifest import Manifest
@@ -133,13 +133,7 @@ class BabbleBank:
         candidates = [i for i, other in enumerate(self.ids) if other != utterance_id]
         scores = torch.rand(len(candidates), generator=generator)
         chosen = [candidates[i] for i in scores.topk(min(self.speakers, len(candidates))).indices.tolist()]
-        offsets = torch.rand(len(chosen), generator=generator)
-        time_axis = torch.arange(num_samples)
-        total = torch.zeros(num_samples)
-        for index, offset in zip(chosen, offsets.tolist(), strict=True):
-            clip = self.clips[index]
-            total += clip[(time_axis + int(offset * len(clip))) % len(clip)]
-        return total
+        return mix_talkers([self.clips[index] for index in chosen], num_samples, generator)
 
 
 def condition_rirs(

@@ -5,7 +5,7 @@ evaluation's robustness conditions (:mod:`pipeline.augment.conditions`) both dra
 
 - :func:`white_noise`, :func:`pink_noise` (1/f), :func:`household_noise` (a synthetic room of
   household sounds: a drifting coloured bed, a motor's hum, clatter), :func:`babble_noise` (other
-  utterances of the batch) and :class:`NoiseBank` (random crops of a folder of the user's noise
+  utterances of the batch), :func:`mix_talkers` (babble of given talkers) and :class:`NoiseBank` (random crops of a folder of the user's noise
   recordings);
 - :func:`add_noise`: mixing at an exact per-utterance SNR over each utterance's own samples, the
   signal's power taken as its mean (``reference="mean"``) or, as noisy-command benchmarks mix, as
@@ -242,6 +242,39 @@ def babble_noise(
         positions = (time[None, :] + offsets[:, speaker, None]) % period
         babble += flat[sources[:, speaker, None] * width + positions]
     return babble * valid
+
+
+def mix_talkers(
+    clips: Sequence[Tensor],
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Babble from given talkers: each clip scaled to unit RMS, circularly shifted by a random
+    offset, tiled to ``num_samples`` and summed (zeros when there is no clip).
+
+    Args:
+        clips: 1-D waveforms of the talkers (an empty or silent one adds nothing).
+        num_samples: the length of the babble.
+        generator: source of the offsets (one uniform draw per clip); ``None``: torch's global one.
+        device: where the babble lives (default: the first clip's device).
+
+    Returns:
+        ``[num_samples]`` babble.
+    """
+    device = torch.device(device) if device is not None else (clips[0].device if clips else torch.device("cpu"))
+    total = torch.zeros(num_samples, device=device)
+    if not clips:
+        return total
+    offsets = random_uniform((len(clips),), generator, device).tolist()
+    time = torch.arange(num_samples, device=device)
+    for clip, offset in zip(clips, offsets, strict=True):
+        clip = clip.to(device=device, dtype=torch.float32).reshape(-1)
+        if clip.numel() == 0:
+            continue
+        clip = clip / clip.pow(2).mean().sqrt().clamp_min(1e-12)
+        total += clip[(time + int(offset * clip.numel())) % clip.numel()]
+    return total
 
 
 class NoiseBank:

@@ -28,9 +28,10 @@ codec, speed, ...; SpecAugment and VTLP act on features and are not applied at c
 Every utterance of copy ``k`` gets its own generator, seeded by ``(k, utterance id)``
 (:func:`utterance_seed`), so a copy is the same whatever the batching, the device's batch size or
 the training seed; babble mixes in ``babble_speakers`` other train utterances drawn from that
-same seed. The copies sit beside the clean split, named by the waveform augmentation settings
-(:func:`augmented_folder`); the clean ``train`` and ``valid`` caches keep their names, so turning
-copies on reuses them, and copy ``k`` is the same for every N >= k::
+same seed, read only for the utterances that draw babble. The copies sit beside the clean split,
+named by the waveform augmentation settings (:func:`augmented_folder`); the clean ``train`` and
+``valid`` caches keep their names, so turning copies on reuses them, and copy ``k`` is the same
+for every N >= k::
 
     <features>/frozen_<family>_<hash>/train_augmented_<hash>/copy_<k>
 
@@ -86,7 +87,7 @@ FEATURE_AUGMENT_FIELDS = frozenset({
     "spec_augment", "num_freq_masks", "freq_mask_width", "num_time_masks", "time_mask_width", "time_mask_ratio",
     "mask_value", "vtlp_prob", "vtlp_warp",
 })  # fmt: skip
-COPY_VERSION = 1  # of the per-utterance augmentation scheme (seeds, babble partners)
+COPY_VERSION = 2  # of the per-utterance augmentation scheme (seeds, babble partners; 2: partners raw, read lazily)
 
 Inputs = Callable[[Batch], tuple[Tensor, Tensor]]  # a batch -> the student's normalised input features
 
@@ -256,9 +257,9 @@ def copy_fingerprint(fingerprint: dict[str, Any], augment: AugmentConfig, copy: 
 class CopyAugmentation:
     """Copy ``copy``'s waveform augmentation of a batch, drawn per utterance from :func:`utterance_seed`.
 
-    Each utterance is augmented on its own (with ``babble_speakers`` partner utterances of the
-    split when babble noise is configured: the augmenter's babble mixes other rows of its batch),
-    so its result does not depend on the batch it comes in.
+    Each utterance is augmented on its own, so its result does not depend on the batch it comes
+    in. When it draws babble, ``babble_speakers`` partner utterances of the split, drawn from its
+    seed, are read then (and only then) and mixed as they are, unaugmented.
 
     Args:
         augmenter: the config's augmentation (only its waveform part is used).
@@ -278,12 +279,13 @@ class CopyAugmentation:
         rows = []
         for row, utterance_id in enumerate(ids):
             seed = utterance_seed(self.copy, utterance_id)
-            group = [waveforms[row, : int(lengths[row])], *self._partners(utterance_id, seed)]
-            padded, group_lengths = pad_sequences([wave.cpu() for wave in group], dtype=torch.float32)
+            length = int(lengths[row])
             generator = torch.Generator().manual_seed(seed)
+            # the utterance alone; its babble partners are read only if it draws babble
             augmented, augmented_lengths = self.augmenter(
-                padded.to(waveforms.device), group_lengths.to(waveforms.device), generator
-            )
+                waveforms[row : row + 1, :length], lengths[row : row + 1], generator,
+                babble_sources=lambda _row, uid=utterance_id, seed=seed: self._partners(uid, seed),
+            )  # fmt: skip
             rows.append(augmented[0, : int(augmented_lengths[0])].cpu())
         padded, new_lengths = pad_sequences(rows, dtype=torch.float32)
         return padded.to(waveforms.device), new_lengths.to(waveforms.device)

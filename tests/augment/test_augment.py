@@ -199,6 +199,33 @@ def test_augmenter_with_everything_off_returns_its_inputs():
     assert augmenter.spec_augment(features, torch.tensor([10, 9, 8, 7])) is features
 
 
+def test_babble_sources_are_the_talkers_and_are_asked_for_only_by_rows_that_draw_babble():
+    tones, _ = tone_batch([2000.0, 3000.0], [16000, 16000])
+    batch, lengths = tone_batch([500.0, 500.0, 500.0, 500.0], [16000, 12800, 9600, 16000])
+    asked = []
+
+    def sources(row: int) -> list[torch.Tensor]:
+        asked.append(row)
+        return [tones[0], tones[1]]
+
+    config = AugmentConfig(noise_prob=0.5, noise_types=("white", "babble"), snr_db=(0.0, 0.0))
+    noisy, _ = Augmenter(config)(batch, lengths, seeded(3), babble_sources=sources)
+    frequency = torch.fft.rfftfreq(16000, 1 / SAMPLE_RATE)
+    babble_rows = []
+    for row, length in enumerate(lengths.tolist()):
+        assert torch.all(noisy[row, length:] == 0)
+        noise = (noisy[row] - batch[row])[:length].double()
+        if noise.abs().max() == 0:
+            continue  # no noise drawn
+        spectrum = torch.fft.rfft(noise, n=16000).abs().pow(2)
+        tonal = sum(spectrum[(frequency - f).abs() < 30].sum() for f in (2000.0, 3000.0)) / spectrum.sum()
+        if tonal > 0.5:  # the two talkers, not white noise
+            babble_rows.append(row)
+        else:
+            assert tonal < 0.05
+    assert babble_rows and sorted(asked) == babble_rows  # asked once per babble row, never otherwise
+
+
 ACOUSTIC_CONFIG = dict(
     tempo_prob=0.5,
     pitch_prob=0.5,

@@ -21,6 +21,7 @@ from pipeline.augment.noise import (
     add_noise,
     babble_noise,
     household_noise,
+    mix_talkers,
     peak_frame_power,
     pink_noise,
     white_noise,
@@ -138,6 +139,22 @@ def test_babble_of_a_single_utterance_falls_back_to_pink_noise(caplog):
         babble = babble_noise(batch, lengths, seeded(5))
     assert "pink noise" in caplog.text
     assert babble.shape == batch.shape and babble.abs().sum() > 0
+
+
+def test_mix_talkers_sums_each_talker_at_unit_rms_and_tiles_it():
+    frequencies = [500.0, 1500.0]
+    batch, lengths = tone_batch(frequencies, [3200, 1600])  # whole periods: seamless tiling
+    talkers = [batch[0, :3200] * 7.0, batch[1, :1600] * 0.01]  # levels the mix must undo
+    babble = mix_talkers(talkers, 8000, seeded(6))
+    assert babble.shape == (8000,)
+    spectrum = torch.fft.rfft(babble.double() * torch.hann_window(8000, dtype=torch.float64)).abs().pow(2)
+    frequency = torch.fft.rfftfreq(8000, 1 / SAMPLE_RATE)
+    energy = [spectrum[(frequency - f).abs() < 30].sum().item() for f in frequencies]
+    assert energy[0] == pytest.approx(energy[1], rel=0.1)  # both at unit RMS, whatever their level
+    assert float(babble.pow(2).mean()) == pytest.approx(2.0, rel=0.1)  # two uncorrelated unit talkers
+    assert torch.equal(babble, mix_talkers(talkers, 8000, seeded(6)))  # seeded offsets
+    assert not torch.equal(babble, mix_talkers(talkers, 8000, seeded(7)))
+    assert torch.equal(mix_talkers([], 100), torch.zeros(100))
 
 
 def test_noise_bank_resamples_mixes_down_and_crops(noise_bank):
