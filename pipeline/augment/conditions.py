@@ -28,7 +28,14 @@ import torch
 from torch import Tensor
 
 from pipeline.augment import acoustics
-from pipeline.augment.noise import add_noise, household_noise, mix_talkers, pink_noise, random_between, white_noise
+from pipeline.augment.noise import (
+    add_noise,
+    household_noise,
+    mix_talkers,
+    pink_noise,
+    random_between,
+    white_noise,
+)
 from pipeline.data.audio import SAMPLE_RATE, AudioError
 from pipeline.data.batching import WaveformDataset
 from pipeline.data.manifest import Manifest
