@@ -60,6 +60,7 @@ WAVEFORM_PROBABILITIES = ("noise_prob", "tempo_prob", "pitch_prob", "reverb_prob
 PROBABILITIES = (*WAVEFORM_PROBABILITIES, "vtlp_prob")
 Effect = Callable[[Tensor, Tensor, "torch.Generator | None"], Tensor]  # (waveforms, lengths, generator)
 BabbleSources = Callable[[int], Sequence[Tensor]]  # a row of the batch -> the talkers of its babble
+Generator = torch.Generator | None
 
 
 @dataclass
@@ -440,11 +441,7 @@ class Augmenter:
         )
 
     def _add_noise(
-        self,
-        waveforms: Tensor,
-        lengths: Tensor,
-        generator: torch.Generator | None,
-        babble_sources: BabbleSources | None = None,
+        self, waveforms: Tensor, lengths: Tensor, generator: Generator, babble_sources: BabbleSources | None
     ) -> Tensor:
         config = self.config
         batch_size = waveforms.shape[0]
@@ -461,7 +458,8 @@ class Augmenter:
         for index, kind in enumerate(config.noise_types):
             rows = (chosen & (kind_index == index)).nonzero().squeeze(1)
             if rows.numel():
-                noise[rows] = self._noise(kind, waveforms, lengths, rows, generator, babble_sources).to(noise.dtype)
+                kind_noise = self._noise(kind, waveforms, lengths, rows, generator, babble_sources)
+                noise[rows] = kind_noise.to(noise.dtype)
         output = waveforms.clone()
         output[noisy_rows] = add_noise(
             waveforms[noisy_rows],
@@ -474,23 +472,16 @@ class Augmenter:
         return output
 
     @staticmethod
-    def _babble(
-        talkers: Sequence[Tensor], num_samples: int, generator: torch.Generator | None, device: torch.device
-    ) -> Tensor:
+    def _babble(talkers: Sequence[Tensor], size: int, generator: Generator, device: torch.device) -> Tensor:
         """One row's babble of ``talkers``; pink noise when there is none (as for a batch of one)."""
         if not talkers:
-            return pink_noise((1, num_samples), generator, device)[0]
-        return mix_talkers(talkers, num_samples, generator, device)
+            return pink_noise((1, size), generator, device)[0]
+        return mix_talkers(talkers, size, generator, device)
 
     def _noise(
-        self,
-        kind: str,
-        waveforms: Tensor,
-        lengths: Tensor,
-        rows: Tensor,
-        generator: torch.Generator | None,
-        babble_sources: BabbleSources | None = None,
-    ) -> Tensor:
+        self, kind: str, waveforms: Tensor, lengths: Tensor, rows: Tensor, generator: Generator,
+        babble_sources: BabbleSources | None,
+    ) -> Tensor:  # fmt: skip
         shape = (rows.numel(), waveforms.shape[1])
         if kind == "white":
             return white_noise(shape, generator, waveforms.device)

@@ -262,7 +262,9 @@ def mix_talkers(
     Returns:
         ``[num_samples]`` babble.
     """
-    device = torch.device(device) if device is not None else (clips[0].device if clips else torch.device("cpu"))
+    if device is None:
+        device = clips[0].device if clips else "cpu"
+    device = torch.device(device)
     total = torch.zeros(num_samples, device=device)
     if not clips:
         return total

@@ -87,7 +87,8 @@ FEATURE_AUGMENT_FIELDS = frozenset({
     "spec_augment", "num_freq_masks", "freq_mask_width", "num_time_masks", "time_mask_width", "time_mask_ratio",
     "mask_value", "vtlp_prob", "vtlp_warp",
 })  # fmt: skip
-COPY_VERSION = 2  # of the per-utterance augmentation scheme (seeds, babble partners; 2: partners raw, read lazily)
+# of the per-utterance augmentation scheme (seeds, babble partners); 2: the partners raw, read lazily
+COPY_VERSION = 2
 
 Inputs = Callable[[Batch], tuple[Tensor, Tensor]]  # a batch -> the student's normalised input features
 
